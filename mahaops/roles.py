@@ -1,0 +1,47 @@
+"""The platform's roles: one vocabulary for deploys, groups, labels and tags.
+
+A role's deploy is ``deploys/<role>.py``, its settings ``group_data/<group>.py``,
+its templates ``templates/<role>/`` and its tests ``tests/roles/test_<role>.py``.
+Docker labels (``maha.role``), EC2 tags (``Role``) and Ansible groups use the
+same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    """Short name: deploys/<name>.py, templates/<name>/, maha.role label, Role tag."""
+    group: str
+    """Inventory group (pyinfra and Ansible) and group_data/<group>.py."""
+    title: str
+    """What an operator calls it."""
+
+
+# Deploy order: base everywhere first, then what others depend on.
+ROLES: tuple[Role, ...] = (
+    Role("db", "db_servers", "PostgreSQL database server"),
+    Role("cache", "cache_servers", "Redis cache and job queue"),
+    Role("log", "log_servers", "Log server"),
+    Role("app", "app_servers", "nginx + Node.js app server"),
+    Role("worker", "workers", "Background job worker"),
+    Role("lb", "load_balancers", "Load balancer"),
+)
+BASE = Role("base", "all", "Base system (every host)")
+
+ROLE_BY_NAME: dict[str, Role] = {r.name: r for r in (BASE, *ROLES)}
+ROLE_BY_GROUP: dict[str, Role] = {r.group: r for r in ROLES}
+GROUPS: tuple[str, ...] = tuple(r.group for r in ROLES)
+ENV_KINDS: tuple[str, ...] = ("local", "aws")
+"""Inventory kinds; each is also a group, with its own group_data/<kind>.py overlay."""
+
+
+def role(name: str) -> Role:
+    try:
+        return ROLE_BY_NAME[name]
+    except KeyError:
+        known = ", ".join(sorted(ROLE_BY_NAME))
+        raise ValueError(f"unknown role {name!r} (known roles: {known})") from None

@@ -1,0 +1,182 @@
+"""Typed settings: group_data/*.py files checked against pydantic models.
+
+group_data files are plain Python modules of prefixed settings, as pyinfra
+reads them. Each file is checked against the models of its group before any
+host is touched: an unknown key or a value of the wrong type stops the run
+with a message naming the file and the key.
+
+Precedence, lowest first: model defaults, ``all.py``, the inventory kind's
+overlay (``local.py`` or ``aws.py``), the role group's file (``db_servers.py``
+...), the inventory's host data, then ``--set`` overrides.
+"""
+
+from __future__ import annotations
+
+import difflib
+import runpy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mahaops import PROJECT_ROOT
+
+DEFAULT_GROUP_DATA = PROJECT_ROOT / "group_data"
+
+
+class Settings(BaseModel):
+    """A role's settings: every field prefixed by the role, defaulted, documented."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SettingsError(ValueError):
+    """Bad input in a settings source, reported with its file (or source) and key."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        self.source = source
+        self.key = key
+        self.message = message
+        super().__init__(f"{source}: {key}: {message}")
+
+
+S = TypeVar("S", bound=Settings)
+
+# group name -> models whose keys may appear in that group's file
+_GROUP_MODELS: dict[str, list[type[Settings]]] = {}
+
+
+def group_settings(*groups: str):  # type: ignore[no-untyped-def]
+    """Register a settings model for the group_data files of ``groups``."""
+
+    def register(model: type[S]) -> type[S]:
+        for group in groups:
+            _GROUP_MODELS.setdefault(group, []).append(model)
+        return model
+
+    return register
+
+
+def models_for_group(group: str) -> list[type[Settings]]:
+    """Models checking ``group_data/<group>.py``: the group's own plus the platform-wide ones."""
+    _load_models()
+    own = _GROUP_MODELS.get(group, [])
+    shared = _GROUP_MODELS.get("all", [])
+    return [*shared, *(m for m in own if m not in shared)]
+
+
+def all_models() -> list[type[Settings]]:
+    _load_models()
+    seen: list[type[Settings]] = []
+    for models in _GROUP_MODELS.values():
+        seen.extend(m for m in models if m not in seen)
+    return seen
+
+
+def _load_models() -> None:
+    # Importing the model modules registers them; kept lazy to avoid import cycles.
+    from mahaops.settings import models  # noqa: F401
+
+
+def read_group_file(path: Path) -> dict[str, Any]:
+    """The settings a group_data file defines: its public, non-module names."""
+    namespace = runpy.run_path(str(path))
+    return {
+        key: value
+        for key, value in namespace.items()
+        if not key.startswith("_") and not isinstance(value, ModuleType) and not callable(value)
+    }
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def check_values(source: str, values: Mapping[str, Any], models: Iterable[type[Settings]]) -> None:
+    """Check ``values`` against ``models``; raise SettingsError naming ``source`` and the key."""
+    models = list(models)
+    known: dict[str, type[Settings]] = {}
+    for model in models:
+        for field in model.model_fields:
+            known.setdefault(field, model)
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError(source, key, f"unknown setting{hint}")
+    for model in models:
+        subset = {k: v for k, v in values.items() if known[k] is model}
+        if not subset:
+            continue
+        try:
+            model.model_validate(subset)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = err["loc"]
+            key = str(loc[0]) if loc else next(iter(subset))
+            detail = ".".join(str(p) for p in loc[1:])
+            where = f" (at {detail})" if detail else ""
+            got = f" (got {err['input']!r})" if loc and len(loc) == 1 else ""
+            raise SettingsError(source, key, f"{err['msg']}{where}{got}") from None
+
+
+class GroupData:
+    """The checked contents of a group_data directory."""
+
+    def __init__(self, directory: Path = DEFAULT_GROUP_DATA) -> None:
+        self.directory = directory
+        self.files: dict[str, dict[str, Any]] = {}
+        if not directory.is_dir():
+            raise SettingsError(str(directory), "-", "group_data directory not found")
+        for path in sorted(directory.glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            group = path.stem
+            source = _display(path)
+            try:
+                values = read_group_file(path)
+            except Exception as exc:  # a syntax or name error in a settings file
+                raise SettingsError(source, "-", f"cannot be read: {exc}") from None
+            check_values(source, values, models_for_group(group))
+            self.files[group] = values
+
+    def merged(
+        self,
+        groups: Iterable[str],
+        host_data: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Settings for a host in ``groups`` (kind first, then role groups), lowest first."""
+        data: dict[str, Any] = dict(self.files.get("all", {}))
+        for group in groups:
+            data.update(self.files.get(group, {}))
+        data.update(host_data or {})
+        data.update(overrides or {})
+        return data
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs from the command line; VALUE is JSON when it parses as JSON."""
+    import json
+
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SettingsError("--set", pair, "expected KEY=VALUE")
+        try:
+            result[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            result[key] = raw
+    check_values("--set", result, all_models())
+    return result
+
+
+def from_data(model: type[S], data: Mapping[str, Any]) -> S:
+    """Build ``model`` from a host's merged data, taking only the model's own keys."""
+    return model.model_validate({k: data[k] for k in model.model_fields if k in data})

@@ -1,0 +1,15 @@
+"""Invoke tasks: the operator's interface to the Maha platform (``invoke --list``)."""
+
+from __future__ import annotations
+
+from invoke.collection import Collection
+
+ns = Collection()
+
+# -- local platform and deploys --------------------------------------------------------------
+
+# -- releases ---------------------------------------------------------------------------------
+
+# -- AWS --------------------------------------------------------------------------------------
+
+# -- Ansible export ---------------------------------------------------------------------------

@@ -1,3 +1,4 @@
 """Imports every settings module so each registers its models with its groups."""
 
 from mahaops.settings import base  # noqa: F401
+from mahaops.settings import aws  # noqa: F401

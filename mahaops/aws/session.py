@@ -1,0 +1,111 @@
+"""boto3 sessions and clients: standard retries, a call log, and the dry-run guard.
+
+Clients are made without an explicit ``endpoint_url`` so botocore's own
+configuration (profiles, ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``)
+stays in charge.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+CALL_LOG_ENV = "MAHA_AWS_CALL_LOG"
+"""If set, every AWS operation is appended to this file as ``service Operation``."""
+
+# Throttling and transient errors are retried with backoff by botocore's standard mode.
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 8},
+    user_agent_extra="mahaops",
+    connect_timeout=10,
+    read_timeout=60,
+)
+
+_READ_PREFIXES = ("Describe", "List", "Get", "Head")
+_log_lock = threading.Lock()
+
+
+def is_mutating(operation: str) -> bool:
+    """Whether an API operation may change AWS (anything not Describe/List/Get/Head)."""
+    return not operation.startswith(_READ_PREFIXES)
+
+
+class DryRunViolation(RuntimeError):
+    """A mutating AWS call was attempted during ``--dry``: a bug, never a change."""
+
+
+def _record_call(model: Any, **_: Any) -> None:
+    path = os.environ.get(CALL_LOG_ENV)
+    if not path:
+        return
+    with _log_lock, open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"{model.service_model.service_name} {model.name}\n")
+
+
+def _refuse_mutation(model: Any, **_: Any) -> None:
+    if is_mutating(model.name):
+        raise DryRunViolation(
+            f"{model.service_model.service_name}.{model.name} refused: --dry changes nothing"
+        )
+
+
+def make_session(
+    region: str | None = None, profile: str | None = None, *, dry: bool = False
+) -> boto3.Session:
+    """A session for one environment; with ``dry``, mutating calls raise instead of running."""
+    session = boto3.Session(profile_name=profile, region_name=region)
+    session.events.register("before-call.*.*", _record_call)
+    if dry:
+        session.events.register("before-call.*.*", _refuse_mutation)
+    return session
+
+
+class Clients:
+    """The clients provisioning needs, made once per session."""
+
+    def __init__(self, session: boto3.Session) -> None:
+        self.session = session
+
+    def _client(self, service: str, region: str | None = None) -> Any:
+        return self.session.client(service, region_name=region, config=CLIENT_CONFIG)
+
+    @property
+    def region(self) -> str:
+        return str(self.session.region_name)
+
+    @cached_property
+    def ec2(self) -> Any:
+        return self._client("ec2")
+
+    @cached_property
+    def elbv2(self) -> Any:
+        return self._client("elbv2")
+
+    @cached_property
+    def iam(self) -> Any:
+        return self._client("iam")
+
+    @cached_property
+    def s3(self) -> Any:
+        return self._client("s3")
+
+    @cached_property
+    def ssm(self) -> Any:
+        return self._client("ssm")
+
+    @cached_property
+    def sts(self) -> Any:
+        return self._client("sts")
+
+    @cached_property
+    def cloudfront(self) -> Any:
+        return self._client("cloudfront", region="us-east-1")  # a global service
+
+    @cached_property
+    def account_id(self) -> str:
+        return str(self.sts.get_caller_identity()["Account"])

@@ -1,0 +1,59 @@
+'use strict';
+// All configuration comes from environment variables (see README.md); the
+// systemd unit loads them from an env file, tests pass them directly.
+
+const os = require('os');
+
+function int(name, fallback, { min = 0, max = Number.MAX_SAFE_INTEGER } = {}) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new Error(`${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+// pg reads PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE itself when no
+// connection string is given.
+function postgres() {
+  const options = {
+    connectionTimeoutMillis: int('PG_CONNECT_TIMEOUT_MS', 3000),
+    statement_timeout: int('PG_STATEMENT_TIMEOUT_MS', 30000),
+    max: int('PG_POOL_MAX', 10, { min: 1 }),
+    application_name: `maha-${require('path').basename(process.argv[1] || 'app', '.js')}`,
+  };
+  if (process.env.DATABASE_URL) options.connectionString = process.env.DATABASE_URL;
+  return options;
+}
+
+// Where a URL points, without user or password: safe to log.
+function describeUrl(raw) {
+  try {
+    const url = new URL(raw);
+    return `${url.protocol}//${url.host}${url.pathname === '/' ? '' : url.pathname}`;
+  } catch {
+    return '(unparsable url)';
+  }
+}
+
+function describePostgres() {
+  if (process.env.DATABASE_URL) return describeUrl(process.env.DATABASE_URL);
+  const host = process.env.PGHOST || 'localhost';
+  return `postgres://${host}:${process.env.PGPORT || 5432}/${process.env.PGDATABASE || process.env.PGUSER || ''}`;
+}
+
+const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379/0';
+
+module.exports = {
+  int,
+  release: process.env.MAHA_RELEASE || 'dev',
+  serverName: process.env.MAHA_SERVER_NAME || os.hostname(),
+  port: int('PORT', 3000, { max: 65535 }),
+  host: process.env.HOST || '127.0.0.1', // nginx on the same host proxies to us
+  serveStatic: process.env.MAHA_SERVE_STATIC !== '0',
+  postgres,
+  describePostgres,
+  redisUrl,
+  describeRedis: () => describeUrl(redisUrl),
+};

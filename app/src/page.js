@@ -1,0 +1,40 @@
+'use strict';
+// The one HTML page: start a campaign and watch its progress live.
+
+const config = require('./config');
+
+const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+const escape = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
+
+function render(res) {
+  const html = `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Maha campaigns</title>
+  <link rel="stylesheet" href="/static/app.css">
+</head>
+<body>
+  <main>
+    <h1>Maha campaigns</h1>
+    <form id="campaign-form">
+      <label>Name <input name="name" required maxlength="200" value="Spring newsletter"></label>
+      <label>Recipients <input name="recipients" type="number" min="1" max="100000" value="10000" required></label>
+      <button type="submit">Send campaign</button>
+    </form>
+    <section id="progress" hidden>
+      <p id="progress-label"></p>
+      <progress id="progress-bar" max="100" value="0"></progress>
+    </section>
+  </main>
+  <footer>Served by <b>${escape(config.serverName)}</b>, release <code>${escape(config.release)}</code></footer>
+  <script src="/static/app.js" defer></script>
+</body>
+</html>
+`;
+  res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+  res.end(html);
+}
+
+module.exports = { render };

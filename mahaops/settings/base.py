@@ -65,6 +65,7 @@ class BaseSettings(Settings):
     base_ssh_client_alive_interval: int = Field(300, ge=0)  # seconds between keepalives
     base_ssh_allow_tcp_forwarding: bool = False  # keep off: no tunnels through app hosts
     base_ssh_allow_agent_forwarding: bool = False
+    base_ssh_group: UserName = "ssh-users"  # only members may log in (AllowGroups)
 
     # -- time, locale, logs ----------------------------------------------------------------
     base_timezone: str = "Etc/UTC"  # tz database name

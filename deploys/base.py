@@ -1,0 +1,222 @@
+"""Base role, on every host: packages through the apt proxy, admin users, hardened sshd,
+time, unattended security upgrades, journald, kernel hardening and a default-deny firewall.
+
+Read top to bottom, it is the runbook for a fresh Debian 12 host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Users
+from pyinfra.operations import apt, files, server, systemd
+
+from mahaops import firewall
+from mahaops.context import addresses, host_roles, settings
+from mahaops.settings.base import BaseSettings
+from mahaops.templating import JINJA_ENV_KWARGS, template_path
+from operations.facts import IsContainer
+from operations.files import validated_template
+
+PACKAGES = ["netbase", "sudo", "openssh-server", "chrony", "unattended-upgrades", "nftables", "rsyslog"]
+
+
+def template_vars(s: BaseSettings) -> dict[str, Any]:
+    """Variables the base templates see: the settings plus what follows from the inventory."""
+    openings = firewall.declared(host_roles(), host.data.dict())
+    groups = {source for o in openings for source in o.sources}
+    rules = firewall.rules(
+        openings, s.base_admin_cidrs, {group: addresses(group) for group in groups}
+    )
+    return {
+        **s.model_dump(),
+        "base_sudo_users": [s.base_deploy_user]
+        + [u.name for u in s.base_admin_users if u.sudo],
+        "base_ssh_allow_groups": [s.base_ssh_group],
+        "base_firewall_rules": [rule.__dict__ for rule in rules],
+    }
+
+
+@deploy("Base")
+def base() -> None:
+    s = settings(BaseSettings)
+    tvars = template_vars(s)
+    in_container = host.get_fact(IsContainer)
+
+    # -- packages ---------------------------------------------------------------------------
+    if s.apt_proxy:
+        files.template(
+            name="Send apt through the package cache",
+            src=template_path("base/apt-proxy.conf.j2"),
+            dest="/etc/apt/apt.conf.d/01maha-proxy",
+            mode="644",
+            jinja_env_kwargs=JINJA_ENV_KWARGS,
+            **tvars,
+        )
+    else:
+        files.file(
+            name="Fetch packages directly (no apt proxy)",
+            path="/etc/apt/apt.conf.d/01maha-proxy",
+            present=False,
+        )
+    apt.packages(
+        name="Install base packages",
+        packages=sorted({*PACKAGES, *s.base_packages}),
+        update=True,
+        cache_time=3600,
+        no_recommends=True,
+    )
+
+    # -- identity: hostname and time zone ---------------------------------------------------
+    server.hostname(name="Set the hostname", hostname=host.name)
+    files.link(
+        name="Set the time zone",
+        path="/etc/localtime",
+        target=f"/usr/share/zoneinfo/{s.base_timezone}",
+    )
+    files.template(
+        name="Record the time zone",
+        src=template_path("base/timezone.j2"),
+        dest="/etc/timezone",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+
+    # -- people: the deploy user and admins, keys only --------------------------------------
+    server.group(name="Create the SSH login group", group=s.base_ssh_group)
+    server.user(
+        name=f"Deploy user {s.base_deploy_user}",
+        user=s.base_deploy_user,
+        shell="/bin/bash",
+        groups=["sudo", s.base_ssh_group],
+        append=True,
+        create_home=True,
+    )
+    for admin in s.base_admin_users:
+        server.user(
+            name=f"Admin {admin.name}",
+            user=admin.name,
+            shell="/bin/bash",
+            groups=[s.base_ssh_group, *(["sudo"] if admin.sudo else [])],
+            public_keys=admin.public_keys,
+            delete_keys=True,
+            create_home=True,
+        )
+    existing = host.get_fact(Users)
+    for gone in s.base_removed_users:
+        if gone in existing:
+            server.user(name=f"Remove former admin {gone}", user=gone, present=False)
+    validated_template(
+        name="Allow sudo for admins",
+        src="base/sudoers.j2",
+        dest="/etc/sudoers.d/90-maha",
+        validate="/usr/sbin/visudo -cqf %s",
+        mode="440",
+        **tvars,
+    )
+
+    # -- sshd, checked before it is used ----------------------------------------------------
+    sshd = validated_template(
+        name="Harden sshd",
+        src="base/sshd_config.j2",
+        dest="/etc/ssh/sshd_config",
+        validate="/usr/sbin/sshd -t -f %s",
+        mode="600",
+        **tvars,
+    )
+    systemd.service(
+        name="Reload sshd for the new configuration",
+        service="ssh",
+        reloaded=True,
+        _if=sshd.did_change,
+    )
+
+    # -- time ------------------------------------------------------------------------------
+    chrony = files.template(
+        name="Configure time sync (chrony)",
+        src=template_path("base/chrony.conf.j2"),
+        dest="/etc/chrony/chrony.conf",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    if not in_container:  # a container's clock is its host's: chrony cannot discipline it
+        systemd.service(name="Run chrony", service="chrony", running=True, enabled=True)
+        systemd.service(
+            name="Restart chrony for the new configuration",
+            service="chrony",
+            restarted=True,
+            _if=chrony.did_change,
+        )
+
+    # -- security updates ------------------------------------------------------------------
+    files.template(
+        name="Schedule unattended security upgrades",
+        src=template_path("base/20auto-upgrades.j2"),
+        dest="/etc/apt/apt.conf.d/20auto-upgrades",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    files.template(
+        name="Configure unattended upgrades",
+        src=template_path("base/52maha-unattended-upgrades.j2"),
+        dest="/etc/apt/apt.conf.d/52maha-unattended-upgrades",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+
+    # -- journald --------------------------------------------------------------------------
+    files.directory(name="journald drop-in directory", path="/etc/systemd/journald.conf.d")
+    journald = files.template(
+        name="Limit the journal",
+        src=template_path("base/journald.conf.j2"),
+        dest="/etc/systemd/journald.conf.d/90-maha.conf",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    systemd.service(
+        name="Restart journald for the new limits",
+        service="systemd-journald",
+        restarted=True,
+        _if=journald.did_change,
+    )
+
+    # -- kernel ----------------------------------------------------------------------------
+    if s.base_sysctl_hardening and not in_container:  # a container shares its host's kernel
+        sysctl = files.template(
+            name="Harden kernel settings",
+            src=template_path("base/sysctl-hardening.conf.j2"),
+            dest="/etc/sysctl.d/90-maha-hardening.conf",
+            mode="644",
+            jinja_env_kwargs=JINJA_ENV_KWARGS,
+            **tvars,
+        )
+        server.shell(
+            name="Apply kernel settings",
+            commands=["sysctl --system"],
+            _if=sysctl.did_change,
+        )
+
+    # -- firewall --------------------------------------------------------------------------
+    if s.base_firewall:
+        rules = validated_template(
+            name="Firewall: open only declared ports",
+            src="base/nftables.conf.j2",
+            dest="/etc/nftables.conf",
+            validate="/usr/sbin/nft -c -f %s",
+            mode="755",
+            **tvars,
+        )
+        systemd.service(name="Run the firewall", service="nftables", running=True, enabled=True)
+        systemd.service(
+            name="Load the new firewall rules",
+            service="nftables",
+            reloaded=True,
+            _if=rules.did_change,
+        )

@@ -1,0 +1,6 @@
+"""Overlay for the local platform (Docker hosts on this machine)."""
+
+# Containers have no route out: packages come through apt-cacher-ng on this machine,
+# which `invoke up` starts. Set to None where containers reach a mirror themselves.
+apt_proxy = "http://host.docker.internal:3142"
+base_admin_cidrs = ["0.0.0.0/0"]  # SSH arrives from docker-proxy on 127.0.0.1 only

@@ -1,0 +1,46 @@
+"""What a deploy knows about its host and the inventory, as plain typed values."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pyinfra import host, inventory
+
+from mahaops.settings import Settings, from_data
+
+S = TypeVar("S", bound=Settings)
+
+
+def settings(model: type[S]) -> S:
+    """The current host's settings for ``model``, already checked before the run began."""
+    return from_data(model, host.data.dict())
+
+
+def _addresses(group: str) -> list[str]:
+    try:
+        members = inventory.get_group(group)
+    except Exception:  # pyinfra raises NoGroupError for an empty group
+        return []
+    return sorted(
+        str(h.data.get("private_address")) for h in members if h.data.get("private_address")
+    )
+
+
+def addresses(*groups: str) -> list[str]:
+    """Private addresses of the hosts in ``groups``; ``all`` means every host."""
+    found: set[str] = set()
+    for group in groups:
+        if group == "all":
+            found.update(
+                str(h.data.get("private_address")) for h in inventory if h.data.get("private_address")
+            )
+        else:
+            found.update(_addresses(group))
+    return sorted(found)
+
+
+def host_roles() -> list[str]:
+    """Role names of the current host, from its inventory groups."""
+    from mahaops.roles import ROLE_BY_GROUP
+
+    return [ROLE_BY_GROUP[g].name for g in host.groups if g in ROLE_BY_GROUP]

@@ -1,0 +1,103 @@
+"""The whole Maha platform on this machine: `invoke up` and `invoke down`."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from mahaops.local.hosts import Environment, LocalHost
+from mahaops.roles import ROLE_BY_NAME
+from mahaops.runner import DeployResult, run_deploy
+
+# The platform's hosts, as on AWS: a load balancer, two app servers, one of each other role.
+PLATFORM: tuple[tuple[str, int], ...] = (
+    ("lb", 1),
+    ("app", 2),
+    ("db", 1),
+    ("cache", 1),
+    ("log", 1),
+    ("worker", 1),
+)
+
+
+@dataclass
+class UpResult:
+    created: list[str]
+    hosts: list[LocalHost]
+    deploy: DeployResult
+
+
+def deployable_roles() -> list[str]:
+    """Roles whose deploy exists in deploys/ (base first)."""
+    return [
+        name for name in ROLE_BY_NAME if importlib.util.find_spec(f"deploys.{name}") is not None
+    ]
+
+
+def up(
+    env: str = "local",
+    console: Console | None = None,
+    capture: bool = False,
+    quiet: bool = False,
+) -> UpResult:
+    """Create the platform's missing hosts, then converge every role on all of them."""
+    console = console or Console()
+    say: Callable[[str], None] = lambda msg: console.print(f"[bold]•[/] {msg}")  # noqa: E731
+    environment = Environment(env)
+    say(f"Preparing environment [bold]{env}[/]: Docker engine, apt cache, host image")
+    image = environment.prepare(progress=say)
+    existing = {h.name for h in environment.hosts()}
+    _restart_stopped(environment)
+    created = []
+    for role, count in PLATFORM:
+        for index in range(1, count + 1):
+            name = f"{role}-{index}"
+            if name not in existing:
+                say(f"Creating host {name}")
+                environment.create(role, name=name, image=image)
+                created.append(name)
+    roles = deployable_roles()
+    say(f"Deploying roles: {', '.join(roles)}")
+    result = run_deploy(env, roles=roles, capture=capture, quiet=quiet)
+    return UpResult(created, environment.hosts(), result)
+
+
+def _restart_stopped(environment: Environment) -> None:
+    for container in environment.containers():
+        if container.status != "running":
+            container.start()
+            host = environment._host(container)
+            if host:
+                environment.wait_for_ssh(host)
+
+
+def hosts_table(hosts: list[LocalHost]) -> Table:
+    table = Table(title="Hosts", title_justify="left")
+    for column in ("host", "role", "private address", "ssh", "published"):
+        table.add_column(column)
+    for host in hosts:
+        published = ", ".join(f"{p}→127.0.0.1:{h}" for p, h in sorted(host.ports.items()))
+        table.add_row(
+            host.name,
+            host.role,
+            host.private_address,
+            f"127.0.0.1:{host.ssh_port}",
+            published or "-",
+        )
+    return table
+
+
+def url(hosts: list[LocalHost]) -> str | None:
+    for host in hosts:
+        if host.role == "lb" and 80 in host.ports:
+            return f"http://127.0.0.1:{host.ports[80]}/"
+    return None
+
+
+def down(env: str = "local", volumes: bool = False) -> list[str]:
+    """Remove the platform's hosts and network; data volumes stay unless ``volumes``."""
+    return Environment(env).remove(volumes=volumes)

@@ -1,0 +1,118 @@
+"""Run deploys from Python (invoke tasks, tests, benchmarks) in their own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mahaops import PROJECT_ROOT
+from mahaops.inventory import HostSpec
+
+
+@dataclass(frozen=True)
+class OpOutcome:
+    host: str
+    name: str
+    status: str  # changed | unchanged | failed | skipped
+    operation: str  # e.g. files.template
+    idempotent: bool  # as pyinfra declares the operation
+
+
+@dataclass
+class DeployResult:
+    returncode: int
+    operations: list[OpOutcome] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    output: str = ""  # everything printed (stdout then stderr), already masked
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def with_status(self, status: str) -> list[OpOutcome]:
+        return [op for op in self.operations if op.status == status]
+
+    @property
+    def changed(self) -> list[OpOutcome]:
+        return self.with_status("changed")
+
+    @property
+    def failed(self) -> list[OpOutcome]:
+        return [op for op in self.operations if op.status in ("failed", "skipped")]
+
+    def named(self, text: str, host: str | None = None) -> list[OpOutcome]:
+        return [
+            op
+            for op in self.operations
+            if text in op.name and (host is None or op.host == host)
+        ]
+
+
+def deploy_command(
+    env: str,
+    roles: Sequence[str] = (),
+    limit: Sequence[str] = (),
+    dry: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    group_data: Path | None = None,
+    quiet: bool = False,
+) -> list[str]:
+    cmd = [sys.executable, "-m", "mahaops.deploy_run", "--env", env]
+    for role in roles:
+        cmd += ["--role", role]
+    for name in limit:
+        cmd += ["--limit", name]
+    for key, value in (overrides or {}).items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    if dry:
+        cmd.append("--dry")
+    if group_data:
+        cmd += ["--group-data", str(group_data)]
+    if quiet:
+        cmd.append("--quiet")
+    return cmd
+
+
+def run_deploy(
+    env: str,
+    roles: Sequence[str] = (),
+    limit: Sequence[str] = (),
+    dry: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    group_data: Path | None = None,
+    hosts: Iterable[HostSpec] | None = None,
+    capture: bool = True,
+    quiet: bool = False,
+    extra_env: Mapping[str, str] | None = None,
+) -> DeployResult:
+    """Run the deploys of ``roles`` (all by default) on ``env`` and report each operation."""
+    cmd = deploy_command(env, roles, limit, dry, overrides, group_data, quiet)
+    with tempfile.TemporaryDirectory(prefix="maha-run-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd += ["--json", str(out)]
+        if hosts is not None:
+            hosts_file = Path(tmp) / "hosts.json"
+            hosts_file.write_text(
+                json.dumps([{"name": h.name, "groups": h.groups, "data": h.data} for h in hosts])
+            )
+            cmd += ["--hosts-json", str(hosts_file)]
+        environ = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+        environ.setdefault("COLUMNS", "160")
+        proc = subprocess.run(
+            cmd, cwd=PROJECT_ROOT, env=environ, capture_output=capture, text=True, check=False
+        )
+        result = DeployResult(returncode=proc.returncode)
+        if capture:
+            result.output = (proc.stdout or "") + (proc.stderr or "")
+        if out.exists():
+            data = json.loads(out.read_text())
+            result.operations = [OpOutcome(**op) for op in data["operations"]]
+            result.unreachable = list(data["unreachable"])
+        return result

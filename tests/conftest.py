@@ -1,0 +1,89 @@
+"""Shared fixtures: a Docker test bed of real SSH hosts, and deploys run against them.
+
+The test bed is one environment (``maha.env=t<random>``) per test session, with its
+own deploy key and secrets under a temporary MAHA_HOME. Hosts it hands out are
+removed at the end of the session, after failures too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _random
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Isolate keys and secrets before any project module reads MAHA_HOME.
+_HOME = tempfile.mkdtemp(prefix="maha-test-home-")
+os.environ["MAHA_HOME"] = _HOME
+
+from mahaops.local.hosts import Environment, LocalHost  # noqa: E402
+from mahaops.runner import DeployResult, run_deploy  # noqa: E402
+
+
+class Testbed:
+    """Hands out fresh hosts and runs deploys on them."""
+
+    __test__ = False  # a fixture, not a test class
+
+    def __init__(self, environment: Environment, image: str) -> None:
+        self.environment = environment
+        self.image = image
+        self.env = environment.env
+        self.home = Path(_HOME)
+
+    def host(self, role: str, name: str | None = None) -> LocalHost:
+        return self.environment.create(role, name=name, image=self.image)
+
+    def deploy(
+        self,
+        roles: Sequence[str] = ("base",),
+        limit: Sequence[str] = (),
+        dry: bool = False,
+        overrides: Mapping[str, Any] | None = None,
+        group_data: Path | None = None,
+    ) -> DeployResult:
+        return run_deploy(
+            self.env,
+            roles=roles,
+            limit=limit,
+            dry=dry,
+            overrides=overrides,
+            group_data=group_data,
+        )
+
+    def exec(self, host: LocalHost, command: str, check: bool = True) -> str:
+        container = self.environment.client.containers.get(host.container)
+        code, output = container.exec_run(["sh", "-c", command])
+        text = output.decode(errors="replace")
+        if check and code != 0:
+            raise AssertionError(f"{host.name}: `{command}` exited {code}: {text}")
+        return text
+
+    def remove(self, host: LocalHost) -> None:
+        self.environment.remove([host.name], volumes=True)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    environment = Environment(f"t{_random.token_hex(3)}")
+    try:
+        image = environment.prepare()
+        yield Testbed(environment, image)
+    finally:
+        environment.remove(volumes=True)
+
+
+@pytest.fixture(scope="session")
+def make_host(testbed: Testbed) -> Callable[..., LocalHost]:
+    return testbed.host
+
+
+def infra(host: LocalHost) -> Any:
+    """A testinfra host for assertions, reaching the container through Docker."""
+    import testinfra
+
+    return testinfra.get_host(f"docker://{host.container}")

@@ -1,0 +1,152 @@
+"""The base role on real hosts: converge, idempotence, dry run with diffs, SSH and firewall."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from mahaops import PROJECT_ROOT
+from mahaops.local import keys
+from mahaops.local.hosts import LocalHost
+from tests.checks import base as checks
+from tests.conftest import Testbed, infra
+
+pytestmark = pytest.mark.testbed
+
+# Operations pyinfra marks non-idempotent that the base role may use, and why that is safe.
+JUSTIFIED_NON_IDEMPOTENT = {
+    "server.shell": "only `sysctl --system`, guarded by _if on its config file changing",
+}
+
+
+@pytest.fixture(scope="module")
+def converged(testbed: Testbed) -> tuple[LocalHost, object]:
+    host = testbed.host("base", name="base-1")
+    first = testbed.deploy(roles=["base"], limit=[host.name])
+    assert first.ok, first.output
+    assert first.changed, "a fresh host must need changes"
+    return host, first
+
+
+def test_fresh_host_converges_to_the_base_promises(converged) -> None:  # type: ignore[no-untyped-def]
+    host, _ = converged
+    checks.check_base(host, infra(host))
+
+
+def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:  # type: ignore[no-untyped-def]
+    host, _ = converged
+    second = testbed.deploy(roles=["base"], limit=[host.name])
+    assert second.ok, second.output
+    assert [op.name for op in second.changed] == []
+    used_non_idempotent = {op.operation for op in second.operations if not op.idempotent}
+    unexplained = used_non_idempotent - set(JUSTIFIED_NON_IDEMPOTENT)
+    assert not unexplained, f"non-idempotent operations without a justification: {unexplained}"
+
+
+def test_root_login_is_refused_even_with_an_authorized_key(testbed: Testbed, converged) -> None:  # type: ignore[no-untyped-def]
+    host, _ = converged
+    testbed.exec(
+        host,
+        f"install -d -m700 /root/.ssh && echo '{keys.public_key(host.env)}' "
+        "> /root/.ssh/authorized_keys",
+    )
+    assert checks.login_refused(host, "root", key_filename=str(keys.deploy_key(host.env)))
+
+
+def test_password_login_is_refused_even_with_the_right_password(
+    testbed: Testbed, converged
+) -> None:  # type: ignore[no-untyped-def]
+    host, _ = converged
+    testbed.exec(
+        host,
+        "id pwtest >/dev/null 2>&1 || useradd -m -G ssh-users pwtest; "
+        "echo 'pwtest:Correct-Horse-9' | chpasswd",
+    )
+    assert checks.login_refused(host, "pwtest", password="Correct-Horse-9")
+
+
+def test_deploy_key_login_works_and_has_sudo(converged) -> None:  # type: ignore[no-untyped-def]
+    host, _ = converged
+    out = checks.key_login_works(host)
+    assert out.splitlines()[0] == "maha" and "sudo-ok" in out
+
+
+def test_only_declared_ports_are_reachable(testbed: Testbed, converged) -> None:  # type: ignore[no-untyped-def]
+    host, _ = converged
+    testbed.exec(
+        host,
+        "systemd-run --unit=probe-8080 python3 -m http.server 8080 >/dev/null 2>&1 || true",
+    )
+    time.sleep(1)
+    assert "8080" in testbed.exec(host, "ss -tln")  # it listens...
+    assert not checks.port_open(host.private_address, 8080)  # ...but nobody gets in
+    assert checks.port_open(host.private_address, 22)
+
+    opened = testbed.deploy(
+        roles=["base"], limit=[host.name], overrides={"base_firewall_extra_ports": [8080]}
+    )
+    assert opened.ok, opened.output
+    assert checks.port_open(host.private_address, 8080)
+
+    closed = testbed.deploy(roles=["base"], limit=[host.name])
+    assert closed.ok, closed.output
+    assert not checks.port_open(host.private_address, 8080)
+
+
+def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, converged) -> None:  # type: ignore[no-untyped-def]
+    host, _ = converged
+    before = testbed.exec(host, "sha1sum /etc/ssh/sshd_config")
+
+    plan = testbed.deploy(
+        roles=["base"], limit=[host.name], dry=True, overrides={"base_ssh_max_auth_tries": 2}
+    )
+
+    assert plan.ok, plan.output
+    assert [op.name for op in plan.changed] == [
+        "Base | Harden sshd",
+        "Base | Reload sshd for the new configuration",
+    ]
+    assert "Will modify /etc/ssh/sshd_config" in plan.output
+    assert "- MaxAuthTries 3" in plan.output and "+ MaxAuthTries 2" in plan.output
+    assert testbed.exec(host, "sha1sum /etc/ssh/sshd_config") == before
+    assert "MaxAuthTries 3" in testbed.exec(host, "cat /etc/ssh/sshd_config")
+
+
+def test_wrong_type_in_group_data_stops_before_any_host_is_touched(
+    testbed: Testbed, converged, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    host, _ = converged
+    group_data = tmp_path / "group_data"
+    shutil.copytree(PROJECT_ROOT / "group_data", group_data)
+    with (group_data / "all.py").open("a") as handle:
+        handle.write('\nbase_ssh_max_auth_tries = "many"\n')
+    since = testbed.exec(host, "date +%s").strip()
+    time.sleep(1)
+
+    result = testbed.deploy(roles=["base"], limit=[host.name], group_data=group_data)
+
+    assert result.returncode == 2
+    assert "all.py: base_ssh_max_auth_tries:" in result.output
+    assert result.operations == []
+    logins = testbed.exec(host, f"journalctl -u ssh --since @{since} --no-pager", check=False)
+    assert "Accepted publickey" not in logins
+
+
+def test_unknown_key_in_group_data_is_named_with_a_suggestion(
+    testbed: Testbed, converged, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    host, _ = converged
+    group_data = tmp_path / "group_data"
+    shutil.copytree(PROJECT_ROOT / "group_data", group_data)
+    with (group_data / "local.py").open("a") as handle:
+        handle.write("\nbase_timezon = 'Europe/Paris'\n")
+
+    result = testbed.deploy(roles=["base"], limit=[host.name], group_data=group_data)
+
+    assert result.returncode == 2
+    assert "local.py: base_timezon: unknown setting (did you mean 'base_timezone'?)" in (
+        " ".join(result.output.split())
+    )

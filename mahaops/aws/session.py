@@ -59,10 +59,15 @@ def make_session(
 ) -> boto3.Session:
     """A session for one environment; with ``dry``, mutating calls raise instead of running."""
     session = boto3.Session(profile_name=profile, region_name=region)
-    session.events.register("before-call.*.*", _record_call)
+    session.events.register("before-call.*.*", _record_call, unique_id="maha-call-log")
     if dry:
-        session.events.register("before-call.*.*", _refuse_mutation)
+        guard_dry_run(session)
     return session
+
+
+def guard_dry_run(session: boto3.Session) -> None:
+    """From now on, clients of ``session`` refuse any mutating call."""
+    session.events.register("before-call.*.*", _refuse_mutation, unique_id="maha-dry-guard")
 
 
 class Clients:

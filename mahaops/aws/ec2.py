@@ -1,0 +1,250 @@
+"""EC2: the Debian 12 image, the SSH key pair, and the instances of each role.
+
+Instances are named ``maha-<env>-<role>-<n>`` and found by their tags, so a
+second run finds them instead of launching more. Every instance gets an
+encrypted gp3 root volume and requires IMDSv2 tokens. A new Debian release
+does not replace running instances; it is used for the next ones launched.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
+
+from mahaops.aws.iam import profile_for
+from mahaops.aws.plan import PENDING, Context, ProvisionError, pending, tags_of
+from mahaops.settings import SettingsError
+from mahaops.settings.aws import EC2_ROLES, AwsEnvironment
+
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+T = TypeVar("T")
+
+
+# -- the image ---------------------------------------------------------------------------------
+
+
+def find_debian_ami(ctx: Context) -> tuple[str, str]:
+    """(image id, root device name): the pinned AMI, else Debian's SSM parameter, else newest."""
+    ec2, settings = ctx.clients.ec2, ctx.settings
+    image_id = ctx.spec.ami_id or _ami_from_ssm(ctx)
+    if image_id:
+        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+    else:
+        images = ec2.describe_images(
+            Owners=[settings.aws_ami_owner],
+            Filters=[
+                {"Name": "name", "Values": [settings.aws_ami_name_pattern]},
+                {"Name": "architecture", "Values": ["x86_64"]},
+                {"Name": "state", "Values": ["available"]},
+            ],
+        )["Images"]
+        images.sort(key=lambda i: i.get("CreationDate", ""), reverse=True)
+    if not images:
+        raise ProvisionError(
+            f"no Debian 12 image in {ctx.clients.region}: neither {settings.aws_ami_ssm_parameter} "
+            f"nor images of owner {settings.aws_ami_owner} named {settings.aws_ami_name_pattern}; "
+            "pin one with ami_id"
+        )
+    image = images[0]
+    ctx.step(f"image {image['ImageId']} ({image.get('Name', '?')})")
+    return str(image["ImageId"]), str(image.get("RootDeviceName") or "/dev/xvda")
+
+
+def _ami_from_ssm(ctx: Context) -> str | None:
+    try:
+        parameter = ctx.clients.ssm.get_parameter(Name=ctx.settings.aws_ami_ssm_parameter)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("ParameterNotFound", "AccessDeniedException"):
+            return None  # fall back to describe_images
+        raise
+    return str(parameter["Parameter"]["Value"])
+
+
+# -- the key pair ------------------------------------------------------------------------------
+
+
+def read_public_key(env: str, spec: AwsEnvironment) -> str:
+    """The SSH public key text: ``ssh_public_key`` is a file path or the key itself."""
+    value = spec.ssh_public_key.strip()
+    if value.startswith(("ssh-", "ecdsa-")):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise SettingsError(
+            "group_data/aws.py", "aws_environments", f"{env}.ssh_public_key: no file {path}"
+        )
+    return path.read_text().strip()
+
+
+def _key_body(key: str) -> str:
+    """ "type base64" without the comment, which AWS does not keep."""
+    return " ".join(key.split()[:2])
+
+
+def ensure_key_pair(ctx: Context, public_key: str) -> str:
+    ec2, name = ctx.clients.ec2, ctx.name()
+    found = ec2.describe_key_pairs(
+        Filters=[{"Name": "key-name", "Values": [name]}], IncludePublicKey=True
+    )["KeyPairs"]
+    if found:
+        current = found[0].get("PublicKey")
+        if current is None or _key_body(current) == _key_body(public_key):
+            ctx.plan.record("Key pair", name, "no change", found[0].get("KeyFingerprint", ""))
+            return name
+        ctx.plan.record("Key pair", name, "replace", "ssh_public_key changed; new instances only")
+        if ctx.dry:
+            return name
+        ec2.delete_key_pair(KeyName=name)
+    else:
+        ctx.plan.record("Key pair", name, "create", "imported from ssh_public_key")
+        if ctx.dry:
+            return name
+    ec2.import_key_pair(
+        KeyName=name,
+        PublicKeyMaterial=public_key.encode(),
+        TagSpecifications=[{"ResourceType": "key-pair", "Tags": ctx.tags("platform", name)}],
+    )
+    return name
+
+
+# -- the instances -----------------------------------------------------------------------------
+
+
+def existing_instances(ctx: Context) -> dict[str, list[dict[str, Any]]]:
+    """The environment's live instances by Name, oldest first."""
+    filters = [*ctx.filters(), {"Name": "instance-state-name", "Values": LIVE_STATES}]
+    pages = ctx.clients.ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                by_name.setdefault(tags_of(instance).get("Name", ""), []).append(instance)
+    for group in by_name.values():
+        group.sort(key=lambda i: str(i["LaunchTime"]))
+    return by_name
+
+
+def ensure_instances(ctx: Context, key_name: str) -> None:
+    ctx.step("EC2 instances")
+    existing = existing_instances(ctx)
+    image: list[tuple[str, str]] = []  # looked up once, only if something is launched
+    launched: list[str] = []
+    for role in EC2_ROLES:
+        wanted = [ctx.name(role, str(n)) for n in range(1, ctx.spec.role(role).count + 1)]
+        ids = []
+        for index, name in enumerate(wanted):
+            found = existing.pop(name, [])
+            for duplicate in found[1:]:
+                _terminate(ctx, duplicate, name, "duplicate of the oldest")
+            if found:
+                ids.append(_converge(ctx, role, name, found[0]))
+                continue
+            if not image:
+                image.append(find_debian_ami(ctx))
+            instance_id = _launch(ctx, role, name, index, key_name, image[0])
+            ids.append(instance_id)
+            launched.append(instance_id)
+        ctx.ids[f"instances:{role}"] = ids
+    for name, extra in sorted(existing.items()):
+        for instance in extra:
+            _terminate(ctx, instance, name or instance["InstanceId"], "not in the description")
+    if launched and not ctx.dry:
+        ctx.step(f"waiting for {len(launched)} instance(s) to run")
+        ctx.clients.ec2.get_waiter("instance_running").wait(InstanceIds=launched)
+
+
+def _launch(
+    ctx: Context, role: str, name: str, index: int, key_name: str, image: tuple[str, str]
+) -> str:
+    spec = ctx.spec.role(role)
+    ctx.plan.record("EC2 instance", name, "create", f"{spec.instance_type}, {spec.disk_gb} GB")
+    if ctx.dry:
+        return PENDING
+    public = ctx.spec.access == "public"
+    subnets = ctx.ids["subnets:public" if public else "subnets:private"]
+    kwargs: dict[str, Any] = {
+        "ImageId": image[0],
+        "InstanceType": spec.instance_type,
+        "MinCount": 1,
+        "MaxCount": 1,
+        "KeyName": key_name,
+        # A retried request reuses the token, so a lost response never launches a twin.
+        "ClientToken": f"{name}-{uuid.uuid4().hex[:12]}",
+        "NetworkInterfaces": [
+            {
+                "DeviceIndex": 0,
+                "SubnetId": subnets[index % len(subnets)],
+                "Groups": [ctx.ids[f"sg:{role}"]],
+                "AssociatePublicIpAddress": public,
+            }
+        ],
+        "BlockDeviceMappings": [
+            {
+                "DeviceName": image[1],
+                "Ebs": {
+                    "VolumeSize": spec.disk_gb,
+                    "VolumeType": "gp3",
+                    "Encrypted": True,
+                    "DeleteOnTermination": True,
+                },
+            }
+        ],
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        "TagSpecifications": [
+            {"ResourceType": kind, "Tags": ctx.tags(role, name)}
+            for kind in ("instance", "volume", "network-interface")
+        ],
+    }
+    if profile := profile_for(ctx, role):
+        kwargs["IamInstanceProfile"] = {"Name": profile}
+    response = _retry_new_profile(lambda: ctx.clients.ec2.run_instances(**kwargs))
+    return str(response["Instances"][0]["InstanceId"])
+
+
+def _retry_new_profile(call: Callable[[], T], attempts: int = 10, delay: float = 3.0) -> T:
+    """A just-created instance profile takes seconds to be usable by EC2; wait it out."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except ClientError as exc:
+            error = exc.response["Error"]
+            eventual = "instance profile" in error.get("Message", "").lower()
+            if error["Code"] != "InvalidParameterValue" or not eventual or attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _converge(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> str:
+    instance_id = str(instance["InstanceId"])
+    want = ctx.spec.role(role).instance_type
+    have = instance["InstanceType"]
+    if have == want:
+        ctx.plan.record("EC2 instance", name, "no change", instance_id)
+        return instance_id
+    ctx.plan.record("EC2 instance", name, "update", f"{have} → {want} (stop, resize, start)")
+    if not ctx.dry:
+        _resize(ctx, instance_id, want)
+    return instance_id
+
+
+def _resize(ctx: Context, instance_id: str, instance_type: str) -> None:
+    ec2 = ctx.clients.ec2
+    ctx.step(f"resizing {instance_id} to {instance_type}")
+    ec2.stop_instances(InstanceIds=[instance_id])
+    ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance_id])
+    ec2.modify_instance_attribute(InstanceId=instance_id, InstanceType={"Value": instance_type})
+    ec2.start_instances(InstanceIds=[instance_id])
+    ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id])
+
+
+def _terminate(ctx: Context, instance: dict[str, Any], name: str, why: str) -> None:
+    instance_id = instance["InstanceId"]
+    ctx.plan.record("EC2 instance", name, "delete", f"{instance_id}: {why}")
+    if not ctx.dry and not pending(instance_id):
+        ctx.clients.ec2.terminate_instances(InstanceIds=[instance_id])

@@ -1,0 +1,71 @@
+"""``provision``: converge one environment, step by step, into a plan.
+
+The order is the order of dependencies: network, security groups, key pair,
+buckets, IAM, instances, load balancer, CloudFront, then the bucket policies
+that name the distribution. Everything is checked (settings, SSH key file)
+before the first API call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from rich.console import Console
+
+from mahaops.aws import cloudfront, ec2, elb, iam, network, s3, security
+from mahaops.aws.config import load_environment
+from mahaops.aws.plan import Context, Plan, pending
+from mahaops.aws.session import Clients, guard_dry_run, make_session
+from mahaops.settings import DEFAULT_GROUP_DATA
+
+
+@dataclass
+class Result:
+    plan: Plan
+    outputs: dict[str, Any]  # what an operator wants next: endpoints, buckets
+
+
+def provision(
+    env: str,
+    *,
+    dry: bool = False,
+    session: boto3.Session | None = None,
+    group_data: Path = DEFAULT_GROUP_DATA,
+    console: Console | None = None,
+) -> Result:
+    """Converge AWS to ``env``'s description; with ``dry``, only say what would change."""
+    loaded = load_environment(env, group_data)
+    public_key = ec2.read_public_key(env, loaded.spec)
+    if session is None:
+        session = make_session(loaded.spec.region, loaded.spec.profile, dry=dry)
+    elif dry:
+        guard_dry_run(session)
+    ctx = Context(
+        env=env,
+        spec=loaded.spec,
+        settings=loaded.settings,
+        clients=Clients(session),
+        project=loaded.project,
+        dry=dry,
+        console=console or Console(stderr=True),
+    )
+    network.ensure_network(ctx)
+    security.ensure_security_groups(ctx)
+    key_name = ec2.ensure_key_pair(ctx, public_key)
+    s3.ensure_buckets(ctx)
+    iam.ensure_iam(ctx)
+    ec2.ensure_instances(ctx, key_name)
+    elb.ensure_load_balancing(ctx)
+    distribution = cloudfront.ensure_cdn(ctx)
+    for purpose in s3.BUCKETS:
+        s3.ensure_bucket_policy(ctx, purpose, None if pending(distribution) else distribution)
+    outputs = {
+        "load balancer": ctx.ids.get("lb:dns"),
+        "CloudFront": ctx.ids.get("cdn:domain"),
+        "uploads bucket": ctx.ids.get("bucket:uploads"),
+        "static bucket": ctx.ids.get("bucket:static"),
+    }
+    return Result(ctx.plan, outputs)

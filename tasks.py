@@ -14,7 +14,7 @@ ns = Collection()
 ENV_HELP = "environment: 'local' (Docker on this machine) or one from group_data/aws.py"
 
 
-def _console():  # type: ignore[no-untyped-def]
+def _console():
     from rich.console import Console
 
     return Console()
@@ -33,7 +33,7 @@ def _console():  # type: ignore[no-untyped-def]
     },
     iterable=["role", "limit", "set"],
 )
-def deploy(c: Context, env: str = "local", role=None, limit=None, dry: bool = False, set=None):  # type: ignore[no-untyped-def]  # noqa: A002
+def deploy(c: Context, env: str = "local", role=None, limit=None, dry: bool = False, set=None):
     """Converge the environment's hosts to their roles (``--dry`` plans with diffs)."""
     from mahaops.runner import run_deploy
 
@@ -44,7 +44,7 @@ def deploy(c: Context, env: str = "local", role=None, limit=None, dry: bool = Fa
         raise Exit(code=result.returncode)
 
 
-def _overrides(pairs):  # type: ignore[no-untyped-def]
+def _overrides(pairs):
     from mahaops.settings import SettingsError, parse_overrides
 
     try:
@@ -53,14 +53,21 @@ def _overrides(pairs):  # type: ignore[no-untyped-def]
         raise Exit(f"error: {exc}", code=2) from None
 
 
-@task(help={"env": ENV_HELP, "role": "plan only this role (repeatable)", "limit": "hosts or groups (repeatable)"}, iterable=["role", "limit"])
-def plan(c: Context, env: str = "local", role=None, limit=None):  # type: ignore[no-untyped-def]
+@task(
+    help={
+        "env": ENV_HELP,
+        "role": "plan only this role (repeatable)",
+        "limit": "hosts or groups (repeatable)",
+    },
+    iterable=["role", "limit"],
+)
+def plan(c: Context, env: str = "local", role=None, limit=None):
     """Dry run: what a deploy would change, with unified diffs; changes nothing."""
     deploy(c, env=env, role=role, limit=limit, dry=True)
 
 
 @task(help={"env": "local environment name (default: local)"})
-def up(c: Context, env: str = "local"):  # type: ignore[no-untyped-def]
+def up(c: Context, env: str = "local"):
     """Create the local platform on Docker (if missing) and deploy every role to it."""
     from mahaops.local import platform
 
@@ -74,8 +81,14 @@ def up(c: Context, env: str = "local"):  # type: ignore[no-untyped-def]
         raise Exit("deploy failed: see the tables above", code=result.deploy.returncode or 1)
 
 
-@task(help={"env": "local environment name (default: local)", "volumes": "also delete data volumes (databases, queues, logs)", "yes": "do not ask for confirmation"})
-def down(c: Context, env: str = "local", volumes: bool = False, yes: bool = False):  # type: ignore[no-untyped-def]
+@task(
+    help={
+        "env": "local environment name (default: local)",
+        "volumes": "also delete data volumes (databases, queues, logs)",
+        "yes": "do not ask for confirmation",
+    }
+)
+def down(c: Context, env: str = "local", volumes: bool = False, yes: bool = False):
     """Remove the local platform's hosts; data volumes survive unless --volumes."""
     from mahaops.local import platform
 
@@ -88,7 +101,7 @@ def down(c: Context, env: str = "local", volumes: bool = False, yes: bool = Fals
 
 
 @task(help={"env": "local environment name (default: local)"})
-def hosts(c: Context, env: str = "local"):  # type: ignore[no-untyped-def]
+def hosts(c: Context, env: str = "local"):
     """List the local environment's hosts, roles and ports."""
     from mahaops.local import platform
     from mahaops.local.hosts import Environment
@@ -96,8 +109,13 @@ def hosts(c: Context, env: str = "local"):  # type: ignore[no-untyped-def]
     _console().print(platform.hosts_table(Environment(env).hosts()))
 
 
-@task(help={"roles": "comma-separated roles to measure (default: every role with a deploy)", "rounds": "no-op converges to time after the fresh one"})
-def bench(c: Context, roles: str = "", rounds: int = 3):  # type: ignore[no-untyped-def]
+@task(
+    help={
+        "roles": "comma-separated roles to measure (default: every role with a deploy)",
+        "rounds": "no-op converges to time after the fresh one",
+    }
+)
+def bench(c: Context, roles: str = "", rounds: int = 3):
     """Benchmark: fresh and no-op converge time per role on new test-bed hosts."""
     from mahaops import bench as benchmark
 
@@ -105,13 +123,13 @@ def bench(c: Context, roles: str = "", rounds: int = 3):  # type: ignore[no-unty
 
 
 @task(help={"args": "extra arguments for pytest, e.g. '-k base -x'"})
-def test(c: Context, args: str = ""):  # type: ignore[no-untyped-def]
+def test(c: Context, args: str = ""):
     """Run the whole test suite (starts Docker and the apt cache when needed)."""
     c.run(f"{sys.executable} -m pytest {args}", pty=False)
 
 
 @task
-def lint(c: Context):  # type: ignore[no-untyped-def]
+def lint(c: Context):
     """ruff and mypy over the project."""
     c.run(f"{sys.executable} -m ruff check .")
     c.run(f"{sys.executable} -m ruff format --check .")
@@ -119,7 +137,7 @@ def lint(c: Context):  # type: ignore[no-untyped-def]
 
 
 for _task in (up, down, deploy, plan, hosts, bench, test, lint):
-    ns.add_task(_task)
+    ns.add_task(_task)  # type: ignore[arg-type]
 
 # -- releases ---------------------------------------------------------------------------------
 from mahaops import release_tasks  # noqa: E402
@@ -127,5 +145,9 @@ from mahaops import release_tasks  # noqa: E402
 ns.add_task(release_tasks.build)
 
 # -- AWS --------------------------------------------------------------------------------------
+from mahaops.aws import tasks as aws_tasks  # noqa: E402
+
+ns.add_task(aws_tasks.provision)
+ns.add_task(aws_tasks.teardown)
 
 # -- Ansible export ---------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""The AWS inventory: hosts from EC2 tags, in the same groups as the local inventory.
+
+Each running instance tagged ``Project``/``Environment`` becomes a host named
+by its ``Name`` tag, in the group of its ``Role`` tag. How pyinfra reaches it
+follows the environment's ``access``: its public address, a jump through
+``bastion``, or SSH tunnelled over SSM Session Manager (no open port at all).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from mahaops.aws.config import Environment, load_environment
+from mahaops.aws.session import CLIENT_CONFIG, make_session
+from mahaops.inventory import HostSpec
+from mahaops.roles import ROLE_BY_NAME
+from mahaops.secrets import env_dir
+from mahaops.settings import DEFAULT_GROUP_DATA
+
+
+def hosts(
+    env: str, session: boto3.Session | None = None, group_data: Path = DEFAULT_GROUP_DATA
+) -> list[HostSpec]:
+    """The environment's running instances as pyinfra hosts, sorted by name."""
+    loaded = load_environment(env, group_data)
+    spec = loaded.spec
+    session = session or make_session(spec.region, spec.profile)
+    ec2 = session.client("ec2", config=CLIENT_CONFIG)
+    filters = [
+        {"Name": "tag:Project", "Values": [loaded.project]},
+        {"Name": "tag:Environment", "Values": [env]},
+        {"Name": "instance-state-name", "Values": ["running"]},
+    ]
+    instances = [
+        instance
+        for page in ec2.get_paginator("describe_instances").paginate(Filters=filters)
+        for reservation in page["Reservations"]
+        for instance in reservation["Instances"]
+    ]
+    config = _ssh_config(loaded) if spec.access != "public" else None
+    result = [_host(loaded, instance, config) for instance in instances]
+    return sorted((h for h in result if h is not None), key=lambda h: h.name)
+
+
+def _host(loaded: Environment, instance: dict[str, Any], config: Path | None) -> HostSpec | None:
+    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    role = ROLE_BY_NAME.get(tags.get("Role", ""))
+    if role is None or role.name == "base":
+        return None  # not a platform role (nothing of ours, but tagged alike)
+    spec = loaded.spec
+    private = instance.get("PrivateIpAddress")
+    data: dict[str, Any] = {
+        "private_address": private,
+        "ssh_user": spec.ssh_user,
+        "instance_id": instance["InstanceId"],
+        "role": role.name,
+    }
+    if spec.ssh_private_key:
+        data["ssh_key"] = str(Path(spec.ssh_private_key).expanduser())
+    if spec.access == "public":
+        data["ssh_hostname"] = instance.get("PublicIpAddress") or private
+    elif spec.access == "bastion":
+        data["ssh_hostname"] = private
+    else:
+        data["ssh_hostname"] = instance["InstanceId"]  # the SSM ProxyCommand targets the id
+    if config is not None:
+        data["ssh_config_file"] = str(config)
+    name = tags.get("Name", instance["InstanceId"])
+    return HostSpec(name=name, groups=("aws", role.group), data=data)
+
+
+def ssh_config_text(loaded: Environment) -> str:
+    """ssh_config entries routing pyinfra's connections through the bastion or SSM."""
+    spec = loaded.spec
+    if spec.access == "bastion":
+        return f"Host 10.* 172.* 192.168.*\n    ProxyJump {spec.bastion}\n"
+    profile = f" --profile {spec.profile}" if spec.profile else ""
+    return (
+        "Host i-* mi-*\n"
+        "    ProxyCommand aws ssm start-session --target %h"
+        " --document-name AWS-StartSSHSession --parameters portNumber=%p"
+        f" --region {spec.region}{profile}\n"
+    )
+
+
+def _ssh_config(loaded: Environment) -> Path:
+    path = env_dir(loaded.name) / "ssh_config"
+    text = ssh_config_text(loaded)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+        path.chmod(0o600)
+    return path

@@ -1,0 +1,94 @@
+"""Invoke tasks for AWS: ``provision`` and ``teardown`` of one environment."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+from invoke.context import Context as InvokeContext
+from invoke.exceptions import Exit
+from invoke.tasks import task
+from rich.console import Console
+from rich.table import Table
+
+from mahaops.aws.plan import Plan, ProvisionError
+from mahaops.masking import MaskingStream
+from mahaops.settings import SettingsError
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=MaskingStream(stream), highlight=False)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Known failures end the task with one clear line, not a traceback."""
+    try:
+        yield
+    except SettingsError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
+    except (ProvisionError, WaiterError) as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    except (ClientError, BotoCoreError) as exc:
+        raise Exit(f"AWS error: {exc}", code=1) from None
+
+
+def _outputs_table(outputs: dict[str, Any]) -> Table:
+    table = Table(title="Endpoints", title_justify="left", show_header=False)
+    for key, value in outputs.items():
+        table.add_row(key, str(value))
+    return table
+
+
+@task(
+    help={
+        "env": "environment to converge, as described in group_data/aws.py",
+        "dry": "show the plan (create / update / no change) and change nothing",
+    }
+)
+def provision(c: InvokeContext, env: str, dry: bool = False) -> None:
+    """Create or update an AWS environment to match group_data/aws.py."""
+    from mahaops.aws.provision import provision as run
+
+    out, progress = _console(), _console(stderr=True)
+    with _errors():
+        result = run(env, dry=dry, console=progress)
+    title = f"{'Plan' if dry else 'Provisioned'}: {env} ({result.plan.summary()})"
+    out.print(result.plan.table(title))
+    if not dry:
+        out.print(_outputs_table(result.outputs))
+
+
+def _ask(console: Console) -> Callable[[Plan], bool]:
+    def confirm(plan: Plan) -> bool:
+        console.print(plan.table(f"Teardown would delete {len(plan.changes)} resource(s)"))
+        try:
+            answer = input("Delete all of these? Type 'yes' to confirm: ")
+        except EOFError:
+            return False
+        return answer.strip().lower() == "yes"
+
+    return confirm
+
+
+@task(
+    help={
+        "env": "environment to remove, as described in group_data/aws.py",
+        "yes": "do not ask for confirmation",
+    }
+)
+def teardown(c: InvokeContext, env: str, yes: bool = False) -> None:
+    """Delete every AWS resource tagged for an environment (refuses protected ones)."""
+    from mahaops.aws.teardown import teardown as run
+
+    out = _console()
+    with _errors():
+        plan = run(env, yes=yes, confirm=_ask(out), console=_console(stderr=True))
+    if not plan.changes:
+        out.print(f"Nothing removed for {env}.")
+        return
+    out.print(plan.table(f"Removed from {env} ({len(plan.changes)} resource(s))"))

@@ -20,7 +20,15 @@ from mahaops.templating import JINJA_ENV_KWARGS, template_path
 from operations.facts import IsContainer
 from operations.files import validated_template
 
-PACKAGES = ["netbase", "sudo", "openssh-server", "chrony", "unattended-upgrades", "nftables", "rsyslog"]
+PACKAGES = [
+    "netbase",
+    "sudo",
+    "openssh-server",
+    "chrony",
+    "unattended-upgrades",
+    "nftables",
+    "rsyslog",
+]
 
 
 def template_vars(s: BaseSettings) -> dict[str, Any]:
@@ -32,8 +40,7 @@ def template_vars(s: BaseSettings) -> dict[str, Any]:
     )
     return {
         **s.model_dump(),
-        "base_sudo_users": [s.base_deploy_user]
-        + [u.name for u in s.base_admin_users if u.sudo],
+        "base_sudo_users": [s.base_deploy_user] + [u.name for u in s.base_admin_users if u.sudo],
         "base_ssh_allow_groups": [s.base_ssh_group],
         "base_firewall_rules": [rule.__dict__ for rule in rules],
     }

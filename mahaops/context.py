@@ -32,7 +32,9 @@ def addresses(*groups: str) -> list[str]:
     for group in groups:
         if group == "all":
             found.update(
-                str(h.data.get("private_address")) for h in inventory if h.data.get("private_address")
+                str(h.data.get("private_address"))
+                for h in inventory
+                if h.data.get("private_address")
             )
         else:
             found.update(_addresses(group))

@@ -19,10 +19,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import pyinfra
 from pyinfra.api import Config, Inventory, State
+
 pyinfra_operation = importlib.import_module("pyinfra.api.operation")
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
@@ -39,8 +40,8 @@ from mahaops.roles import BASE, ROLE_BY_GROUP, ROLES, Role, role
 from mahaops.settings import DEFAULT_GROUP_DATA, GroupData, SettingsError, all_models, from_data
 from mahaops.settings import parse_overrides as parse_set
 
-sys.stdout = masking.MaskingStream(sys.__stdout__)  # type: ignore[assignment]
-sys.stderr = masking.MaskingStream(sys.__stderr__)  # type: ignore[assignment]
+sys.stdout = cast(TextIO, masking.MaskingStream(cast(TextIO, sys.__stdout__)))
+sys.stderr = cast(TextIO, masking.MaskingStream(cast(TextIO, sys.__stderr__)))
 console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
@@ -57,19 +58,19 @@ _orig_name = pyinfra_operation.generate_operation_name
 _orig_meta = pyinfra_operation.ensure_shared_op_meta
 
 
-def _record_name(func, host, kwargs, global_arguments):  # type: ignore[no-untyped-def]
+def _record_name(func, host, kwargs, global_arguments):
     _pending.append(func)
     return _orig_name(func, host, kwargs, global_arguments)
 
 
-def _record_meta(state, op_hash, *args):  # type: ignore[no-untyped-def]
+def _record_meta(state, op_hash, *args):
     if _pending:
         _op_funcs.setdefault(op_hash, _pending.pop())
     return _orig_meta(state, op_hash, *args)
 
 
-pyinfra_operation.generate_operation_name = _record_name  # type: ignore[assignment]
-pyinfra_operation.ensure_shared_op_meta = _record_meta  # type: ignore[assignment]
+setattr(pyinfra_operation, "generate_operation_name", _record_name)  # noqa: B010
+setattr(pyinfra_operation, "ensure_shared_op_meta", _record_meta)  # noqa: B010
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

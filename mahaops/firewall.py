@@ -30,7 +30,8 @@ def declared(roles: Iterable[str], data: Mapping[str, Any]) -> list[Opening]:
     """The openings of a host with ``roles`` (role names), its settings in ``data``."""
     openings = [Opening(int(data.get("base_ssh_port", 22)), "tcp", (ADMINS,), "SSH")]
     openings += [
-        Opening(int(p), "tcp", (ANYONE,), "extra") for p in data.get("base_firewall_extra_ports", [])
+        Opening(int(p), "tcp", (ANYONE,), "extra")
+        for p in data.get("base_firewall_extra_ports", [])
     ]
     clients = ("app_servers", "workers")
     for role in roles:

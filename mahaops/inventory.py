@@ -40,7 +40,7 @@ def discover(kind: str, env: str) -> list[HostSpec]:
     if kind == "aws":
         from mahaops.aws.inventory import hosts as aws_hosts
 
-        return list(aws_hosts(env))  # type: ignore[arg-type]
+        return list(aws_hosts(env))
     from mahaops.local.hosts import inventory_hosts
 
     return inventory_hosts(env)

@@ -49,9 +49,7 @@ class DeployResult:
 
     def named(self, text: str, host: str | None = None) -> list[OpOutcome]:
         return [
-            op
-            for op in self.operations
-            if text in op.name and (host is None or op.host == host)
+            op for op in self.operations if text in op.name and (host is None or op.host == host)
         ]
 
 

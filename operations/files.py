@@ -61,8 +61,7 @@ def validated_template(
     remote = host.get_fact(File, path=dest)
     remote_sha1 = host.get_fact(Sha1File, path=dest) if remote else None
 
-    if remote_sha1 == wanted_sha1:
-        assert remote is not None
+    if remote and remote_sha1 == wanted_sha1:
         changed = False
         if (remote.get("user"), remote.get("group")) != (user, group):
             changed = True

@@ -1,1 +1,1 @@
-"""The local platform: real Debian hosts as Docker containers (systemd, sshd), no registry needed."""
+"""The local platform: real Debian hosts as Docker containers (systemd, sshd), no registry."""

@@ -7,6 +7,7 @@ addresses) and publish SSH, and any role port meant for the operator, on 127.0.0
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import time
@@ -186,7 +187,7 @@ class Environment:
             detach=True,
             labels={**self._labels(role_name), "maha.host": name},
             network=self.network_name,
-            ports=ports,  # type: ignore[arg-type]
+            ports=ports,
             volumes=volumes,
             tmpfs={"/run": "", "/run/lock": ""},
             cap_add=["NET_ADMIN"],  # nftables inside the host
@@ -234,15 +235,11 @@ class Environment:
             container.remove(force=True)
             removed.append(host_name)
             if volumes:
-                for volume in self.client.volumes.list(
-                    filters={"name": f"{container.name}-data"}
-                ):
+                for volume in self.client.volumes.list(filters={"name": f"{container.name}-data"}):
                     volume.remove(force=True)
         if wanted is None:
-            try:
+            with contextlib.suppress(NotFound):
                 self.client.networks.get(self.network_name).remove()
-            except NotFound:
-                pass
         return removed
 
 

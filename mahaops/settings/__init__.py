@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import runpy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -48,7 +48,7 @@ S = TypeVar("S", bound=Settings)
 _GROUP_MODELS: dict[str, list[type[Settings]]] = {}
 
 
-def group_settings(*groups: str):  # type: ignore[no-untyped-def]
+def group_settings(*groups: str) -> Callable[[type[S]], type[S]]:
     """Register a settings model for the group_data files of ``groups``."""
 
     def register(model: type[S]) -> type[S]:

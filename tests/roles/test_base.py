@@ -31,12 +31,12 @@ def converged(testbed: Testbed) -> tuple[LocalHost, object]:
     return host, first
 
 
-def test_fresh_host_converges_to_the_base_promises(converged) -> None:  # type: ignore[no-untyped-def]
+def test_fresh_host_converges_to_the_base_promises(converged) -> None:
     host, _ = converged
     checks.check_base(host, infra(host))
 
 
-def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:  # type: ignore[no-untyped-def]
+def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:
     host, _ = converged
     second = testbed.deploy(roles=["base"], limit=[host.name])
     assert second.ok, second.output
@@ -46,7 +46,7 @@ def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:  
     assert not unexplained, f"non-idempotent operations without a justification: {unexplained}"
 
 
-def test_root_login_is_refused_even_with_an_authorized_key(testbed: Testbed, converged) -> None:  # type: ignore[no-untyped-def]
+def test_root_login_is_refused_even_with_an_authorized_key(testbed: Testbed, converged) -> None:
     host, _ = converged
     testbed.exec(
         host,
@@ -58,7 +58,7 @@ def test_root_login_is_refused_even_with_an_authorized_key(testbed: Testbed, con
 
 def test_password_login_is_refused_even_with_the_right_password(
     testbed: Testbed, converged
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     host, _ = converged
     testbed.exec(
         host,
@@ -68,13 +68,13 @@ def test_password_login_is_refused_even_with_the_right_password(
     assert checks.login_refused(host, "pwtest", password="Correct-Horse-9")
 
 
-def test_deploy_key_login_works_and_has_sudo(converged) -> None:  # type: ignore[no-untyped-def]
+def test_deploy_key_login_works_and_has_sudo(converged) -> None:
     host, _ = converged
     out = checks.key_login_works(host)
     assert out.splitlines()[0] == "maha" and "sudo-ok" in out
 
 
-def test_only_declared_ports_are_reachable(testbed: Testbed, converged) -> None:  # type: ignore[no-untyped-def]
+def test_only_declared_ports_are_reachable(testbed: Testbed, converged) -> None:
     host, _ = converged
     testbed.exec(
         host,
@@ -96,7 +96,7 @@ def test_only_declared_ports_are_reachable(testbed: Testbed, converged) -> None:
     assert not checks.port_open(host.private_address, 8080)
 
 
-def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, converged) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, converged) -> None:
     host, _ = converged
     before = testbed.exec(host, "sha1sum /etc/ssh/sshd_config")
 
@@ -117,7 +117,7 @@ def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, converged)
 
 def test_wrong_type_in_group_data_stops_before_any_host_is_touched(
     testbed: Testbed, converged, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     host, _ = converged
     group_data = tmp_path / "group_data"
     shutil.copytree(PROJECT_ROOT / "group_data", group_data)
@@ -137,7 +137,7 @@ def test_wrong_type_in_group_data_stops_before_any_host_is_touched(
 
 def test_unknown_key_in_group_data_is_named_with_a_suggestion(
     testbed: Testbed, converged, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     host, _ = converged
     group_data = tmp_path / "group_data"
     shutil.copytree(PROJECT_ROOT / "group_data", group_data)

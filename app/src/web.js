@@ -40,14 +40,17 @@ function sendJson(res, status, body) {
 
 // Resolves to 'ok' or a short reason; never waits longer than `ms`.
 async function probe(check, ms) {
-  const timeout = sleep(ms, 'timeout').then((reason) => {
-    throw new Error(reason);
+  const done = new AbortController();
+  const timeout = sleep(ms, undefined, { signal: done.signal }).then(() => {
+    throw new Error(`no answer within ${ms} ms`);
   });
   try {
     await Promise.race([check(), timeout]);
     return 'ok';
   } catch (err) {
     return err.message || String(err);
+  } finally {
+    done.abort(); // cancel the timer; race() already handles its rejection
   }
 }
 

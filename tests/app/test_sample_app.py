@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from .harness import APP_DIR, RELEASE, App, Postgres, Proc, Redis, Web, wait_for
+from .harness import APP_DIR, RELEASE, App, Postgres, Proc, Processes, Redis, Web, wait_for
 
 MIGRATIONS = sorted(path.name for path in (APP_DIR / "migrations").glob("[0-9][0-9][0-9]_*.sql"))
 # Slow enough that a test can act while the job is half done (4,000 recipients ≈ 2 s).
@@ -70,23 +70,30 @@ def test_health_answers_ok_naming_server_and_release(web: Web) -> None:
     }
 
 
-def test_health_turns_503_quickly_when_redis_stops(
-    migrated: App, start_redis: Callable[[], Redis]
+@pytest.mark.parametrize("frozen", [False, True], ids=["stopped", "frozen"])
+def test_health_turns_503_quickly_when_redis_fails(
+    migrated: App, start_redis: Callable[[], Redis], frozen: bool
 ) -> None:
     own_redis = start_redis()  # the shared Redis keeps serving the other tests
     web = App(migrated.processes, migrated.postgres, own_redis).start_web("app-test-lonely")
-    own_redis.proc.stop()
-
-    started = time.monotonic()
-    response = web.get("/health")
-    elapsed = time.monotonic() - started
+    if frozen:  # still connected, never answers: only a timeout helps
+        own_redis.proc.popen.send_signal(signal.SIGSTOP)
+    else:
+        own_redis.proc.stop()
+    try:
+        started = time.monotonic()
+        response = web.get("/health")
+        elapsed = time.monotonic() - started
+    finally:
+        own_redis.proc.popen.send_signal(signal.SIGCONT)
+        own_redis.proc.stop()
+        web.proc.stop()
 
     assert response.status == 503
     body = response.json()
     assert body["down"] == ["redis"]
     assert body["checks"]["postgres"] == "ok"
     assert elapsed < 3, f"health took {elapsed:.1f} s with Redis down"
-    web.proc.stop()
 
 
 @pytest.mark.parametrize(
@@ -258,3 +265,19 @@ def test_hosts_migrating_at_once_apply_each_migration_once(
     assert applied == [0, len(MIGRATIONS)]
     count = postgres.sql("select count(*) from schema_migrations", "maha_concurrent")
     assert int(count) == len(MIGRATIONS)
+
+
+# -- logs (last: reads what every earlier test made the app log) ------------------------------
+
+
+def test_app_logs_never_show_passwords(
+    processes: Processes, postgres: Postgres, redis: Redis
+) -> None:
+    app_logs = [proc for proc in processes.started if proc.name in {"web", "worker"}]
+    assert app_logs, "no app process ran before this test"
+
+    for proc in app_logs:
+        text = proc.log_text()
+        assert proc.log_events(), f"{proc.log} has no JSON log lines"
+        assert postgres.password not in text, proc.log
+        assert redis.password not in text, proc.log

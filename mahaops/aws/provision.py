@@ -18,7 +18,7 @@ from rich.console import Console
 from mahaops.aws import cloudfront, ec2, elb, iam, network, s3, security
 from mahaops.aws.config import load_environment
 from mahaops.aws.plan import Context, Plan, pending
-from mahaops.aws.session import Clients, guard_dry_run, make_session
+from mahaops.aws.session import Clients, instrument, make_session
 from mahaops.settings import DEFAULT_GROUP_DATA
 
 
@@ -41,8 +41,8 @@ def provision(
     public_key = ec2.read_public_key(env, loaded.spec)
     if session is None:
         session = make_session(loaded.spec.region, loaded.spec.profile, dry=dry)
-    elif dry:
-        guard_dry_run(session)
+    else:
+        instrument(session, dry=dry)
     ctx = Context(
         env=env,
         spec=loaded.spec,

@@ -58,16 +58,18 @@ def make_session(
     region: str | None = None, profile: str | None = None, *, dry: bool = False
 ) -> boto3.Session:
     """A session for one environment; with ``dry``, mutating calls raise instead of running."""
-    session = boto3.Session(profile_name=profile, region_name=region)
+    return instrument(boto3.Session(profile_name=profile, region_name=region), dry=dry)
+
+
+def instrument(session: boto3.Session, *, dry: bool = False) -> boto3.Session:
+    """Log calls to ``$MAHA_AWS_CALL_LOG``; with ``dry``, refuse mutating ones from now on.
+
+    Hooks apply to clients made after this call; registering twice is harmless.
+    """
     session.events.register("before-call.*.*", _record_call, unique_id="maha-call-log")
     if dry:
-        guard_dry_run(session)
+        session.events.register("before-call.*.*", _refuse_mutation, unique_id="maha-dry-guard")
     return session
-
-
-def guard_dry_run(session: boto3.Session) -> None:
-    """From now on, clients of ``session`` refuse any mutating call."""
-    session.events.register("before-call.*.*", _refuse_mutation, unique_id="maha-dry-guard")
 
 
 class Clients:

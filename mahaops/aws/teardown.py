@@ -23,7 +23,7 @@ from mahaops.aws.config import load_environment
 from mahaops.aws.ec2 import LIVE_STATES
 from mahaops.aws.plan import Context, Plan, tags_of
 from mahaops.aws.secrets import SsmSecretStore
-from mahaops.aws.session import Clients, make_session
+from mahaops.aws.session import Clients, instrument, make_session
 from mahaops.settings import DEFAULT_GROUP_DATA, SettingsError
 
 
@@ -49,7 +49,7 @@ def teardown(
         raise SettingsError(
             "group_data/aws.py", "aws_environments", f"{env}.protected: teardown refused"
         )
-    session = session or make_session(loaded.spec.region, loaded.spec.profile)
+    session = instrument(session or make_session(loaded.spec.region, loaded.spec.profile))
     ctx = Context(
         env=env,
         spec=loaded.spec,

@@ -1,0 +1,81 @@
+"""The environment description rejects bad input before any AWS call, naming the setting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mahaops.aws.config import load_environment
+from mahaops.settings import PROJECT_ROOT, SettingsError
+
+from .conftest import Calls, WriteGroupData, environment
+
+
+def _rejected(provision_qa: Callable[..., Any], calls: Calls, **qa: Any) -> SettingsError:
+    with pytest.raises(SettingsError) as caught:
+        provision_qa(**qa)
+    assert calls.all() == [], "a bad description must fail before any AWS call"
+    return caught.value
+
+
+def test_unknown_instance_type_is_named_before_any_call(provision_qa, calls):
+    error = _rejected(
+        provision_qa, calls, roles={"app": {"count": 1, "instance_type": "t3.mediun"}}
+    )
+    assert error.key == "aws_environments"
+    assert "unknown EC2 instance type 't3.mediun'" in error.message
+    assert "did you mean 't3.medium'" in error.message
+    assert "qa.roles.app.instance_type" in error.message
+
+
+def test_malformed_admin_cidr_is_named_before_any_call(provision_qa, calls):
+    error = _rejected(provision_qa, calls, admin_cidrs=["203.0.113.0/33"])
+    assert "not a CIDR network" in error.message
+    assert "qa.admin_cidrs.0" in error.message
+
+
+def test_missing_region_is_named_before_any_call(
+    provision_qa, calls, write_group_data: WriteGroupData, ssh_public_key: Path
+):
+    described = environment(ssh_public_key)
+    del described["region"]
+    directory = write_group_data({"qa": described})
+    error = _rejected(provision_qa, calls, group_data=directory)
+    assert str(error).startswith("group_data/aws.py: aws_environments:") or "aws.py" in error.source
+    assert "Field required" in error.message and "qa.region" in error.message
+
+
+def test_app_count_below_one_is_refused_before_any_call(provision_qa, calls):
+    error = _rejected(provision_qa, calls, roles={"app": {"count": 0}})
+    assert "roles.app.count must be at least 1" in error.message
+
+
+def test_optional_roles_may_be_left_out(write_group_data: WriteGroupData):
+    spec = load_environment("qa", write_group_data(roles={"worker": {"count": 0}})).spec
+    assert spec.role("worker").count == 0
+    assert spec.role("db").instance_type == "t3.medium"  # unlisted keys keep the role defaults
+
+
+def test_unknown_environment_names_the_described_ones(write_group_data: WriteGroupData):
+    with pytest.raises(SettingsError, match=r"no environment 'prod' \(described: qa\)"):
+        load_environment("prod", write_group_data())
+
+
+def test_missing_ssh_public_key_file_is_named_before_any_call(provision_qa, calls, tmp_path):
+    error = _rejected(provision_qa, calls, ssh_public_key=str(tmp_path / "nope.pub"))
+    assert "qa.ssh_public_key: no file" in error.message
+
+
+def test_domain_without_certificate_is_refused(provision_qa, calls):
+    error = _rejected(provision_qa, calls, domain="maha.example.org")
+    assert "certificate_arn" in error.message
+
+
+def test_example_group_data_describes_a_protected_production():
+    staging = load_environment("staging", PROJECT_ROOT / "group_data")
+    production = load_environment("production", PROJECT_ROOT / "group_data")
+    assert not staging.spec.protected and production.spec.protected
+    assert production.spec.certificate_arn and production.spec.access == "ssm"

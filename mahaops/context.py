@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from pyinfra import host, inventory
+from pyinfra.api.exceptions import NoGroupError
 
 from mahaops.settings import Settings, from_data
 
@@ -19,7 +20,7 @@ def settings(model: type[S]) -> S:
 def _addresses(group: str) -> list[str]:
     try:
         members = inventory.get_group(group)
-    except Exception:  # pyinfra raises NoGroupError for an empty group
+    except NoGroupError:  # no host of that group in this inventory
         return []
     return sorted(
         str(h.data.get("private_address")) for h in members if h.data.get("private_address")

@@ -30,7 +30,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
-from pyinfra.context import ctx_host, ctx_state
+from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 from rich.console import Console
 from rich.table import Table
 
@@ -147,7 +147,7 @@ def plan(state: State, roles: list[Role], hosts: list[HostSpec]) -> None:
         module = importlib.import_module(f"deploys.{role_.name}")
         deploy_func = getattr(module, role_.name)
         state.current_op_file_number = number
-        with ctx_state.use(state):
+        with ctx_state.use(state), ctx_inventory.use(state.inventory):
             for host in state.inventory.iter_activated_hosts():
                 if role_ in host_roles(specs[host.name]):
                     with ctx_host.use(host):
@@ -166,7 +166,7 @@ def outcomes(state: State, dry: bool) -> list[dict[str, Any]]:
                 continue
             op_meta = host_ops[op_hash].operation_meta
             if dry:
-                with ctx_state.use(state), ctx_host.use(host):
+                with ctx_state.use(state), ctx_inventory.use(state.inventory), ctx_host.use(host):
                     would = op_meta.will_change and _condition_holds(host_ops[op_hash])
                     status = "changed" if would else "unchanged"
             elif not op_meta.is_complete():
@@ -301,7 +301,8 @@ def main(argv: list[str]) -> int:
             plan(state, roles, hosts)
             if not args.dry:
                 state.set_stage(StateStage.Execute)
-                run_ops(state)
+                with ctx_inventory.use(state.inventory):
+                    run_ops(state)
         except PyinfraError as exc:
             console.print(f"[red]error:[/] {exc}")
         except Exception as exc:  # a bug in a deploy: still report what ran

@@ -123,6 +123,8 @@ def existing_instances(ctx: Context) -> dict[str, list[dict[str, Any]]]:
     for page in pages:
         for reservation in page["Reservations"]:
             for instance in reservation["Instances"]:
+                if not ctx.owns(instance.get("Tags")):
+                    continue
                 by_name.setdefault(tags_of(instance).get("Name", ""), []).append(instance)
     for group in by_name.values():
         group.sort(key=lambda i: str(i["LaunchTime"]))

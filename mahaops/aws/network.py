@@ -57,7 +57,8 @@ def subnet_blocks(vpc_cidr: str) -> list[str]:
 
 def _find(ctx: Context, describe: Any, key: str, name: str, *extra: dict[str, Any]) -> list[Any]:
     filters = [*ctx.filters(Name=name), *extra]
-    return list(describe(Filters=filters)[key])
+    # Checked again here: not every API (or emulator) honours every tag filter.
+    return [r for r in describe(Filters=filters)[key] if ctx.owns(r.get("Tags"))]
 
 
 def _spec(ctx: Context, resource_type: str, name: str, role: str = "network") -> list[Any]:

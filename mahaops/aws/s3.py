@@ -229,10 +229,10 @@ def presigned_upload_url(
 ) -> str:
     """A URL a signed-in user may PUT one file to, for ``expires`` seconds (default 5 minutes).
 
-    Made by the app with its instance role (no API call)::
+    Made by the app with its instance role (no API call), with a SigV4 client::
 
         url = presigned_upload_url(
-            boto3.client("s3"), bucket, f"uploads/{user}/{uuid}", content_type="image/png"
+            boto3.client("s3", config=Config(signature_version="s3v4")), bucket, f"uploads/{user}/{uuid}", content_type="image/png"
         )
     """
     return str(

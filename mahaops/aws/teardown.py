@@ -86,6 +86,11 @@ def find_doomed(ctx: Context) -> list[Doomed]:
     ]
 
 
+def _owned(ctx: Context, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tag filters, checked again: deleting another environment's resource is never an option."""
+    return [r for r in resources if ctx.owns(r.get("Tags"))]
+
+
 def _retry_dependency(call: Callable[[], Any], attempts: int = 30, delay: float = 10) -> None:
     """Deleted ALBs and instances free their network interfaces a while after; wait for it."""
     for attempt in range(attempts):
@@ -221,7 +226,7 @@ def _instances(ctx: Context) -> list[Doomed]:
     ec2 = ctx.clients.ec2
     filters = [*ctx.filters(), {"Name": "instance-state-name", "Values": LIVE_STATES}]
     reservations = ec2.describe_instances(Filters=filters)["Reservations"]
-    instances = [i for r in reservations for i in r["Instances"]]
+    instances = _owned(ctx, [i for r in reservations for i in r["Instances"]])
     if not instances:
         return []
     ids = [i["InstanceId"] for i in instances]
@@ -273,7 +278,7 @@ def _delete_role(ctx: Context, name: str) -> None:
 
 def _key_pairs(ctx: Context) -> list[Doomed]:
     ec2 = ctx.clients.ec2
-    pairs = ec2.describe_key_pairs(Filters=ctx.filters())["KeyPairs"]
+    pairs = _owned(ctx, ec2.describe_key_pairs(Filters=ctx.filters())["KeyPairs"])
     return [
         Doomed("Key pair", p["KeyName"], partial(ec2.delete_key_pair, KeyName=p["KeyName"]))
         for p in pairs
@@ -285,7 +290,7 @@ def _key_pairs(ctx: Context) -> list[Doomed]:
 
 def _security_groups(ctx: Context) -> list[Doomed]:
     ec2 = ctx.clients.ec2
-    groups = ec2.describe_security_groups(Filters=ctx.filters())["SecurityGroups"]
+    groups = _owned(ctx, ec2.describe_security_groups(Filters=ctx.filters())["SecurityGroups"])
     if not groups:
         return []
 
@@ -311,7 +316,7 @@ def _network(ctx: Context) -> list[Doomed]:
     ec2, filters = ctx.clients.ec2, ctx.filters()
     doomed = []
     live = {"Name": "state", "Values": ["pending", "available"]}
-    for nat in ec2.describe_nat_gateways(Filters=[*filters, live])["NatGateways"]:
+    for nat in _owned(ctx, ec2.describe_nat_gateways(Filters=[*filters, live])["NatGateways"]):
         nat_id = nat["NatGatewayId"]
 
         def delete_nat(nat_id: str = nat_id) -> None:
@@ -319,7 +324,7 @@ def _network(ctx: Context) -> list[Doomed]:
             ec2.get_waiter("nat_gateway_deleted").wait(NatGatewayIds=[nat_id])
 
         doomed.append(Doomed("NAT gateway", nat_id, delete_nat))
-    for address in ec2.describe_addresses(Filters=filters)["Addresses"]:
+    for address in _owned(ctx, ec2.describe_addresses(Filters=filters)["Addresses"]):
         doomed.append(
             Doomed(
                 "Elastic IP",
@@ -327,7 +332,7 @@ def _network(ctx: Context) -> list[Doomed]:
                 partial(ec2.release_address, AllocationId=address["AllocationId"]),
             )
         )
-    for table in ec2.describe_route_tables(Filters=filters)["RouteTables"]:
+    for table in _owned(ctx, ec2.describe_route_tables(Filters=filters)["RouteTables"]):
         doomed.append(
             Doomed(
                 "Route table",
@@ -335,7 +340,7 @@ def _network(ctx: Context) -> list[Doomed]:
                 partial(_delete_route_table, ctx, table),
             )
         )
-    for subnet in ec2.describe_subnets(Filters=filters)["Subnets"]:
+    for subnet in _owned(ctx, ec2.describe_subnets(Filters=filters)["Subnets"]):
         doomed.append(
             Doomed(
                 "Subnet",
@@ -343,11 +348,11 @@ def _network(ctx: Context) -> list[Doomed]:
                 partial(_retry_dependency, partial(ec2.delete_subnet, SubnetId=subnet["SubnetId"])),
             )
         )
-    for igw in ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]:
+    for igw in _owned(ctx, ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]):
         doomed.append(
             Doomed("Internet gateway", igw["InternetGatewayId"], partial(_delete_igw, ctx, igw))
         )
-    for vpc in ec2.describe_vpcs(Filters=filters)["Vpcs"]:
+    for vpc in _owned(ctx, ec2.describe_vpcs(Filters=filters)["Vpcs"]):
         doomed.append(
             Doomed(
                 "VPC",

@@ -1,0 +1,52 @@
+"""The AWS inventory puts instances in the local inventory's groups, reachable as configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mahaops.aws.inventory import hosts
+from mahaops.roles import GROUPS
+
+
+def test_hosts_are_grouped_by_role_tag_like_the_local_inventory(
+    aws, provision_qa, write_group_data
+):
+    provision_qa()
+    found = hosts("qa", session=aws, group_data=write_group_data())
+    groups = {h.name: h.groups for h in found}
+    assert groups["maha-qa-app-1"] == ("aws", "app_servers")
+    assert groups["maha-qa-db-1"] == ("aws", "db_servers")
+    assert {g for h in found for g in h.groups[1:]} == set(GROUPS) - {"load_balancers"}
+
+
+def test_public_access_connects_to_public_addresses_with_the_key(
+    aws, provision_qa, write_group_data, ssh_public_key
+):
+    provision_qa()
+    host = hosts("qa", session=aws, group_data=write_group_data())[0]
+    assert host.data["ssh_hostname"] != host.data["private_address"]
+    assert host.data["ssh_user"] == "admin"
+    assert host.data["ssh_key"] == str(ssh_public_key.with_suffix(""))
+    assert host.data["private_address"].startswith("10.20.")
+
+
+def test_ssm_access_tunnels_ssh_through_session_manager(
+    aws, provision_qa, write_group_data, monkeypatch
+):
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    provision_qa(access="ssm", admin_cidrs=[])
+    host = hosts("qa", session=aws, group_data=write_group_data(access="ssm", admin_cidrs=[]))[0]
+    assert host.data["ssh_hostname"] == host.data["instance_id"]
+    config = Path(host.data["ssh_config_file"]).read_text()
+    assert (
+        "ProxyCommand aws ssm start-session --target %h" in config
+        and "--region eu-west-1" in config
+    )
+
+
+def test_bastion_access_jumps_to_private_addresses(aws, provision_qa, write_group_data):
+    settings = {"access": "bastion", "bastion": "admin@bastion.example.org"}
+    provision_qa(**settings)
+    host = hosts("qa", session=aws, group_data=write_group_data(**settings))[0]
+    assert host.data["ssh_hostname"] == host.data["private_address"]
+    assert "ProxyJump admin@bastion.example.org" in Path(host.data["ssh_config_file"]).read_text()

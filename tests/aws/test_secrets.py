@@ -1,0 +1,40 @@
+"""Secrets live in SSM as SecureStrings under /maha/<env>/, are made once, and never printed."""
+
+from __future__ import annotations
+
+from mahaops import masking
+from mahaops.aws.secrets import SsmSecretStore
+from mahaops.secrets import SecretStore, get_or_create
+
+
+def test_secret_is_a_tagged_securestring_under_the_environment(aws):
+    store = SsmSecretStore("qa", client=aws.client("ssm"))
+    store.put("db_password", "correct-horse-battery")
+    ssm = aws.client("ssm")
+    parameter = ssm.get_parameter(Name="/maha/qa/db_password")["Parameter"]
+    assert parameter["Type"] == "SecureString"
+    tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId="/maha/qa/db_password")[
+        "TagList"
+    ]
+    assert {"Key": "Environment", "Value": "qa"} in tags
+    assert store.get("db_password") == "correct-horse-battery"
+
+
+def test_secret_is_generated_once_and_reused(aws):
+    store: SecretStore = SsmSecretStore("qa", client=aws.client("ssm"))
+    first = get_or_create(store, "session_secret")
+    assert get_or_create(store, "session_secret") == first
+    assert store.get("missing_one") is None
+
+
+def test_rewriting_a_secret_overwrites_it(aws):
+    store = SsmSecretStore("qa", client=aws.client("ssm"))
+    store.put("api_token", "first-value-123")
+    store.put("api_token", "second-value-456")
+    assert store.get("api_token") == "second-value-456"
+
+
+def test_secret_values_are_masked_in_output(aws):
+    store = SsmSecretStore("qa", client=aws.client("ssm"))
+    store.put("redis_password", "s3cr3t-redis-value")
+    assert masking.mask("auth s3cr3t-redis-value") == f"auth {masking.MASK}"

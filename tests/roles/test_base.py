@@ -150,3 +150,65 @@ def test_unknown_key_in_group_data_is_named_with_a_suggestion(
     assert "local.py: base_timezon: unknown setting (did you mean 'base_timezone'?)" in (
         " ".join(result.output.split())
     )
+
+
+def test_admins_from_settings_get_in_by_key_and_former_admins_are_removed(
+    testbed: Testbed, converged, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    host, _ = converged
+    key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "ana"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+        + " ana@laptop"
+    )
+    admins = [{"name": "ana", "public_keys": [public]}]
+
+    added = testbed.deploy(
+        roles=["base"], limit=[host.name], overrides={"base_admin_users": admins}
+    )
+    assert added.ok, added.output
+    client = checks.ssh(host, "ana", key_filename=str(key_file))
+    try:
+        _, stdout, _ = client.exec_command("sudo -n id -u")
+        assert stdout.read().decode().strip() == "0"
+    finally:
+        client.close()
+
+    removed = testbed.deploy(
+        roles=["base"], limit=[host.name], overrides={"base_removed_users": ["ana"]}
+    )
+    assert removed.ok, removed.output
+    assert checks.login_refused(host, "ana", key_filename=str(key_file))
+    assert "ana" not in testbed.exec(host, "getent passwd ana || true")
+
+
+def test_local_inventory_groups_hosts_by_their_role_label(testbed: Testbed, converged) -> None:
+    import os
+    import runpy
+
+    host, _ = converged
+    db = testbed.host("db", name="inv-db-1")
+    try:
+        os.environ["MAHA_ENV"] = testbed.env
+        inventory = runpy.run_path(str(PROJECT_ROOT / "inventories" / "local.py"))
+    finally:
+        os.environ.pop("MAHA_ENV", None)
+        testbed.remove(db)
+    assert [name for name, _ in inventory["db_servers"]] == ["inv-db-1"]
+    assert host.name in [name for name, _ in inventory["local"]]
+    assert host.name not in [name for name, _ in inventory["db_servers"]]
+    data = dict(inventory["db_servers"])["inv-db-1"]
+    assert data["ssh_hostname"] == "127.0.0.1" and data["private_address"] == db.private_address

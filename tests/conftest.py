@@ -67,9 +67,27 @@ class Testbed:
         self.environment.remove([host.name], volumes=True)
 
 
+def _remove_abandoned_testbeds(environment: Environment, older_than_hours: float = 6) -> None:
+    """Test beds of sessions that were killed before their clean-up (never a live one)."""
+    import datetime
+    import re
+
+    cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=older_than_hours)
+    client = environment.client
+    stale: set[str] = set()
+    for container in client.containers.list(all=True, filters={"label": "maha.project=maha"}):
+        env = container.labels.get("maha.env", "")
+        created = datetime.datetime.fromisoformat(container.attrs["Created"][:19] + "+00:00")
+        if re.fullmatch(r"t[0-9a-f]{6}", env) and created < cutoff:
+            stale.add(env)
+    for env in stale:
+        Environment(env, client).remove(volumes=True)
+
+
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
     environment = Environment(f"t{_random.token_hex(3)}")
+    _remove_abandoned_testbeds(environment)
     try:
         image = environment.prepare()
         yield Testbed(environment, image)

@@ -231,9 +231,8 @@ def presigned_upload_url(
 
     Made by the app with its instance role (no API call), with a SigV4 client::
 
-        url = presigned_upload_url(
-            boto3.client("s3", config=Config(signature_version="s3v4")), bucket, f"uploads/{user}/{uuid}", content_type="image/png"
-        )
+        s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
+        url = presigned_upload_url(s3, bucket, f"uploads/{uid}", content_type="image/png")
     """
     return str(
         s3.generate_presigned_url(

@@ -1,4 +1,4 @@
-"""Provisioning is idempotent and planned: a rerun changes nothing, a dry run calls nothing mutating."""
+"""Provisioning is idempotent and planned: a rerun changes nothing, a dry run mutates nothing."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
+from mahaops.aws.plan import Plan
 from mahaops.aws.provision import provision
 from mahaops.aws.teardown import teardown
 from mahaops.settings import SettingsError
@@ -53,10 +54,15 @@ def test_teardown_leaves_other_environments_alone(aws, two_envs):
 
 
 def test_declined_confirmation_deletes_nothing(aws, two_envs):
-    asked = []
+    asked: list[Plan] = []
+
+    def decline(plan: Plan) -> bool:
+        asked.append(plan)
+        return False
+
     removed = teardown(
         "qa",
-        confirm=lambda plan: asked.append(plan) or False,
+        confirm=decline,
         session=aws,
         group_data=two_envs,
         console=QUIET,
@@ -66,6 +72,6 @@ def test_declined_confirmation_deletes_nothing(aws, two_envs):
 
 
 def test_protected_environment_is_refused_before_any_call(aws, two_envs, calls):
-    with pytest.raises(SettingsError, match="prod.protected: teardown refused"):
+    with pytest.raises(SettingsError, match=r"prod\.protected: teardown refused"):
         teardown("prod", yes=True, session=aws, group_data=two_envs, console=QUIET)
     assert calls.all() == []

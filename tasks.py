@@ -30,15 +30,30 @@ def _console():
         "limit": "only these hosts or groups (repeatable), e.g. app-1 or app_servers",
         "dry": "show what would change, with diffs, and change nothing",
         "set": "override a setting for this run, KEY=VALUE (repeatable; VALUE may be JSON)",
+        "verbose": "show pyinfra's per-host lines instead of one line per operation",
     },
     iterable=["role", "limit", "set"],
 )
-def deploy(c: Context, env: str = "local", role=None, limit=None, dry: bool = False, set=None):
+def deploy(
+    c: Context,
+    env: str = "local",
+    role=None,
+    limit=None,
+    dry: bool = False,
+    set=None,
+    verbose: bool = False,
+):
     """Converge the environment's hosts to their roles (``--dry`` plans with diffs)."""
     from mahaops.runner import run_deploy
 
     result = run_deploy(
-        env, roles=role or (), limit=limit or (), dry=dry, overrides=_overrides(set), capture=False
+        env,
+        roles=role or (),
+        limit=limit or (),
+        dry=dry,
+        overrides=_overrides(set),
+        capture=False,
+        verbose=verbose,
     )
     if not result.ok:
         raise Exit(code=result.returncode)

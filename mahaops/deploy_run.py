@@ -15,6 +15,7 @@ import argparse
 import importlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 import pyinfra
-from pyinfra.api import Config, Inventory, State
+from pyinfra.api import BaseStateCallback, Config, Inventory, State
 
 pyinfra_operation = importlib.import_module("pyinfra.api.operation")
 from pyinfra.api.connect import connect_all, disconnect_all
@@ -83,7 +84,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--group-data", type=Path, default=DEFAULT_GROUP_DATA)
     parser.add_argument("--hosts-json", type=Path, help="hosts instead of discovery (tests)")
     parser.add_argument("--json", type=Path, help="write the outcome of each operation here")
-    parser.add_argument("--quiet", action="store_true", help="no per-operation log lines")
+    parser.add_argument("--quiet", action="store_true", help="no progress, warnings only")
+    parser.add_argument("--verbose", action="store_true", help="pyinfra's own per-host lines")
     return parser.parse_args(argv)
 
 
@@ -249,6 +251,53 @@ def summary(results: list[dict[str, Any]], dry: bool, elapsed: float) -> None:
         console.print(ops)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CHATTER = re.compile(r"^(--> Starting operation|\[[^]]+\]\s+(Success|No changes|Connected))")
+
+
+class _Compact(logging.Filter):
+    """Drops pyinfra's per-host progress lines; our one line per operation replaces them.
+    Diffs, warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        return not _CHATTER.match(_ANSI.sub("", record.getMessage()).strip())
+
+
+class Progress(BaseStateCallback):
+    """One line per finished operation: its number, name, and what it did across hosts."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def operation_end(self, state: State, op_hash: str) -> None:  # type: ignore[override]
+        self.done += 1
+        total = len(state.get_op_order())
+        names = state.op_meta[op_hash].names
+        name = sorted(names)[0] if names else op_hash
+        hosts = changed = failed = 0
+        for ops in state.ops.values():
+            if op_hash not in ops:
+                continue
+            meta = ops[op_hash].operation_meta
+            hosts += 1
+            if meta.is_complete() and meta.did_error():
+                failed += 1
+            elif meta.is_complete() and meta.did_change():
+                changed += 1
+        status = (
+            f"[red]{failed} failed[/]"
+            if failed
+            else (f"[yellow]{changed} changed[/]" if changed else "[dim]no change[/]")
+        )
+        width = len(str(total))
+        console.print(
+            f"[dim][{self.done:>{width}}/{total}][/] {masking.mask(name)}  "
+            f"[dim]{hosts} host{'s' if hosts != 1 else ''}[/], {status}"
+        )
+
+
 class _UncheckedLocalHostKeys(logging.Filter):
     """Local containers get new host keys on reused loopback ports, so their keys are
     deliberately not checked (see mahaops/local/hosts.py); the warning is noise there."""
@@ -257,9 +306,11 @@ class _UncheckedLocalHostKeys(logging.Filter):
         return not (record.levelno == logging.WARNING and record.msg.startswith("No host key"))
 
 
-def configure_logging(quiet: bool, local: bool) -> None:
+def configure_logging(quiet: bool, local: bool, verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    if not verbose:
+        handler.addFilter(_Compact())
     if local:
         handler.addFilter(_UncheckedLocalHostKeys())
     handler.addFilter(masking.MaskingFilter())
@@ -274,7 +325,9 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     try:
         group_data = GroupData(args.group_data)
-        configure_logging(args.quiet, local=kind_of(args.env, group_data.files) == "local")
+        configure_logging(
+            args.quiet, local=kind_of(args.env, group_data.files) == "local", verbose=args.verbose
+        )
         overrides = parse_set(args.overrides)
         roles = select_roles(args.role)
         kind, hosts = load_hosts(args, group_data)
@@ -300,6 +353,8 @@ def main(argv: list[str]) -> int:
             connect_all(state)
             plan(state, roles, hosts)
             if not args.dry:
+                if not args.quiet and not args.verbose:
+                    state.add_callback_handler(Progress())
                 state.set_stage(StateStage.Execute)
                 with ctx_inventory.use(state.inventory):
                     run_ops(state)

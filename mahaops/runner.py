@@ -61,6 +61,7 @@ def deploy_command(
     overrides: Mapping[str, Any] | None = None,
     group_data: Path | None = None,
     quiet: bool = False,
+    verbose: bool = False,
 ) -> list[str]:
     cmd = [sys.executable, "-m", "mahaops.deploy_run", "--env", env]
     for role in roles:
@@ -75,6 +76,8 @@ def deploy_command(
         cmd += ["--group-data", str(group_data)]
     if quiet:
         cmd.append("--quiet")
+    if verbose:
+        cmd.append("--verbose")
     return cmd
 
 
@@ -89,9 +92,10 @@ def run_deploy(
     capture: bool = True,
     quiet: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    verbose: bool = False,
 ) -> DeployResult:
     """Run the deploys of ``roles`` (all by default) on ``env`` and report each operation."""
-    cmd = deploy_command(env, roles, limit, dry, overrides, group_data, quiet)
+    cmd = deploy_command(env, roles, limit, dry, overrides, group_data, quiet, verbose)
     with tempfile.TemporaryDirectory(prefix="maha-run-") as tmp:
         out = Path(tmp) / "result.json"
         cmd += ["--json", str(out)]

@@ -247,7 +247,8 @@ def summary(results: list[dict[str, Any]], dry: bool, elapsed: float) -> None:
         ops.add_column("status")
         for item in changed_ops:
             colour = {"changed": "yellow", "failed": "red", "skipped": "red"}[item["status"]]
-            ops.add_row(item["host"], item["name"], f"[{colour}]{item['status']}[/]")
+            label = "will change" if dry and item["status"] == "changed" else item["status"]
+            ops.add_row(item["host"], item["name"], f"[{colour}]{label}[/]")
         console.print(ops)
 
 

@@ -2,3 +2,6 @@
 
 from mahaops.settings import base  # noqa: F401
 from mahaops.settings import aws  # noqa: F401
+from mahaops.settings import app  # noqa: F401
+from mahaops.settings import worker  # noqa: F401
+from mahaops.settings import lb  # noqa: F401

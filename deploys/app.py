@@ -1,0 +1,292 @@
+"""App server role: Node.js, the release in /srv/maha, the maha-web service and nginx
+in front of it.
+
+Read top to bottom, it is the runbook: runtime, app user and directories, the shared
+environment, the release (push, unpack, migrate, switch, restart, check, prune), then
+nginx. Workers run the same release steps (deploys/worker.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from pyinfra import host, inventory, state
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import NoGroupError
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, files, server, systemd
+
+from mahaops.context import addresses, settings
+from mahaops.releases import for_run
+from mahaops.secrets import secret
+from mahaops.settings.app import AppSettings, NginxSettings, NodejsSettings, ReleaseSettings
+from mahaops.templating import JINJA_ENV_KWARGS, template_path
+from operations import release
+from operations.files import validated_template
+
+NODESOURCE_KEYRING = "/etc/apt/keyrings/nodesource.asc"
+
+
+# -- what follows from the inventory ------------------------------------------------------------
+
+
+def _peer_setting(group: str, key: str, default: Any) -> Any:
+    """A setting of the hosts of ``group`` (e.g. the db servers' port), as they are deployed."""
+    try:
+        members = inventory.get_group(group)
+    except NoGroupError:
+        return default
+    for member in sorted(members, key=lambda h: h.name):
+        if key in member.data.dict():
+            return member.data.get(key)
+    return default
+
+
+def _first(group: str) -> str:
+    found = addresses(group)
+    return found[0] if found else "127.0.0.1"
+
+
+def release_vars(s: ReleaseSettings) -> dict[str, Any]:
+    """Variables of the shared environment file: where PostgreSQL and Redis are, with secrets."""
+    db_password = quote(secret(f"postgresql_password_{s.app_database_user}"), safe="")
+    redis_password = quote(secret("redis_password"), safe="")
+    db_port = int(_peer_setting("db_servers", "postgresql_port", 5432))
+    redis_port = int(_peer_setting("cache_servers", "redis_port", 6379))
+    redis_user = quote(str(_peer_setting("cache_servers", "redis_acl_user", "") or ""), safe="")
+    return {
+        **s.model_dump(),
+        "app_database_url": (
+            f"postgres://{s.app_database_user}:{db_password}@{_first('db_servers')}:{db_port}"
+            f"/{s.app_database_name}"
+        ),
+        "app_redis_url": (
+            f"redis://{redis_user}:{redis_password}@{_first('cache_servers')}:{redis_port}"
+            f"/{s.app_redis_db}"
+        ),
+    }
+
+
+def _runs_migrations() -> bool:
+    """Migrations run once per release: on the first app server of this run (else worker)."""
+    for group in ("app_servers", "workers"):
+        try:
+            members = inventory.get_group(group)
+        except NoGroupError:
+            continue
+        in_run = [
+            h
+            for h in members
+            if h in state.activated_hosts and (not state.limit_hosts or h in state.limit_hosts)
+        ]
+        if in_run:
+            return min(in_run, key=lambda h: h.name).name == host.name
+    return False
+
+
+# -- shared with the worker role ----------------------------------------------------------------
+
+
+def nodejs(n: NodejsSettings) -> None:
+    """The pinned Node.js major: Debian's package when it is that major, else NodeSource's."""
+    if n.nodejs_major == n.nodejs_distribution_major:
+        files.file(
+            name="Node.js from Debian: no NodeSource repository",
+            path="/etc/apt/sources.list.d/nodesource.list",
+            present=False,
+        )
+        apt.packages(name=f"Install Node.js {n.nodejs_major} (Debian)", packages=["nodejs"])
+        return
+    files.directory(name="APT keyrings directory", path="/etc/apt/keyrings", mode="755")
+    files.download(
+        name="NodeSource signing key",
+        src=n.nodejs_nodesource_key_url,
+        dest=NODESOURCE_KEYRING,
+        mode="644",
+    )
+    repo = files.line(
+        name=f"NodeSource repository for Node.js {n.nodejs_major}",
+        path="/etc/apt/sources.list.d/nodesource.list",
+        line=r"^deb .*nodesource.*$",
+        replace=(
+            f"deb [signed-by={NODESOURCE_KEYRING}] {n.nodejs_nodesource_url}/node_"
+            f"{n.nodejs_major}.x nodistro main"
+        ),
+    )
+    files.template(
+        name="Prefer NodeSource's nodejs over Debian's",
+        src=template_path("app/nodesource.pref.j2"),
+        dest="/etc/apt/preferences.d/nodesource",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        nodejs_major=n.nodejs_major,
+        nodejs_nodesource_host=urlsplit(n.nodejs_nodesource_url).hostname,
+    )
+    apt.update(name="Read the NodeSource repository", _if=repo.did_change)
+    apt.packages(
+        name=f"Install Node.js {n.nodejs_major} (NodeSource)", packages=["nodejs"], latest=True
+    )
+
+
+def app_user_and_directories(s: ReleaseSettings) -> None:
+    server.user(
+        name=f"App user {s.app_user} (no login)",
+        user=s.app_user,
+        system=True,
+        shell="/usr/sbin/nologin",
+        home=s.app_root,
+        ensure_home=False,  # the root is root's: the app user may not change its code
+        create_home=False,
+    )
+    for path, user, group, mode in (
+        (s.app_root, "root", "root", "755"),
+        (f"{s.app_root}/releases", "root", "root", "755"),
+        (f"{s.app_root}/tarballs", "root", "root", "700"),
+        (f"{s.app_root}/shared", "root", s.app_user, "750"),
+    ):
+        files.directory(name=f"Directory {path}", path=path, user=user, group=group, mode=mode)
+
+
+def shared_environment(s: ReleaseSettings) -> OperationMeta:
+    return files.template(
+        name="Shared environment (database and Redis URLs, secrets)",
+        src=template_path("app/maha.env.j2"),
+        dest=f"{s.app_root}/shared/maha.env",
+        user=s.app_user,
+        group=s.app_user,
+        mode="600",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **release_vars(s),
+    )
+
+
+def release_steps(
+    s: ReleaseSettings,
+    service: str,
+    check: str,
+    retries: int,
+    interval: float,
+    restart_when: Sequence[OperationMeta],
+) -> None:
+    """Push, unpack, migrate, switch, restart, check and prune: one release on this host.
+
+    ``restart_when``: the unit and environment operations whose change also needs a restart.
+    """
+    if s.app_rollback:
+        release.rolled_back(name="Roll back one release", services=[service], root=s.app_root)
+        return
+    built = for_run(s.app_release_tarball)  # built once per run, before any host changes
+    tarball = f"{s.app_root}/tarballs/{built.tarball.name}"
+    files.put(
+        name=f"Push release {built.id}",
+        src=str(built.tarball),
+        dest=tarball,
+        mode="600",
+    )
+    release.unpacked(
+        name=f"Unpack release {built.id}", tarball=tarball, release_id=built.id, root=s.app_root
+    )
+    if _runs_migrations():
+        release.migrated(
+            name=f"Migrate the database for {built.id}",
+            release_id=built.id,
+            user=s.app_user,
+            root=s.app_root,
+        )
+    switched = release.current(
+        name=f"Switch to release {built.id}", release_id=built.id, root=s.app_root
+    )
+    systemd.service(name=f"Enable {service}", service=service, enabled=True)
+    restart = release.restarted(
+        name=f"Restart {service}", service=service, when=[*restart_when, switched]
+    )
+    release.healthy(
+        name=f"Check {service}; switch back if unhealthy",
+        check=check,
+        services=[service],
+        when=[restart],
+        root=s.app_root,
+        retries=retries,
+        interval=interval,
+    )
+    release.pruned(
+        name=f"Keep the last {s.app_keep_releases} releases",
+        keep=s.app_keep_releases,
+        root=s.app_root,
+    )
+
+
+def unit(name: str, src: str, **tvars: Any) -> OperationMeta:
+    """A systemd unit file, with the daemon reloaded when it changes."""
+    op = files.template(
+        name=f"Unit {name}",
+        src=template_path(src),
+        dest=f"/etc/systemd/system/{name}.service",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    systemd.daemon_reload(name=f"Reload systemd for {name}", _if=op.did_change)
+    return op
+
+
+# -- the role -------------------------------------------------------------------------------------
+
+
+def nginx_vars(a: AppSettings, n: NginxSettings, r: ReleaseSettings) -> dict[str, Any]:
+    return {
+        **a.model_dump(),
+        **n.model_dump(),
+        "app_root": r.app_root,
+        "app_server_name": host.name,
+        "nginx_real_ip_sources": sorted({*addresses("load_balancers"), *n.nginx_real_ip_from}),
+    }
+
+
+@deploy("App server")
+def app() -> None:
+    r, a, n = settings(ReleaseSettings), settings(AppSettings), settings(NginxSettings)
+
+    # -- runtime -----------------------------------------------------------------------------
+    nodejs(settings(NodejsSettings))
+    apt.packages(name="Install nginx", packages=["nginx"], no_recommends=True)
+
+    # -- the app's user, directories and environment ------------------------------------------
+    app_user_and_directories(r)
+    env = shared_environment(r)
+    web = unit(
+        "maha-web",
+        "app/maha-web.service.j2",
+        **r.model_dump(),
+        **a.model_dump(),
+        app_server_name=host.name,
+    )
+
+    # -- the release -------------------------------------------------------------------------
+    release_steps(
+        r,
+        service="maha-web",
+        check=f"curl -fsS -o /dev/null --max-time 3 http://127.0.0.1:{a.app_port}{a.app_health_path}",
+        retries=a.app_health_retries,
+        interval=a.app_health_interval,
+        restart_when=[env, web],
+    )
+
+    # -- nginx in front --------------------------------------------------------------------
+    conf = validated_template(
+        name="nginx: proxy, WebSockets, static files (checked by nginx -t)",
+        src="app/nginx.conf.j2",
+        dest="/etc/nginx/nginx.conf",
+        validate="/usr/sbin/nginx -t -q -c %s",
+        mode="644",
+        **nginx_vars(a, n, r),
+    )
+    systemd.service(name="Run nginx", service="nginx", running=True, enabled=True)
+    systemd.service(
+        name="Reload nginx for the new configuration",
+        service="nginx",
+        reloaded=True,
+        _if=conf.did_change,
+    )

@@ -1,0 +1,74 @@
+"""Load balancer role: HAProxy, the ELB's stand-in on the local platform.
+
+It balances the app servers' nginx (addresses from the inventory), takes a server out
+after failed active health checks and back after passing ones, passes WebSocket
+upgrades through and tells nginx the client's address in X-Forwarded-For.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import inventory
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import NoGroupError
+from pyinfra.operations import apt, files, systemd
+
+from mahaops.context import settings
+from mahaops.settings.lb import LbSettings
+from mahaops.templating import JINJA_ENV_KWARGS, template_path
+from operations.files import validated_template
+
+
+def backends() -> list[dict[str, Any]]:
+    """The app servers as HAProxy servers: name, private address, nginx port."""
+    try:
+        members = inventory.get_group("app_servers")
+    except NoGroupError:
+        return []
+    return [
+        {
+            "name": h.name,
+            "address": h.data.get("private_address"),
+            "port": int(h.data.get("nginx_listen_port", 80)),
+        }
+        for h in sorted(members, key=lambda h: h.name)
+        if h.data.get("private_address")
+    ]
+
+
+@deploy("Load balancer")
+def lb() -> None:
+    s = settings(LbSettings)
+    apt.packages(name="Install HAProxy", packages=["haproxy"], no_recommends=True)
+    files.directory(name="HAProxy drop-in directory", path="/etc/systemd/system/haproxy.service.d")
+    dropin = files.template(
+        name="HAProxy logs to the journal",
+        src=template_path("lb/haproxy-override.conf.j2"),
+        dest="/etc/systemd/system/haproxy.service.d/90-maha.conf",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    )
+    systemd.daemon_reload(name="Reload systemd for HAProxy", _if=dropin.did_change)
+    conf = validated_template(
+        name="HAProxy: app servers with health checks (checked by haproxy -c)",
+        src="lb/haproxy.cfg.j2",
+        dest="/etc/haproxy/haproxy.cfg",
+        validate="/usr/sbin/haproxy -c -q -f %s",
+        mode="644",
+        **s.model_dump(),
+        lb_backends=backends(),
+    )
+    systemd.service(name="Run HAProxy", service="haproxy", running=True, enabled=True)
+    systemd.service(
+        name="Reload HAProxy for the new configuration",
+        service="haproxy",
+        reloaded=True,
+        _if=conf.did_change,
+    )
+    systemd.service(
+        name="Restart HAProxy for its new unit settings",
+        service="haproxy",
+        restarted=True,
+        _if=dropin.did_change,
+    )

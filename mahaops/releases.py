@@ -1,0 +1,81 @@
+"""The release a deploy run pushes: the operator's tarball, or app/ built once per run.
+
+Deploys ask for the release while they plan, once per host; the answer is cached for
+the run (one process), and builds are cached by content across runs: a tree already
+built is not built again, so converging twice pushes the same release id and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from mahaops.release import (
+    APP_DIR,
+    DEFAULT_OUT_DIR,
+    EXCLUDED_NAMES,
+    EXCLUDED_SUFFIXES,
+    Release,
+    ReleaseError,
+    build,
+    verify,
+)
+
+INDEX_NAME = "by-source.json"  # source digest -> tarball name, beside the tarballs
+
+
+def source_digest(app_dir: Path = APP_DIR) -> str:
+    """A digest of everything a release build reads: names, modes and bytes of app/."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(app_dir):
+        dirs[:] = sorted(
+            d for d in dirs if d not in EXCLUDED_NAMES and not d.endswith(EXCLUDED_SUFFIXES)
+        )
+        for name in sorted(files):
+            if name in EXCLUDED_NAMES or name.endswith(EXCLUDED_SUFFIXES):
+                continue
+            path = Path(root) / name
+            digest.update(str(path.relative_to(app_dir)).encode() + b"\0")
+            if path.is_symlink():
+                digest.update(b"link:" + os.readlink(path).encode())
+            else:
+                digest.update(b"x" if os.access(path, os.X_OK) else b"-")
+                digest.update(path.read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def current_build(app_dir: Path = APP_DIR, out_dir: Path = DEFAULT_OUT_DIR) -> Release:
+    """The release of ``app_dir`` as it is now: an earlier build of the same tree, or a new one."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = source_digest(app_dir)
+    index_path = out_dir / INDEX_NAME
+    with (out_dir / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once build once
+        index: dict[str, str] = json.loads(index_path.read_text()) if index_path.exists() else {}
+        known = out_dir / index.get(key, "-")
+        if known.is_file() and verify(known):
+            return Release.from_tarball(known)
+        built = build(out_dir, app_dir=app_dir)
+        index[key] = built.tarball.name
+        partial = index_path.with_name(index_path.name + ".part")
+        partial.write_text(json.dumps(index, indent=1, sort_keys=True))
+        partial.replace(index_path)
+        return built
+
+
+@functools.cache
+def for_run(tarball: str = "") -> Release:
+    """The release to deploy in this run: ``tarball`` (checked against its .sha256) or app/."""
+    if not tarball:
+        return current_build()
+    path = Path(tarball).expanduser().resolve()
+    release = Release.from_tarball(path)
+    if not verify(path):
+        raise ReleaseError(f"{path} does not match its checksum file: rebuild it")
+    return release

@@ -1,0 +1,87 @@
+"""Settings of the app tier: releases and Node.js (app servers and workers), the web
+service and nginx (app servers only)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from mahaops.settings import Settings, group_settings
+from mahaops.settings.base import Cidr, UserName
+
+_NGINX_SIZE = re.compile(r"^\d+[kKmMgG]?$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def _nginx_size(value: str) -> str:
+    if not _NGINX_SIZE.match(value):
+        raise ValueError(f"{value!r} is not an nginx size (e.g. 10m, 512k)")
+    return value
+
+
+def _env_names(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not an environment variable name (A-Z, 0-9, _)")
+        if "\n" in text or "'" in text or "\\" in text:
+            raise ValueError(f"{name}: one line, without quotes or backslashes")
+    return value
+
+
+NginxSize = Annotated[str, AfterValidator(_nginx_size)]
+AppEnv = Annotated[dict[str, str], AfterValidator(_env_names)]
+
+
+@group_settings("app_servers", "workers")
+class ReleaseSettings(Settings):
+    """How releases reach the app servers and workers, and how they are kept."""
+
+    # -- the release --------------------------------------------------------------------------
+    app_release_tarball: str = ""  # a built maha-<id>.tar.gz; "" = build app/ once per run
+    app_rollback: bool = False  # one-shot (`invoke rollback`): go back one release, build none
+    app_root: str = "/srv/maha"  # releases/<id>, shared/, current -> releases/<id>
+    app_keep_releases: int = Field(5, ge=2, le=50)  # unpacked releases kept per host
+    app_user: UserName = "maha-app"  # runs the app; no login, owns only the env file
+
+    # -- what the processes connect to ------------------------------------------------------
+    app_database_name: str = "maha"  # PostgreSQL database on the db server
+    app_database_user: str = "maha_app"  # its owner; password: secret postgresql_password_<user>
+    app_redis_db: int = Field(0, ge=0, le=15)  # Redis database number
+    app_pg_pool_max: int = Field(10, ge=1, le=200)  # PostgreSQL connections per process
+    app_env: AppEnv = {}  # more environment for web and worker, e.g. {"PG_POOL_MAX": "20"}
+
+
+@group_settings("app_servers", "workers")
+class NodejsSettings(Settings):
+    """The Node.js runtime: Debian's package when its major matches, else NodeSource's."""
+
+    nodejs_major: int = Field(18, ge=18, le=30)  # Debian 12 ships 18; others come from NodeSource
+    nodejs_distribution_major: int = 18  # the major of the distribution's own nodejs package
+    nodejs_nodesource_url: str = "https://deb.nodesource.com"  # repository base (node_<major>.x)
+    nodejs_nodesource_key_url: str = "https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key"
+
+
+@group_settings("app_servers")
+class AppSettings(Settings):
+    """The web service (systemd unit maha-web) on the app servers."""
+
+    app_port: int = Field(3000, ge=1024, le=65535)  # Node listens on 127.0.0.1 only
+    app_health_path: str = "/health"  # checked on the host after each restart, and by the LB
+    app_health_retries: int = Field(30, ge=1, le=300)  # tries, one per app_health_interval
+    app_health_interval: float = Field(1.0, gt=0, le=30)  # seconds between tries
+
+
+@group_settings("app_servers")
+class NginxSettings(Settings):
+    """nginx in front of Node on each app server."""
+
+    nginx_listen_port: int = Field(80, ge=1, le=65535)  # open to the load balancers only
+    nginx_server_name: str = "_"  # any name: the load balancer decides what reaches us
+    nginx_worker_connections: int = Field(1024, ge=64, le=65535)  # WebSockets hold one each
+    nginx_client_max_body_size: NginxSize = "10m"  # larger uploads get 413
+    nginx_static_max_age: int = Field(31536000, ge=0)  # /static/ Cache-Control max-age, seconds
+    nginx_gzip: bool = True  # compress text responses
+    nginx_proxy_read_timeout: int = Field(3600, ge=1)  # seconds; idle WebSockets live this long
+    nginx_real_ip_from: list[Cidr] = []  # trusted proxies besides the load_balancers group

@@ -170,3 +170,6 @@ ns.add_task(aws_tasks.provision)
 ns.add_task(aws_tasks.teardown)
 
 # -- Ansible export ---------------------------------------------------------------------------
+from mahaops.ansible_export import tasks as ansible_tasks  # noqa: E402
+
+ns.add_task(ansible_tasks.export_ansible)

@@ -1,0 +1,65 @@
+"""Export every role deploy as a runnable Ansible project (``invoke export-ansible``).
+
+The deploys stay the source of truth: the exporter runs them under pyinfra against the
+environment's hosts, records each operation they ask for (without running it), and maps
+each to a native Ansible module (``modules.py``); templates are shared verbatim.
+``project.py`` lays out the project, ``record.py`` does the recording.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mahaops import PROJECT_ROOT
+
+
+@dataclass
+class ExportResult:
+    returncode: int
+    output: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)  # roles -> tasks/handlers/templates
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def export_command(
+    env: str, out: Path, limit: Sequence[str] = (), group_data: Path | None = None
+) -> list[str]:
+    cmd = [sys.executable, "-m", "mahaops.ansible_export", "--env", env, "--out", str(out)]
+    for name in limit:
+        cmd += ["--limit", name]
+    if group_data:
+        cmd += ["--group-data", str(group_data)]
+    return cmd
+
+
+def export(
+    env: str,
+    out: Path,
+    limit: Sequence[str] = (),
+    group_data: Path | None = None,
+    capture: bool = True,
+) -> ExportResult:
+    """Write the Ansible project of ``env`` (only ``limit`` hosts, if given) into ``out``."""
+    with tempfile.TemporaryDirectory(prefix="maha-export-") as tmp:
+        summary_file = Path(tmp) / "summary.json"
+        cmd = [*export_command(env, out, limit, group_data), "--json", str(summary_file)]
+        environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        environ.setdefault("COLUMNS", "160")
+        proc = subprocess.run(
+            cmd, cwd=PROJECT_ROOT, env=environ, capture_output=capture, text=True, check=False
+        )
+        result = ExportResult(proc.returncode, (proc.stdout or "") + (proc.stderr or ""))
+        if summary_file.exists():
+            result.summary = json.loads(summary_file.read_text())
+        return result

@@ -1,0 +1,538 @@
+"""Turns recorded deploy calls into the files of an Ansible project (pure: no hosts, no I/O).
+
+Layout written (paths relative to the export directory):
+
+- ``ansible.cfg``, ``inventory.yml`` (the pyinfra groups, connection variables, become),
+  ``site.yml`` (one play per role, in deploy order), ``requirements.yml``;
+- ``group_vars/<group>.yml``: group_data, checked and normalised by the settings models,
+  plus the defaults of settings that do not carry their role's prefix; secrets are
+  lookups (``group_vars/all.yml``), never values;
+- ``host_vars/<host>.yml``: template variables a deploy derives per host (firewall rules
+  from the inventory, sudo users...), as the deploy computed them at export time;
+- ``roles/<role>/{tasks,handlers,defaults,templates,files}``.
+
+A call made on only some hosts of a role, or with arguments that differ between hosts,
+becomes one task per variant, each limited with ``when: inventory_hostname in [...]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from jinja2 import Environment, meta
+
+from mahaops.ansible_export.model import Call, ExportError, Host, Task
+from mahaops.ansible_export.modules import to_tasks
+from mahaops.roles import BASE, GROUPS, ROLE_BY_NAME, Role
+from mahaops.settings import _GROUP_MODELS as GROUP_MODELS
+from mahaops.settings import GroupData, Settings, all_models, from_data
+from mahaops.templating import TEMPLATES
+
+SECRET_PREFIX = "maha_secret_"
+KIND_PRIORITY = 1  # ansible_group_priority: role groups override the kind overlay, as pyinfra
+ROLE_PRIORITY = 2
+
+
+# -- YAML: deterministic, yamllint-clean, Jinja only where we put it ---------------------------
+
+
+class Jinja(str):
+    """A string the exporter made to be templated by Ansible (a lookup, a variable)."""
+
+
+class Unsafe(str):
+    """A value that merely contains Jinja markers: written ``!unsafe`` so Ansible keeps it."""
+
+
+class _Dumper(yaml.SafeDumper):
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        # Indented sequences under their key: yamllint's (and ansible-lint's) usual style.
+        super().increase_indent(flow, False)
+
+
+_Dumper.add_representer(Jinja, lambda d, v: d.represent_str(str(v)))
+_Dumper.add_representer(Unsafe, lambda d, v: d.represent_scalar("!unsafe", str(v), style="'"))
+
+
+def dump(data: Any) -> str:
+    return yaml.dump(
+        data,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=120,
+        allow_unicode=True,
+    )
+
+
+def yaml_file(data: Any, header: str = "") -> bytes:
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    body = dump(data) if data not in ({}, [], None) else ""
+    return f"---\n{comment}{body}".encode()
+
+
+def plain(value: Any) -> Any:
+    """``value`` as YAML-ready data (tuples, sets, models become lists and mappings)."""
+    if isinstance(value, Jinja | Unsafe):
+        return value
+    if hasattr(value, "model_dump"):
+        return plain(value.model_dump(mode="json"))
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(plain(v) for v in value)
+    if isinstance(value, str):
+        return Unsafe(value) if any(m in value for m in ("{{", "{%", "{#")) else str(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    raise TypeError(f"{type(value).__name__} value {value!r} cannot be written as YAML")
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def capitalised(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+# -- settings: role defaults and group_vars ----------------------------------------------------
+
+
+def role_models(role: Role) -> list[type[Settings]]:
+    """The settings models of a role: base's are registered for "all", a role's for its group."""
+    if role == BASE:
+        return list(GROUP_MODELS.get("all", []))
+    shared = GROUP_MODELS.get("all", [])
+    return [m for m in GROUP_MODELS.get(role.group, []) if m not in shared]
+
+
+def exported_keys() -> set[str]:
+    """Settings the deploys read; provisioning-only data (aws_environments) stays out."""
+    keys: set[str] = set()
+    for group in ("all", *GROUPS):
+        for model in GROUP_MODELS.get(group, []):
+            keys.update(model.model_fields)
+    return keys
+
+
+def model_defaults(role: Role) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for model in role_models(role):
+        result.update(plain(from_data(model, {}).model_dump(mode="json")))
+    return result
+
+
+@dataclass
+class SettingsLayout:
+    """Where each setting lands in the export, and what a host sees in each play."""
+
+    role_defaults: dict[str, dict[str, Any]]  # role -> its prefixed defaults
+    group_vars: dict[str, dict[str, Any]]  # group -> values
+
+    def visible(self, role: str, host: Host) -> dict[str, Any]:
+        """The variables ``host`` sees in ``role``'s play (before host_vars)."""
+        seen = dict(self.role_defaults.get(role, {}))
+        for group in ("all", *host.groups):
+            seen.update(self.group_vars.get(group, {}))
+        seen.update(host.data)
+        return seen
+
+
+def layout_settings(group_data: GroupData, roles: Iterable[Role]) -> SettingsLayout:
+    all_models()  # registers every model with its groups
+    keys = exported_keys()
+    role_defaults: dict[str, dict[str, Any]] = {}
+    group_vars: dict[str, dict[str, Any]] = {}
+    for role in roles:
+        defaults = model_defaults(role)
+        prefix = f"{role.name}_"
+        role_defaults[role.name] = {k: v for k, v in defaults.items() if k.startswith(prefix)}
+        # ansible-lint wants a role's defaults prefixed by its name; the others (apt_proxy,
+        # redis_*...) are defaults of the role's group instead.
+        unprefixed = {k: v for k, v in defaults.items() if not k.startswith(prefix)}
+        group_vars.setdefault(role.group, {}).update(unprefixed)
+    for group, values in sorted(group_data.files.items()):
+        wanted = {k: v for k, v in values.items() if k in keys}
+        if not wanted:
+            continue
+        checked: dict[str, Any] = {}
+        for model in [*GROUP_MODELS.get("all", []), *GROUP_MODELS.get(group, [])]:
+            subset = {k: v for k, v in wanted.items() if k in model.model_fields}
+            if subset:
+                dumped = from_data(model, subset).model_dump(mode="json")
+                checked.update({k: dumped[k] for k in subset})
+        group_vars.setdefault(group, {}).update(plain(checked))
+    return SettingsLayout(role_defaults, group_vars)
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where the exported project reads secrets at run time."""
+
+    kind: str  # local | aws
+    env: str
+    local_file: str = ""  # local: the 0600 secrets file outside the export
+
+    def lookup(self, name: str) -> Jinja:
+        if self.kind == "aws":
+            return Jinja(
+                f"{{{{ lookup('amazon.aws.aws_ssm', '/maha/{self.env}/{name}', decrypt=true) }}}}"
+            )
+        return Jinja(
+            f"{{{{ (lookup('ansible.builtin.file', '{self.local_file}') | from_json)['{name}'] }}}}"
+        )
+
+
+def substitute_secrets(value: Any, secrets: Mapping[str, str]) -> Any:
+    """``value`` with every secret replaced by a reference to its lookup variable."""
+    if isinstance(value, dict):
+        return {k: substitute_secrets(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_secrets(v, secrets) for v in value]
+    if isinstance(value, str) and not isinstance(value, Jinja):
+        found = [n for n, s in secrets.items() if s and s in value]
+        if not found:
+            return value
+        if isinstance(value, Unsafe):
+            raise ExportError("a value holds both a secret and Jinja markers")
+        text = str(value)
+        for name in sorted(found, key=lambda n: len(secrets[n]), reverse=True):
+            text = text.replace(secrets[name], f"{{{{ {SECRET_PREFIX}{name} }}}}")
+        return Jinja(text)
+    return value
+
+
+# -- roles -------------------------------------------------------------------------------------
+
+
+def referenced_variables(template: str) -> set[str] | None:
+    """Variables a template reads; None when it includes others (then all are passed)."""
+    source = (TEMPLATES / template).read_text()
+    parsed = Environment().parse(source)
+    if any(True for _ in meta.find_referenced_templates(parsed)):
+        return None
+    return set(meta.find_undeclared_variables(parsed))
+
+
+@dataclass
+class RoleOutput:
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    handlers: list[dict[str, Any]] = field(default_factory=list)
+    templates: dict[str, str] = field(default_factory=dict)  # role path -> templates/ path
+    files: dict[str, bytes] = field(default_factory=dict)
+    modules: set[str] = field(default_factory=set)
+
+
+def _options(call: Call) -> dict[str, Any]:
+    """pyinfra's global arguments as task keywords."""
+    keywords: dict[str, Any] = {}
+    for key, value in sorted(call.options.items()):
+        if key == "_sudo_user":
+            keywords["become_user"] = value
+        elif key == "_sudo" and value is False:
+            keywords["become"] = False
+        elif key == "_env":
+            keywords["environment"] = plain(value)
+        elif key == "_run_once":
+            keywords["run_once"] = bool(value)
+        elif key == "_serial" and value:
+            keywords["throttle"] = 1
+        elif key == "_timeout":
+            keywords["timeout"] = value
+        else:
+            raise ExportError(f"{call.where()}: {key}={value!r} has no Ansible mapping")
+    return keywords
+
+
+def _when(hosts: list[str]) -> str:
+    return f"inventory_hostname in {[*hosts]!r}"
+
+
+def build_role(
+    role: str,
+    calls: list[Call],
+    hosts: Mapping[str, Host],
+    settings: SettingsLayout,
+    secrets: Mapping[str, str],
+    host_vars: dict[str, dict[str, Any]],
+) -> RoleOutput:
+    """The tasks and handlers of one role from its calls (in deploy order)."""
+    out = RoleOutput()
+    by_hash: dict[str, list[Call]] = {}
+    for call in calls:
+        by_hash.setdefault(call.op_hash, []).append(call)
+    role_hosts = sorted({c.host for c in calls})
+    derived_from: dict[tuple[str, str], str] = {}  # (host, var) -> the call that set it
+
+    # Which calls notify which handler topics.
+    topics: dict[str, str] = {}  # op hash of a gated call -> its topic
+    notifies: dict[str, list[str]] = {}  # op hash of a gating call -> topics
+    for op_hash, group in by_hash.items():
+        first = group[0]
+        if not first.guards:
+            continue
+        if len(first.guards) != 1:
+            raise ExportError(
+                f"{first.where()}: _if on several changes has no handler equivalent "
+                "(a notification is any-of, pyinfra's list is all-of)"
+            )
+        gate = first.guards[0]
+        if gate not in by_hash:
+            raise ExportError(f"{first.where()}: gated on an operation outside the {role} deploy")
+        topics[op_hash] = capitalised(first.name)
+        notifies.setdefault(gate, []).append(topics[op_hash])
+
+    for op_hash, group in by_hash.items():
+        first = group[0]
+        if first.operation == "server.shell" and not first.guards:
+            raise ExportError(
+                f"{first.where()}: a command that runs on every converge cannot be idempotent; "
+                "gate it with _if=<operation>.did_change or use an idempotent operation"
+            )
+        variants: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
+        for call in sorted(group, key=lambda c: c.host):
+            host = hosts[call.host]
+            entries = []
+            for task in to_tasks(call):
+                entries.append(
+                    _entry(call, task, host, settings, secrets, host_vars, derived_from, out)
+                )
+            key = canonical(entries)
+            variants.setdefault(key, (entries, []))[1].append(call.host)
+        is_handler = op_hash in topics
+        count = sum(len(entries) for entries, _ in variants.values())
+        number = 0
+        for entries, on_hosts in variants.values():
+            for entry in entries:
+                number += 1
+                item: dict[str, Any] = {"name": entry.pop("name")}
+                if is_handler and count > 1:
+                    item["name"] = f"{item['name']} ({number})"  # handler names are unique
+                item.update(entry)
+                if is_handler and item["name"] != topics[op_hash]:
+                    item["listen"] = topics[op_hash]
+                if on_hosts != role_hosts:
+                    item["when"] = _when(on_hosts)
+                if op_hash in notifies:
+                    item["notify"] = list(notifies[op_hash])
+                (out.handlers if is_handler else out.tasks).append(item)
+    return out
+
+
+def _entry(
+    call: Call,
+    task: Task,
+    host: Host,
+    settings: SettingsLayout,
+    secrets: Mapping[str, str],
+    host_vars: dict[str, dict[str, Any]],
+    derived_from: dict[tuple[str, str], str],
+    out: RoleOutput,
+) -> dict[str, Any]:
+    """One task as a YAML mapping, for one host: the host's own values made generic."""
+
+    def generic(value: Any) -> Any:
+        if isinstance(value, str) and value == host.name:
+            return Jinja("{{ inventory_hostname }}")
+        if isinstance(value, list):
+            return [generic(v) for v in value]
+        if isinstance(value, dict):
+            return {k: generic(v) for k, v in value.items()}
+        return value
+
+    try:
+        args = substitute_secrets(generic(plain(task.args)), secrets)
+    except TypeError as exc:
+        raise ExportError(f"{call.where()}: {exc}") from None
+    if task.template:
+        role_path = task.template.removeprefix(f"{call.role}/")
+        args["src"] = role_path
+        out.templates[role_path] = task.template
+        _derive_template_vars(call, task, host, settings, secrets, host_vars, derived_from)
+    for name, content in task.files.items():
+        if out.files.get(name, content) != content:
+            raise ExportError(f"{call.where()}: two different files named {name}")
+        out.files[name] = content
+    out.modules.add(task.module)
+    entry: dict[str, Any] = {"name": capitalised(task.name), task.module: args}
+    entry.update(plain(task.keywords))
+    entry.update(_options(call))
+    return entry
+
+
+def _derive_template_vars(
+    call: Call,
+    task: Task,
+    host: Host,
+    settings: SettingsLayout,
+    secrets: Mapping[str, str],
+    host_vars: dict[str, dict[str, Any]],
+    derived_from: dict[tuple[str, str], str],
+) -> None:
+    """Template variables that group_vars/defaults do not already give: into host_vars."""
+    assert task.template is not None
+    wanted = referenced_variables(task.template)
+    visible = settings.visible(call.role, host)
+    mine = host_vars.setdefault(host.name, {})
+    for key, value in sorted(task.template_vars.items()):
+        if wanted is not None and key not in wanted:
+            continue
+        try:
+            value = plain(value)
+        except TypeError as exc:
+            raise ExportError(f"{call.where()}: template variable {key}: {exc}") from None
+        if canonical(value) == canonical(visible.get(key, object())) and key not in mine:
+            continue
+        value = substitute_secrets(value, secrets)
+        if key in mine and canonical(mine[key]) != canonical(value):
+            raise ExportError(
+                f"{call.where()}: template variable {key} differs from the value "
+                f"{derived_from[(host.name, key)]} gives it on {host.name}"
+            )
+        mine[key] = value
+        derived_from[(host.name, key)] = call.where()
+
+
+# -- the whole project -------------------------------------------------------------------------
+
+
+@dataclass
+class Recording:
+    """What the recorder hands over: everything the export is made from."""
+
+    env: str
+    kind: str  # local | aws
+    roles: list[str]  # deploy order
+    hosts: list[Host]
+    calls: list[Call]  # in pyinfra's operation order
+    secrets: dict[str, str]  # name -> value, as the deploys asked for them
+    group_data: GroupData
+    secret_source: SecretSource
+
+
+ANSIBLE_CFG = """\
+# Written by `invoke export-ansible` from the pyinfra deploys: edit the deploys, not this.
+[defaults]
+inventory = inventory.yml
+roles_path = roles
+interpreter_python = /usr/bin/python3
+forks = 20
+retry_files_enabled = False
+
+[ssh_connection]
+# One SSH round trip per module instead of three; also lets become_user work without acl.
+pipelining = True
+"""
+
+
+def build(rec: Recording, collection_version: Callable[[str], str | None]) -> dict[str, bytes]:
+    """Every file of the export, by path relative to the export directory."""
+    # A role without hosts was not recorded (its deploy needs a host's facts): left out.
+    recorded = {c.role for c in rec.calls}
+    roles = [ROLE_BY_NAME[name] for name in rec.roles if name in recorded]
+    hosts = {h.name: h for h in rec.hosts}
+    settings = layout_settings(rec.group_data, roles)
+    files: dict[str, bytes] = {"ansible.cfg": ANSIBLE_CFG.encode()}
+    host_vars: dict[str, dict[str, Any]] = {}
+    modules: set[str] = set()
+    plays = []
+    for role in roles:
+        calls = [c for c in rec.calls if c.role == role.name]
+        out = build_role(role.name, calls, hosts, settings, rec.secrets, host_vars)
+        modules |= out.modules
+        base = f"roles/{role.name}"
+        files[f"{base}/tasks/main.yml"] = yaml_file(
+            out.tasks, f"{role.title}: recorded from deploys/{role.name}.py"
+        )
+        if out.handlers:
+            files[f"{base}/handlers/main.yml"] = yaml_file(
+                out.handlers, f"{role.title}: changes that deploys/{role.name}.py reacts to"
+            )
+        files[f"{base}/defaults/main.yml"] = yaml_file(
+            settings.role_defaults[role.name],
+            f"Defaults of the {role.name} settings (mahaops/settings/); "
+            "group_vars/ hold group_data",
+        )
+        for role_path, source in sorted(out.templates.items()):
+            files[f"{base}/templates/{role_path}"] = (TEMPLATES / source).read_bytes()
+        for name, content in sorted(out.files.items()):
+            files[f"{base}/files/{name}"] = content
+        plays.append(
+            {
+                "name": role.title,
+                "hosts": "all" if role == BASE else role.group,
+                "gather_facts": False,  # no task reads facts: the deploys resolved them
+                "roles": [{"role": role.name}],
+            }
+        )
+    files["site.yml"] = yaml_file(plays, f"Environment {rec.env}: every role, in deploy order")
+    files["inventory.yml"] = yaml_file(inventory(rec.hosts), f"Hosts of environment {rec.env}")
+
+    used_secrets = sorted(rec.secrets)
+    for group, values in sorted(settings.group_vars.items()):
+        data = dict(values)
+        if group == "all":
+            data.update({f"{SECRET_PREFIX}{n}": rec.secret_source.lookup(n) for n in used_secrets})
+        if data:
+            files[f"group_vars/{group}.yml"] = yaml_file(
+                data, f"From group_data/{group}.py and the settings' defaults"
+            )
+    for name, values in sorted(host_vars.items()):
+        if values:
+            files[f"host_vars/{name}.yml"] = yaml_file(
+                dict(sorted(values.items())),
+                "Template variables the deploys derive for this host (from the inventory)",
+            )
+
+    collections = sorted({m.rsplit(".", 1)[0] for m in modules} - {"ansible.builtin"})
+    if rec.kind == "aws" and used_secrets:
+        collections = sorted({*collections, "amazon.aws"})
+    requirements = []
+    for name in collections:
+        version = collection_version(name)
+        requirements.append({"name": name, **({"version": f">={version}"} if version else {})})
+    files["requirements.yml"] = yaml_file(
+        {"collections": requirements},
+        "Bundled with the `ansible` package on PyPI (no Galaxy needed)",
+    )
+    _no_secret_in(files, rec.secrets)
+    return files
+
+
+def inventory(hosts: list[Host]) -> dict[str, Any]:
+    kinds = sorted({h.groups[0] for h in hosts})
+    children: dict[str, Any] = {}
+    for kind in kinds:
+        children[kind] = {
+            "vars": {"ansible_group_priority": KIND_PRIORITY},
+            "hosts": {
+                h.name: {**plain(h.connection), **plain(h.data)}
+                for h in sorted(hosts, key=lambda h: h.name)
+                if h.groups[0] == kind
+            },
+        }
+    for group in GROUPS:
+        members = sorted(h.name for h in hosts if group in h.groups[1:])
+        entry: dict[str, Any] = {"vars": {"ansible_group_priority": ROLE_PRIORITY}}
+        if members:
+            entry["hosts"] = {name: {} for name in members}
+        children[group] = entry
+    return {"all": {"children": children}}
+
+
+def _no_secret_in(files: Mapping[str, bytes], secrets: Mapping[str, str]) -> None:
+    """The last guard: no secret value is written into the export, whatever the mapping did."""
+    for path, content in files.items():
+        for name, value in secrets.items():
+            if value and value.encode() in content:
+                raise ExportError(f"secret {name} would be written in plain text to {path}")

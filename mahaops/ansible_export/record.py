@@ -1,0 +1,231 @@
+"""Recording what the deploys do: each role's deploy runs under pyinfra as for a real
+converge, stopped after planning, and every operation it asked for is read back with its
+arguments. Facts the deploys read (container or not, existing users) come from the real
+hosts; nothing is changed on them.
+
+Imports ``mahaops.deploy_run`` (and with it gevent's monkey patching): only ever run in
+the exporter's own process, ``python -m mahaops.ansible_export``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pyinfra.api import State
+from pyinfra.api.arguments import all_argument_meta
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.operation import OperationMeta
+
+from mahaops import PROJECT_ROOT, deploy_run, secrets
+from mahaops.ansible_export.model import Call, ExportError, Host
+from mahaops.ansible_export.project import Recording, SecretSource
+from mahaops.inventory import HostSpec, discover, kind_of
+from mahaops.local.platform import deployable_roles
+from mahaops.roles import Role, role
+from mahaops.settings import GroupData
+
+# -- where each operation was called from (deploy file:line), keyed by op hash ---------------
+_locations: dict[str, str] = {}
+_pending: list[str] = []
+_DEPLOYS = PROJECT_ROOT / "deploys"
+
+
+def _call_site() -> str:
+    frame = sys._getframe(2)
+    fallback = "?"
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        if path.is_relative_to(_DEPLOYS):
+            return f"{path.relative_to(PROJECT_ROOT)}:{frame.f_lineno}"
+        if fallback == "?" and path.is_relative_to(PROJECT_ROOT / "operations"):
+            fallback = f"{path.relative_to(PROJECT_ROOT)}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return fallback
+
+
+_name_before = deploy_run.pyinfra_operation.generate_operation_name
+_meta_before = deploy_run.pyinfra_operation.ensure_shared_op_meta
+
+
+def _located_name(func: Any, host: Any, kwargs: Any, global_arguments: Any) -> Any:
+    _pending.append(_call_site())
+    return _name_before(func, host, kwargs, global_arguments)
+
+
+def _located_meta(state: Any, op_hash: str, *args: Any) -> Any:
+    if _pending:
+        _locations.setdefault(op_hash, _pending.pop())
+    return _meta_before(state, op_hash, *args)
+
+
+setattr(deploy_run.pyinfra_operation, "generate_operation_name", _located_name)  # noqa: B010
+setattr(deploy_run.pyinfra_operation, "ensure_shared_op_meta", _located_meta)  # noqa: B010
+
+# -- which secrets the deploys asked for ------------------------------------------------------
+_asked: dict[str, str] = {}
+_get_or_create = secrets.get_or_create
+
+
+def _recording_get_or_create(
+    store: secrets.SecretStore, name: str, generate: Callable[[], str] = secrets.token
+) -> str:
+    value = _get_or_create(store, name, generate)
+    _asked[name] = value
+    return value
+
+
+secrets.get_or_create = _recording_get_or_create
+
+
+# -- hosts -------------------------------------------------------------------------------------
+
+
+def to_host(spec: HostSpec) -> Host:
+    """pyinfra's SSH host data as Ansible connection variables."""
+    data = dict(spec.data)
+    connection: dict[str, Any] = {"ansible_host": data.pop("ssh_hostname", spec.name)}
+    for ours, theirs in (
+        ("ssh_port", "ansible_port"),
+        ("ssh_user", "ansible_user"),
+        ("ssh_key", "ansible_ssh_private_key_file"),
+    ):
+        if ours in data:
+            connection[theirs] = data.pop(ours)
+    ssh_args = []
+    if "ssh_config_file" in data:
+        ssh_args += ["-F", str(data.pop("ssh_config_file"))]
+    strict = data.pop("ssh_strict_host_key_checking", None)
+    if strict is not None and str(strict).lower() in ("off", "no", "false"):
+        ssh_args.append("-o StrictHostKeyChecking=no")
+    known = data.pop("ssh_known_hosts_file", None)
+    if known:
+        ssh_args.append(f"-o UserKnownHostsFile={known}")
+    if ssh_args:
+        connection["ansible_ssh_common_args"] = " ".join(ssh_args)
+    connection["ansible_become"] = True  # the runner's SUDO=True
+    left = sorted(k for k in data if k.startswith("ssh_"))
+    if left:
+        raise ExportError(f"host {spec.name}: no Ansible equivalent for {', '.join(left)}")
+    return Host(spec.name, spec.groups, connection, data)
+
+
+# -- calls -------------------------------------------------------------------------------------
+
+
+def _closure(generator: Callable[..., Any]) -> dict[str, Any]:
+    """The variables pyinfra's per-host command generator closes over (func, args, kwargs)."""
+    cells = generator.__closure__ or ()
+    return dict(zip(generator.__code__.co_freevars, (c.cell_contents for c in cells), strict=True))
+
+
+def _operation_name(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__name__}".removeprefix("pyinfra.operations.")
+
+
+def _guards(value: Any, where: str) -> tuple[str, ...]:
+    if value in (None, []):
+        return ()
+    hashes = []
+    for guard in value if isinstance(value, list) else [value]:
+        owner = getattr(guard, "__self__", None)
+        if not isinstance(owner, OperationMeta) or guard.__name__ != "did_change":
+            raise ExportError(
+                f"{where}: only _if=<operation>.did_change becomes a handler notification"
+            )
+        hashes.append(owner._hash)
+    return tuple(hashes)
+
+
+def calls_of(state: State, roles: Sequence[Role]) -> list[Call]:
+    """Every operation the deploys added to ``state``, per host, in pyinfra's order."""
+    defaults = {k: meta.default(state.config) for k, meta in all_argument_meta.items()}
+    result: list[Call] = []
+    for op_hash in state.get_op_order():
+        op_meta = state.op_meta[op_hash]
+        role_name = roles[op_meta.op_order[0]].name
+        for host in state.inventory:
+            op_data = state.ops.get(host, {}).get(op_hash)
+            if op_data is None:
+                continue
+            closure = _closure(op_data.command_generator)
+            func = closure["func"]
+            signature = inspect.signature(func)
+            bound = signature.bind(*closure["args"], **closure["kwargs"])
+            bound.apply_defaults()
+            operation = _operation_name(func)
+            globals_ = {**op_data.global_arguments, **op_meta.global_arguments}
+            name = globals_.get("name") or operation
+            location = _locations.get(op_hash, "?")
+            where = f"{operation} {name!r} at {location}"
+            options = {
+                k: v
+                for k, v in sorted(globals_.items())
+                if k not in ("name", "_if") and k in defaults and v != defaults[k]
+            }
+            result.append(
+                Call(
+                    host=host.name,
+                    role=role_name,
+                    op_hash=op_hash,
+                    operation=operation,
+                    name=str(name),
+                    location=location,
+                    arguments=dict(bound.arguments),
+                    defaults={
+                        p.name: p.default
+                        for p in signature.parameters.values()
+                        if p.default is not inspect.Parameter.empty
+                    },
+                    options=options,
+                    guards=_guards(globals_.get("_if"), where),
+                )
+            )
+    return result
+
+
+def record(env: str, group_data_dir: Path, limit: Sequence[str] = ()) -> Recording:
+    """Run every deploy that exists against ``env``'s hosts (or ``limit``), recording only."""
+    group_data = GroupData(group_data_dir)
+    kind = kind_of(env, group_data.files)
+    specs = discover(kind, env)
+    if not specs:
+        raise ExportError(f"no hosts in environment {env!r} (is it up? `invoke up`)")
+    if limit:
+        known = {s.name for s in specs} | {g for s in specs for g in s.groups}
+        unknown = set(limit) - known
+        if unknown:
+            raise ExportError(f"--limit: no host or group named {', '.join(sorted(unknown))}")
+    roles = [role(name) for name in deployable_roles()]
+    state = deploy_run.build_state(specs, group_data, {}, dry=False)
+    if limit:
+        state.limit_hosts = [
+            h for h in state.inventory if h.name in limit or set(h.groups) & set(limit)
+        ]
+    store = secrets.store_for(kind, env)
+    with secrets.using(store):
+        try:
+            connect_all(state)
+            wanted = [h for h in state.inventory if state.is_host_in_limit(h)]
+            down = sorted(h.name for h in wanted if h not in state.activated_hosts)
+            if down:
+                raise ExportError(f"unreachable: {', '.join(down)}")
+            deploy_run.plan(state, roles, specs)
+            calls = calls_of(state, roles)
+        finally:
+            disconnect_all(state)
+    recorded = {c.host for c in calls} | {h.name for h in state.activated_hosts}
+    local_file = str(secrets.env_dir(env) / "secrets.json") if kind == "local" else ""
+    return Recording(
+        env=env,
+        kind=kind,
+        roles=[r.name for r in roles],
+        hosts=[to_host(s) for s in sorted(specs, key=lambda s: s.name) if s.name in recorded],
+        calls=calls,
+        secrets=dict(sorted(_asked.items())),
+        group_data=group_data,
+        secret_source=SecretSource(kind, env, local_file),
+    )

@@ -1,0 +1,129 @@
+"""Cache server: Redis, the platform's cache and the job queue between app servers and
+workers.
+
+Read top to bottom, it is the runbook: the service's limits, the package, a
+configuration that binds the private address, requires a password and denies the
+dangerous commands, AOF persistence, and the kernel settings Redis asks for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
+
+from mahaops.context import settings
+from mahaops.secrets import secret
+from mahaops.settings.cache import RedisClientSettings, RedisSettings
+from mahaops.templating import JINJA_ENV_KWARGS, template_path
+from operations.facts import IsContainer
+
+SERVICE = "redis-server"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def template_vars(s: RedisSettings, port: int, in_container: bool) -> dict[str, Any]:
+    """Variables the cache templates see: the settings plus what follows from the host."""
+    private = host.data.get("private_address")
+    return {
+        **s.model_dump(),
+        "redis_port": port,
+        "redis_bind": [*([str(private)] if private else []), "127.0.0.1"],
+        "redis_in_container": in_container,
+        # Redis compares SHA-256 digests: the passwords themselves are never written.
+        "redis_password_sha256": _sha256(secret("redis_password")),
+        "redis_admin_password_sha256": _sha256(secret("redis_admin_password")),
+    }
+
+
+@deploy("Redis")
+def cache() -> None:
+    s = settings(RedisSettings)
+    port = settings(RedisClientSettings).redis_port
+    in_container = host.get_fact(IsContainer)
+    tvars = template_vars(s, port, in_container)
+
+    # -- the service's limits, in place before the package first starts it ----------------
+    files.directory(
+        name="Directory for Redis service settings",
+        path=f"/etc/systemd/system/{SERVICE}.service.d",
+    )
+    limits = files.template(
+        name="Redis service limits (open files)",
+        src=template_path("cache/redis-server.override.conf.j2"),
+        dest=f"/etc/systemd/system/{SERVICE}.service.d/90-maha.conf",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    systemd.daemon_reload(name="Load the Redis service limits", _if=limits.did_change)
+
+    # -- kernel settings Redis warns about (a container's kernel is its host's) -----------
+    if s.redis_kernel_tuning and not in_container:
+        sysctl = files.template(
+            name="Kernel settings for Redis (overcommit, backlog)",
+            src=template_path("cache/sysctl.conf.j2"),
+            dest="/etc/sysctl.d/90-maha-redis.conf",
+            mode="644",
+            jinja_env_kwargs=JINJA_ENV_KWARGS,
+            **tvars,
+        )
+        server.shell(
+            name="Apply kernel settings for Redis",
+            commands=["sysctl -p /etc/sysctl.d/90-maha-redis.conf"],
+            _if=sysctl.did_change,
+        )
+        thp = files.template(
+            name="Transparent huge pages off at boot",
+            src=template_path("cache/thp-never.service.j2"),
+            dest="/etc/systemd/system/maha-thp-never.service",
+            mode="644",
+            jinja_env_kwargs=JINJA_ENV_KWARGS,
+            **tvars,
+        )
+        systemd.daemon_reload(name="Load the huge pages unit", _if=thp.did_change)
+        systemd.service(
+            name="Transparent huge pages off now",
+            service="maha-thp-never.service",
+            running=True,
+            enabled=True,
+        )
+
+    # -- package and configuration --------------------------------------------------------
+    apt.packages(
+        name="Install Redis",
+        packages=["redis-server"],
+        update=True,
+        cache_time=3600,
+        no_recommends=True,
+    )
+    conf = files.template(
+        name="Configure Redis (bind, auth, memory, AOF)",
+        src=template_path("cache/redis.conf.j2"),
+        dest="/etc/redis/redis.conf",
+        user="redis",
+        group="redis",
+        mode="640",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    systemd.service(name="Run Redis", service=SERVICE, running=True, enabled=True)
+    # Restarts only for a changed file: AOF (fsync every second) keeps the data across.
+    systemd.service(
+        name="Restart Redis for the new configuration",
+        service=SERVICE,
+        restarted=True,
+        _if=conf.did_change,
+    )
+    systemd.service(
+        name="Restart Redis for the new limits",
+        service=SERVICE,
+        restarted=True,
+        _if=limits.did_change,
+    )

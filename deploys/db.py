@@ -1,0 +1,330 @@
+"""Database server: PostgreSQL for the app servers and workers, and its nightly backups.
+
+Read top to bottom, it is the runbook: install the chosen major (Debian's package or
+the PGDG repository's), tune it to the host, let in only the app servers and workers,
+create the users and databases, and schedule pg_dump.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import FileContents
+from pyinfra.facts.hardware import Cpus, Memory
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import apt, files, postgres, systemd
+
+from mahaops.context import addresses, settings
+from mahaops.secrets import secret
+from mahaops.settings.db import PostgresClientSettings, PostgresSettings
+from mahaops.templating import JINJA_ENV_KWARGS, render, template_path
+from operations import postgresql as pg
+
+# Parameters that only a restart applies (pg_settings.context = 'postmaster'): changing
+# one of these restarts the server, any other change only reloads it. The reload also
+# restarts when the server reports pending_restart, for parameters not listed here.
+RESTART_ONLY = frozenset(
+    {
+        "listen_addresses",
+        "port",
+        "max_connections",
+        "superuser_reserved_connections",
+        "shared_buffers",
+        "huge_pages",
+        "max_worker_processes",
+        "max_wal_senders",
+        "max_replication_slots",
+        "max_prepared_transactions",
+        "max_locks_per_transaction",
+        "max_pred_locks_per_transaction",
+        "max_files_per_process",
+        "wal_level",
+        "wal_buffers",
+        "shared_preload_libraries",
+        "autovacuum_max_workers",
+        "track_commit_timestamp",
+        "archive_mode",
+        "unix_socket_directories",
+        "shared_memory_type",
+        "dynamic_shared_memory_type",
+        "cluster_name",
+    }
+)
+PGDG_KEYRING = "/etc/apt/keyrings/postgresql.asc"
+INCLUDE_CONF_D = "include_dir = 'conf.d'"  # Debian's clusters have it; adopted ones may not
+
+
+def tuning(s: PostgresSettings, memory_mb: int, cpus: int) -> dict[str, Any]:
+    """Memory and connection settings for a host, pgtune's web profile unless overridden."""
+    memory = s.postgresql_memory_mb or memory_mb
+    connections = s.postgresql_max_connections or min(1000, max(100, 50 * cpus))
+    shared_mb = memory // 4
+    # Each connection may run a few sorts/hashes at once in what shared_buffers leaves.
+    work_kb = max(4096, (memory - shared_mb) * 1024 // (connections * 3))
+    return {
+        "max_connections": connections,
+        "shared_buffers": s.postgresql_shared_buffers or f"{max(128, shared_mb)}MB",
+        "effective_cache_size": s.postgresql_effective_cache_size or f"{memory * 3 // 4}MB",
+        "work_mem": s.postgresql_work_mem or f"{work_kb}kB",
+        "maintenance_work_mem": (
+            s.postgresql_maintenance_work_mem or f"{max(64, min(2048, memory // 16))}MB"
+        ),
+    }
+
+
+def _conf_value(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float):
+        return str(value)
+    return f"'{value}'"
+
+
+def _host_network(address: str) -> str:
+    return str(ipaddress.ip_network(address))  # a bare address: /32 or /128
+
+
+def template_vars(s: PostgresSettings, port: int) -> dict[str, Any]:
+    """Variables the db templates see: the settings plus what follows from host and inventory."""
+    private = host.data.get("private_address")
+    distribution = host.get_fact(LinuxDistribution)
+    return {
+        **s.model_dump(),
+        "postgresql_port": port,
+        "postgresql_distribution_codename": distribution["release_meta"].get("CODENAME", ""),
+        "postgresql_pgdg_keyring": PGDG_KEYRING,
+        "postgresql_listen_addresses": ["localhost", *([str(private)] if private else [])],
+        "postgresql_tuning": tuning(s, host.get_fact(Memory) or 1024, host.get_fact(Cpus) or 1),
+        "postgresql_tuning_memory_mb": s.postgresql_memory_mb or host.get_fact(Memory),
+        "postgresql_tuning_cpus": host.get_fact(Cpus),
+        "postgresql_extra_conf": {
+            name: _conf_value(value) for name, value in s.postgresql_extra_settings.items()
+        },
+        "postgresql_client_addresses": [
+            _host_network(a) for a in addresses("app_servers", "workers")
+        ],
+        "postgresql_hba_databases": [d.name for d in s.postgresql_databases],
+        "postgresql_hba_users": [u.name for u in s.postgresql_users],
+        "postgresql_backup_databases": [d.name for d in s.postgresql_databases],
+    }
+
+
+def parse_conf(lines: list[str] | None) -> dict[str, str]:
+    """``name = value`` lines of a postgresql.conf file, comments left out."""
+    found = {}
+    for line in lines or []:
+        text = line.split("#", 1)[0].strip()
+        name, sep, value = text.partition("=")
+        if sep:
+            found[name.strip()] = value.strip()
+    return found
+
+
+def restart_reasons(current: list[str] | None, wanted: str) -> list[str]:
+    """Restart-only parameters whose value the new drop-in changes."""
+    before, after = parse_conf(current), parse_conf(wanted.splitlines())
+    return sorted(k for k in RESTART_ONLY if before.get(k) != after.get(k) and k in after)
+
+
+def pgdg_repository(tvars: dict[str, Any]) -> None:
+    """The PostgreSQL project's apt repository, trusted for its own key only."""
+    files.directory(name="Directory for apt signing keys", path="/etc/apt/keyrings", mode="755")
+    files.download(
+        name="Add the PGDG signing key",
+        src=tvars["postgresql_pgdg_key_url"],
+        dest=PGDG_KEYRING,
+        mode="644",
+    )
+    repo = files.template(
+        name="Add the PGDG apt repository",
+        src=template_path("db/pgdg.sources.j2"),
+        dest="/etc/apt/sources.list.d/pgdg.sources",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    apt.update(name="Read the PGDG package lists", _if=repo.did_change)
+
+
+@deploy("PostgreSQL")
+def db() -> None:
+    s = settings(PostgresSettings)
+    port = settings(PostgresClientSettings).postgresql_port
+    tvars = template_vars(s, port)
+    version = s.postgresql_version
+    cluster = f"postgresql@{version}-main"
+    conf_dir = f"/etc/postgresql/{version}/main"
+
+    # -- packages: Debian's own major, or PGDG's ------------------------------------------
+    if version != s.postgresql_distribution_version:
+        pgdg_repository(tvars)
+    files.directory(
+        name="Directory for cluster defaults", path="/etc/postgresql-common/createcluster.d"
+    )
+    files.template(
+        name="New clusters: UTF-8 with data checksums",
+        src=template_path("db/createcluster.conf.j2"),
+        dest="/etc/postgresql-common/createcluster.d/90-maha.conf",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    apt.packages(
+        name=f"Install PostgreSQL {version}",
+        packages=[
+            f"postgresql-{version}",
+            f"postgresql-client-{version}",
+            *(["python3-boto3"] if s.postgresql_backup_s3_bucket else []),
+        ],
+        update=True,
+        cache_time=3600,
+        no_recommends=True,
+    )
+
+    # -- configuration: tuning and who may connect ----------------------------------------
+    conf_path = f"{conf_dir}/conf.d/90-maha.conf"
+    wanted = render("db/postgresql.conf.j2", **tvars)
+    restart_for = restart_reasons(host.get_fact(FileContents, path=conf_path), wanted)
+    main_conf = host.get_fact(FileContents, path=f"{conf_dir}/postgresql.conf")
+    if main_conf is not None and not any(x.startswith(INCLUDE_CONF_D) for x in main_conf):
+        restart_for = ["include_dir"]  # an adopted cluster: conf.d is read from now on
+    include = files.line(
+        name="Read settings from conf.d",
+        path=f"{conf_dir}/postgresql.conf",
+        line=INCLUDE_CONF_D,
+    )
+    conf = files.template(
+        name="Tune PostgreSQL and listen on the private address",
+        src=template_path("db/postgresql.conf.j2"),
+        dest=conf_path,
+        user="postgres",
+        group="postgres",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    hba = files.template(
+        name="Admit only app servers and workers (pg_hba.conf)",
+        src=template_path("db/pg_hba.conf.j2"),
+        dest=f"{conf_dir}/pg_hba.conf",
+        user="postgres",
+        group="postgres",
+        mode="640",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    systemd.service(name="Run PostgreSQL", service=cluster, running=True, enabled=True)
+    pending = host.get_fact(pg.PostgresPendingRestart, port=port)
+    if pending:  # left by an earlier reload: nothing but a restart applies it
+        systemd.service(
+            name=f"Restart PostgreSQL for pending {', '.join(pending)}",
+            service=cluster,
+            restarted=True,
+        )
+    elif restart_for:
+        systemd.service(
+            name=f"Restart PostgreSQL for {', '.join(restart_for)}",
+            service=cluster,
+            restarted=True,
+            _if=include.did_change if restart_for == ["include_dir"] else conf.did_change,
+        )
+    else:
+        pg.reload(
+            name="Reload PostgreSQL for new settings",
+            service=cluster,
+            port=port,
+            _if=conf.did_change,
+        )
+    systemd.service(
+        name="Reload PostgreSQL for new access rules",
+        service=cluster,
+        reloaded=True,
+        _if=hba.did_change,
+    )
+
+    # -- users and databases --------------------------------------------------------------
+    for user in s.postgresql_users:
+        pg.role(
+            name=f"PostgreSQL user {user.name}",
+            role=user.name,
+            password=secret(f"postgresql_password_{user.name}"),
+            connection_limit=user.connection_limit,
+            port=port,
+        )
+    for database in s.postgresql_databases:
+        postgres.database(
+            name=f"PostgreSQL database {database.name} (owner {database.owner})",
+            database=database.name,
+            owner=database.owner,
+            encoding=database.encoding,
+            template="template0",  # the only template any encoding may be copied from
+            psql_port=port,
+            _sudo_user="postgres",
+            _chdir="/",
+        )
+
+    # -- backups: nightly pg_dump -Fc, kept on the host (and on S3) -----------------------
+    if not s.postgresql_backup_enabled:
+        systemd.service(
+            name="No scheduled backups",
+            service="maha-pg-backup.timer",
+            running=False,
+            enabled=False,
+        )
+        return
+    files.directory(
+        name="Backup directory",
+        path=s.postgresql_backup_dir,
+        user="postgres",
+        group="postgres",
+        mode="700",
+    )
+    files.template(
+        name="Backup settings",
+        src=template_path("db/backup.env.j2"),
+        dest="/etc/default/maha-pg-backup",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    files.template(
+        name="Backup script",
+        src=template_path("db/maha-pg-backup.py.j2"),
+        dest="/usr/local/sbin/maha-pg-backup",
+        mode="755",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    service_unit = files.template(
+        name="Backup service",
+        src=template_path("db/maha-pg-backup.service.j2"),
+        dest="/etc/systemd/system/maha-pg-backup.service",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    timer_unit = files.template(
+        name="Backup timer",
+        src=template_path("db/maha-pg-backup.timer.j2"),
+        dest="/etc/systemd/system/maha-pg-backup.timer",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    systemd.daemon_reload(name="Load the new backup service", _if=service_unit.did_change)
+    systemd.service(
+        name="Load the new backup schedule",
+        service="maha-pg-backup.timer",
+        restarted=True,
+        daemon_reload=True,
+        _if=timer_unit.did_change,
+    )
+    systemd.service(
+        name="Schedule nightly backups",
+        service="maha-pg-backup.timer",
+        running=True,
+        enabled=True,
+    )

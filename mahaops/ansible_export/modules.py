@@ -38,7 +38,7 @@ def to_tasks(call: Call) -> list[Task]:
     if mapper is None:
         raise ExportError(
             f"{call.where()}: no Ansible mapping for {call.operation} "
-            f"(mapped: {', '.join(sorted(MAPPERS))})"
+            "(add one in mahaops/ansible_export/modules.py)"
         )
     return mapper(call)
 

@@ -231,6 +231,7 @@ class RoleOutput:
     templates: dict[str, str] = field(default_factory=dict)  # role path -> templates/ path
     files: dict[str, bytes] = field(default_factory=dict)
     modules: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)  # every call without a faithful mapping
 
 
 def _options(call: Call) -> dict[str, Any]:
@@ -293,40 +294,72 @@ def build_role(
         notifies.setdefault(gate, []).append(topics[op_hash])
 
     for op_hash, group in by_hash.items():
-        first = group[0]
-        if first.operation == "server.shell" and not first.guards:
-            raise ExportError(
-                f"{first.where()}: a command that runs on every converge cannot be idempotent; "
-                "gate it with _if=<operation>.did_change or use an idempotent operation"
+        try:
+            _add_operation(
+                op_hash,
+                group,
+                hosts,
+                settings,
+                secrets,
+                host_vars,
+                derived_from,
+                topics,
+                notifies,
+                role_hosts,
+                out,
             )
-        variants: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
-        for call in sorted(group, key=lambda c: c.host):
-            host = hosts[call.host]
-            entries = []
-            for task in to_tasks(call):
-                entries.append(
-                    _entry(call, task, host, settings, secrets, host_vars, derived_from, out)
-                )
-            key = canonical(entries)
-            variants.setdefault(key, (entries, []))[1].append(call.host)
-        is_handler = op_hash in topics
-        count = sum(len(entries) for entries, _ in variants.values())
-        number = 0
-        for entries, on_hosts in variants.values():
-            for entry in entries:
-                number += 1
-                item: dict[str, Any] = {"name": entry.pop("name")}
-                if is_handler and count > 1:
-                    item["name"] = f"{item['name']} ({number})"  # handler names are unique
-                item.update(entry)
-                if is_handler and item["name"] != topics[op_hash]:
-                    item["listen"] = topics[op_hash]
-                if on_hosts != role_hosts:
-                    item["when"] = _when(on_hosts)
-                if op_hash in notifies:
-                    item["notify"] = list(notifies[op_hash])
-                (out.handlers if is_handler else out.tasks).append(item)
+        except ExportError as exc:
+            out.errors.append(str(exc))
     return out
+
+
+def _add_operation(
+    op_hash: str,
+    group: list[Call],
+    hosts: Mapping[str, Host],
+    settings: SettingsLayout,
+    secrets: Mapping[str, str],
+    host_vars: dict[str, dict[str, Any]],
+    derived_from: dict[tuple[str, str], str],
+    topics: Mapping[str, str],
+    notifies: Mapping[str, list[str]],
+    role_hosts: list[str],
+    out: RoleOutput,
+) -> None:
+    """The task(s) of one call site: one variant per distinct set of arguments."""
+    first = group[0]
+    if first.operation == "server.shell" and not first.guards:
+        raise ExportError(
+            f"{first.where()}: a command that runs on every converge cannot be idempotent; "
+            "gate it with _if=<operation>.did_change or use an idempotent operation"
+        )
+    variants: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
+    for call in sorted(group, key=lambda c: c.host):
+        host = hosts[call.host]
+        entries = []
+        for task in to_tasks(call):
+            entries.append(
+                _entry(call, task, host, settings, secrets, host_vars, derived_from, out)
+            )
+        key = canonical(entries)
+        variants.setdefault(key, (entries, []))[1].append(call.host)
+    is_handler = op_hash in topics
+    count = sum(len(entries) for entries, _ in variants.values())
+    number = 0
+    for entries, on_hosts in variants.values():
+        for entry in entries:
+            number += 1
+            item: dict[str, Any] = {"name": entry.pop("name")}
+            if is_handler and count > 1:
+                item["name"] = f"{item['name']} ({number})"  # handler names are unique
+            item.update(entry)
+            if is_handler and item["name"] != topics[op_hash]:
+                item["listen"] = topics[op_hash]
+            if on_hosts != role_hosts:
+                item["when"] = _when(on_hosts)
+            if op_hash in notifies:
+                item["notify"] = list(notifies[op_hash])
+            (out.handlers if is_handler else out.tasks).append(item)
 
 
 def _entry(
@@ -446,9 +479,11 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
     host_vars: dict[str, dict[str, Any]] = {}
     modules: set[str] = set()
     plays = []
+    errors: list[str] = []
     for role in roles:
         calls = [c for c in rec.calls if c.role == role.name]
         out = build_role(role.name, calls, hosts, settings, rec.secrets, host_vars)
+        errors += out.errors
         modules |= out.modules
         base = f"roles/{role.name}"
         files[f"{base}/tasks/main.yml"] = yaml_file(
@@ -475,6 +510,8 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
                 "roles": [{"role": role.name}],
             }
         )
+    if errors:
+        raise ExportError("\n".join(["cannot export faithfully:", *errors]))
     files["site.yml"] = yaml_file(plays, f"Environment {rec.env}: every role, in deploy order")
     files["inventory.yml"] = yaml_file(inventory(rec.hosts), f"Hosts of environment {rec.env}")
 

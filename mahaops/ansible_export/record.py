@@ -35,16 +35,15 @@ _DEPLOYS = PROJECT_ROOT / "deploys"
 
 
 def _call_site() -> str:
+    """Where the deploy called the operation: ``deploys/worker.py:40 > deploys/app.py:200``."""
     frame = sys._getframe(2)
-    fallback = "?"
+    sites: list[str] = []
     while frame is not None:
         path = Path(frame.f_code.co_filename)
         if path.is_relative_to(_DEPLOYS):
-            return f"{path.relative_to(PROJECT_ROOT)}:{frame.f_lineno}"
-        if fallback == "?" and path.is_relative_to(PROJECT_ROOT / "operations"):
-            fallback = f"{path.relative_to(PROJECT_ROOT)}:{frame.f_lineno}"
+            sites.append(f"{path.relative_to(PROJECT_ROOT)}:{frame.f_lineno}")
         frame = frame.f_back  # type: ignore[assignment]
-    return fallback
+    return " > ".join(reversed(sites)) or "?"
 
 
 _name_before = deploy_run.pyinfra_operation.generate_operation_name

@@ -173,3 +173,4 @@ ns.add_task(aws_tasks.teardown)
 from mahaops.ansible_export import tasks as ansible_tasks  # noqa: E402
 
 ns.add_task(ansible_tasks.export_ansible)
+ns.add_task(ansible_tasks.bench_ansible)

@@ -33,11 +33,17 @@ class ExportResult:
 
 
 def export_command(
-    env: str, out: Path, limit: Sequence[str] = (), group_data: Path | None = None
+    env: str,
+    out: Path,
+    limit: Sequence[str] = (),
+    roles: Sequence[str] = (),
+    group_data: Path | None = None,
 ) -> list[str]:
     cmd = [sys.executable, "-m", "mahaops.ansible_export", "--env", env, "--out", str(out)]
     for name in limit:
         cmd += ["--limit", name]
+    for name in roles:
+        cmd += ["--role", name]
     if group_data:
         cmd += ["--group-data", str(group_data)]
     return cmd
@@ -47,13 +53,15 @@ def export(
     env: str,
     out: Path,
     limit: Sequence[str] = (),
+    roles: Sequence[str] = (),
     group_data: Path | None = None,
     capture: bool = True,
 ) -> ExportResult:
-    """Write the Ansible project of ``env`` (only ``limit`` hosts, if given) into ``out``."""
+    """Write the Ansible project of ``env`` into ``out``: every deploy that exists (or
+    ``roles``), for every host (or ``limit``)."""
     with tempfile.TemporaryDirectory(prefix="maha-export-") as tmp:
         summary_file = Path(tmp) / "summary.json"
-        cmd = [*export_command(env, out, limit, group_data), "--json", str(summary_file)]
+        cmd = [*export_command(env, out, limit, roles, group_data), "--json", str(summary_file)]
         environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
         environ.setdefault("COLUMNS", "160")
         proc = subprocess.run(

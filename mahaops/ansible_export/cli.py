@@ -21,6 +21,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--env", default="local")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--limit", action="append", default=[], help="host or group names")
+    parser.add_argument("--role", action="append", default=[], help="role(s) to export")
     parser.add_argument("--group-data", type=Path, default=DEFAULT_GROUP_DATA)
     parser.add_argument("--json", type=Path, help="write a summary of the export here")
     return parser.parse_args(argv)
@@ -34,10 +35,10 @@ def main(argv: list[str]) -> int:
     from mahaops.ansible_export.record import record
 
     try:
-        recording = record(args.env, args.group_data, args.limit)
+        recording = record(args.env, args.group_data, args.limit, args.role)
         files = build(recording, collection_version)
         write(files, args.out)
-    except (ExportError, SettingsError) as exc:
+    except (ExportError, SettingsError, ValueError) as exc:
         console.print(f"[red]export failed:[/] {exc}")
         return 2
     table = Table(title=f"Ansible project for {args.env} in {args.out}", title_justify="left")

@@ -186,8 +186,11 @@ def calls_of(state: State, roles: Sequence[Role]) -> list[Call]:
     return result
 
 
-def record(env: str, group_data_dir: Path, limit: Sequence[str] = ()) -> Recording:
-    """Run every deploy that exists against ``env``'s hosts (or ``limit``), recording only."""
+def record(
+    env: str, group_data_dir: Path, limit: Sequence[str] = (), roles: Sequence[str] = ()
+) -> Recording:
+    """Run every deploy that exists (or ``roles``) against ``env``'s hosts (or ``limit``),
+    recording only."""
     group_data = GroupData(group_data_dir)
     kind = kind_of(env, group_data.files)
     specs = discover(kind, env)
@@ -198,7 +201,8 @@ def record(env: str, group_data_dir: Path, limit: Sequence[str] = ()) -> Recordi
         unknown = set(limit) - known
         if unknown:
             raise ExportError(f"--limit: no host or group named {', '.join(sorted(unknown))}")
-    roles = [role(name) for name in deployable_roles()]
+    wanted = {role(name).name for name in roles}  # raises on an unknown role
+    selected = [role(n) for n in deployable_roles() if not wanted or n in wanted]
     state = deploy_run.build_state(specs, group_data, {}, dry=False)
     if limit:
         state.limit_hosts = [
@@ -208,12 +212,12 @@ def record(env: str, group_data_dir: Path, limit: Sequence[str] = ()) -> Recordi
     with secrets.using(store):
         try:
             connect_all(state)
-            wanted = [h for h in state.inventory if state.is_host_in_limit(h)]
-            down = sorted(h.name for h in wanted if h not in state.activated_hosts)
+            targets = [h for h in state.inventory if state.is_host_in_limit(h)]
+            down = sorted(h.name for h in targets if h not in state.activated_hosts)
             if down:
                 raise ExportError(f"unreachable: {', '.join(down)}")
-            deploy_run.plan(state, roles, specs)
-            calls = calls_of(state, roles)
+            deploy_run.plan(state, selected, specs)
+            calls = calls_of(state, selected)
         finally:
             disconnect_all(state)
     recorded = {c.host for c in calls} | {h.name for h in state.activated_hosts}
@@ -221,7 +225,7 @@ def record(env: str, group_data_dir: Path, limit: Sequence[str] = ()) -> Recordi
     return Recording(
         env=env,
         kind=kind,
-        roles=[r.name for r in roles],
+        roles=[r.name for r in selected],
         hosts=[to_host(s) for s in sorted(specs, key=lambda s: s.name) if s.name in recorded],
         calls=calls,
         secrets=dict(sorted(_asked.items())),

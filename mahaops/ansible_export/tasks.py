@@ -12,11 +12,12 @@ from invoke.tasks import task
     help={
         "env": "environment to export: 'local' (Docker) or one from group_data/aws.py",
         "out": "directory to write the Ansible project into (replaced if it holds an export)",
+        "role": "export only this role (repeatable): base, db, cache, log, app, worker, lb",
         "limit": "only these hosts or groups (repeatable), e.g. app-1 or app_servers",
     },
-    iterable=["limit"],
+    iterable=["role", "limit"],
 )
-def export_ansible(c: Context, env: str = "local", out: str = "", limit=None):
+def export_ansible(c: Context, env: str = "local", out: str = "", role=None, limit=None):
     """Export every role deploy as a runnable Ansible project (recorded from the hosts)."""
     from pathlib import Path
 
@@ -24,6 +25,20 @@ def export_ansible(c: Context, env: str = "local", out: str = "", limit=None):
 
     if not out:
         raise Exit("error: --out DIR is required", code=2)
-    result = export(env, Path(out), limit=limit or (), capture=False)
+    result = export(env, Path(out), limit=limit or (), roles=role or (), capture=False)
     if not result.ok:
         raise Exit(code=result.returncode)
+
+
+@task(
+    name="bench-ansible",
+    help={
+        "roles": "comma-separated roles to converge (default: base)",
+        "rounds": "no-op converges to time after the fresh one, per tool",
+    },
+)
+def bench_ansible(c: Context, roles: str = "", rounds: int = 3):
+    """Benchmark: pyinfra against the exported Ansible project, fresh and no-op."""
+    from mahaops import bench_ansible as benchmark
+
+    benchmark.main([r for r in roles.split(",") if r], rounds=rounds)

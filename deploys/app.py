@@ -56,15 +56,16 @@ def release_vars(s: ReleaseSettings) -> dict[str, Any]:
     db_port = int(_peer_setting("db_servers", "postgresql_port", 5432))
     redis_port = int(_peer_setting("cache_servers", "redis_port", 6379))
     redis_user = quote(str(_peer_setting("cache_servers", "redis_acl_user", "") or ""), safe="")
+    db_host = s.app_database_host or _first("db_servers")
+    redis_host = s.app_redis_host or _first("cache_servers")
     return {
         **s.model_dump(),
         "app_database_url": (
-            f"postgres://{s.app_database_user}:{db_password}@{_first('db_servers')}:{db_port}"
+            f"postgres://{s.app_database_user}:{db_password}@{db_host}:{db_port}"
             f"/{s.app_database_name}"
         ),
         "app_redis_url": (
-            f"redis://{redis_user}:{redis_password}@{_first('cache_servers')}:{redis_port}"
-            f"/{s.app_redis_db}"
+            f"redis://{redis_user}:{redis_password}@{redis_host}:{redis_port}/{s.app_redis_db}"
         ),
     }
 
@@ -106,14 +107,18 @@ def nodejs(n: NodejsSettings) -> None:
         dest=NODESOURCE_KEYRING,
         mode="644",
     )
-    repo = files.line(
+    tvars = {
+        **n.model_dump(),
+        "nodejs_keyring": NODESOURCE_KEYRING,
+        "nodejs_nodesource_host": urlsplit(n.nodejs_nodesource_url).hostname,
+    }
+    repo = files.template(
         name=f"NodeSource repository for Node.js {n.nodejs_major}",
-        path="/etc/apt/sources.list.d/nodesource.list",
-        line=r"^deb .*nodesource.*$",
-        replace=(
-            f"deb [signed-by={NODESOURCE_KEYRING}] {n.nodejs_nodesource_url}/node_"
-            f"{n.nodejs_major}.x nodistro main"
-        ),
+        src=template_path("app/nodesource.list.j2"),
+        dest="/etc/apt/sources.list.d/nodesource.list",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
     )
     files.template(
         name="Prefer NodeSource's nodejs over Debian's",
@@ -121,8 +126,7 @@ def nodejs(n: NodejsSettings) -> None:
         dest="/etc/apt/preferences.d/nodesource",
         mode="644",
         jinja_env_kwargs=JINJA_ENV_KWARGS,
-        nodejs_major=n.nodejs_major,
-        nodejs_nodesource_host=urlsplit(n.nodejs_nodesource_url).hostname,
+        **tvars,
     )
     apt.update(name="Read the NodeSource repository", _if=repo.did_change)
     apt.packages(
@@ -175,7 +179,18 @@ def release_steps(
     ``restart_when``: the unit and environment operations whose change also needs a restart.
     """
     if s.app_rollback:
-        release.rolled_back(name="Roll back one release", services=[service], root=s.app_root)
+        back = release.rolled_back(
+            name="Roll back one release", services=[service], root=s.app_root
+        )
+        release.healthy(
+            name=f"Check {service} after the rollback",
+            check=check,
+            services=[service],
+            when=[back],
+            root=s.app_root,
+            retries=retries,
+            interval=interval,
+        )
         return
     built = for_run(s.app_release_tarball)  # built once per run, before any host changes
     tarball = f"{s.app_root}/tarballs/{built.tarball.name}"

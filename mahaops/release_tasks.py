@@ -1,4 +1,4 @@
-"""Invoke tasks for releases: ``invoke build``."""
+"""Invoke tasks for releases: ``invoke build``, ``invoke release``, ``invoke rollback``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from invoke.tasks import task
 from rich.console import Console
 from rich.table import Table
 
-from mahaops import PROJECT_ROOT, release
+from mahaops import PROJECT_ROOT
+from mahaops import release as release_module
 
 
 def _shown(path: Path) -> str:
@@ -21,11 +22,11 @@ def _shown(path: Path) -> str:
 def build(c: Context, out: str = "") -> None:
     """Build a release: app/ with production dependencies as a reproducible tarball."""
     console = Console()
-    out_dir = Path(out).resolve() if out else release.DEFAULT_OUT_DIR
+    out_dir = Path(out).resolve() if out else release_module.DEFAULT_OUT_DIR
     try:
         with console.status("Building release (npm ci --omit=dev)…"):
-            built = release.build(out_dir)
-    except release.ReleaseError as exc:
+            built = release_module.build(out_dir)
+    except release_module.ReleaseError as exc:
         raise Exit(f"Release build failed: {exc}", code=1) from exc
     table = Table(title="Release built", show_header=False)
     table.add_column(style="bold")
@@ -35,3 +36,48 @@ def build(c: Context, out: str = "") -> None:
     table.add_row("size", f"{built.size / 1_000_000:.1f} MB ({built.size:,} bytes)")
     table.add_row("sha256", built.sha256)
     console.print(table)
+
+
+ENV_HELP = "environment: 'local' (Docker on this machine) or one from group_data/aws.py"
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "tarball": "a built maha-<id>.tar.gz to deploy (default: build app/ as it is now)",
+    }
+)
+def release(c: Context, env: str = "local", tarball: str = "") -> None:
+    """Deploy a release to the app servers and workers: push, migrate, switch, check."""
+    from mahaops import releases
+
+    console = Console()
+    try:
+        with console.status("Preparing the release…"):
+            built = (
+                releases.for_run(str(Path(tarball).resolve()))
+                if tarball
+                else releases.current_build()
+            )
+    except release_module.ReleaseError as exc:
+        raise Exit(f"Release build failed: {exc}", code=1) from exc
+    console.print(f"Deploying release [bold]{built.id}[/] ({_shown(built.tarball)}) to {env}")
+    _, result = releases.deploy(env, built.tarball)
+    if not result.ok:
+        raise Exit(
+            f"release {built.id} failed; hosts whose check failed are back on their previous "
+            "release (see the tables above)",
+            code=result.returncode or 1,
+        )
+    console.print(f"Release [bold]{built.id}[/] is live on {env}")
+
+
+@task(help={"env": ENV_HELP})
+def rollback(c: Context, env: str = "local") -> None:
+    """Go back one release on the app servers and workers, then check their health."""
+    from mahaops import releases
+
+    result = releases.rollback(env)
+    if not result.ok:
+        raise Exit("rollback failed: see the tables above", code=result.returncode or 1)
+    Console().print(f"Rolled back one release on {env}")

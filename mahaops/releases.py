@@ -13,7 +13,9 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from mahaops.release import (
     APP_DIR,
@@ -79,3 +81,39 @@ def for_run(tarball: str = "") -> Release:
     if not verify(path):
         raise ReleaseError(f"{path} does not match its checksum file: rebuild it")
     return release
+
+
+# -- the operator's release tasks ----------------------------------------------------------------
+
+RELEASE_ROLES = ("app", "worker")
+
+
+def deploy(
+    env: str,
+    tarball: Path | None = None,
+    capture: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Release, Any]:
+    """Deploy a release (``tarball``, or a build of app/): app servers first, then workers.
+
+    Workers move only once every app server runs the release healthily; an app server
+    whose check fails switches back by itself and the workers stay where they were.
+    """
+    from mahaops.runner import run_deploy
+
+    built = for_run(str(tarball)) if tarball else current_build()
+    settings = {**(overrides or {}), "app_release_tarball": str(built.tarball)}
+    result = run_deploy(env, roles=["app"], overrides=settings, capture=capture)
+    if result.ok:
+        workers = run_deploy(env, roles=["worker"], overrides=settings, capture=capture)
+        result.operations += workers.operations
+        result.output += workers.output
+        result.returncode = workers.returncode
+    return built, result
+
+
+def rollback(env: str, capture: bool = False) -> Any:
+    """Go back one release on every app server and worker, then check health."""
+    from mahaops.runner import run_deploy
+
+    return run_deploy(env, roles=RELEASE_ROLES, overrides={"app_rollback": True}, capture=capture)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
 
+from mahaops import releases
 from mahaops.local.hosts import Environment, LocalHost
 from mahaops.roles import ROLE_BY_NAME
 from mahaops.runner import DeployResult, run_deploy
@@ -29,6 +30,12 @@ class UpResult:
     created: list[str]
     hosts: list[LocalHost]
     deploy: DeployResult
+    release: str | None = None  # the release the app servers and workers run
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.deploy.changed)
 
 
 def deployable_roles() -> list[str]:
@@ -44,12 +51,34 @@ def up(
     capture: bool = False,
     quiet: bool = False,
 ) -> UpResult:
-    """Create the platform's missing hosts, then converge every role on all of them."""
+    """Create the platform's missing hosts, then converge every role on all of them.
+
+    Steps: Docker engine, apt cache and host image (built once, reused); the release
+    of app/ (built once per content); missing hosts only; one deploy of every role.
+    """
     console = console or Console()
-    say: Callable[[str], None] = lambda msg: console.print(f"[bold]•[/] {msg}")  # noqa: E731
+    timings: dict[str, float] = {}
+
+    def say(msg: str) -> None:
+        console.print(f"[bold]•[/] {msg}")
+
+    started = time.monotonic()
     environment = Environment(env)
     say(f"Preparing environment [bold]{env}[/]: Docker engine, apt cache, host image")
     image = environment.prepare(progress=say)
+    timings["prepare"] = time.monotonic() - started
+
+    roles = deployable_roles()
+    release_id = None
+    if {"app", "worker"} & set(roles):
+        mark = time.monotonic()
+        say("Release of app/ (built only when app/ changed)")
+        built = releases.current_build()
+        release_id = built.id
+        say(f"Release [bold]{built.id}[/]")
+        timings["release"] = time.monotonic() - mark
+
+    mark = time.monotonic()
     existing = {h.name for h in environment.hosts()}
     _restart_stopped(environment)
     created = []
@@ -60,10 +89,19 @@ def up(
                 say(f"Creating host {name}")
                 environment.create(role, name=name, image=image)
                 created.append(name)
-    roles = deployable_roles()
+    timings["hosts"] = time.monotonic() - mark
+
+    mark = time.monotonic()
     say(f"Deploying roles: {', '.join(roles)}")
     result = run_deploy(env, roles=roles, capture=capture, quiet=quiet)
-    return UpResult(created, environment.hosts(), result)
+    timings["deploy"] = time.monotonic() - mark
+    timings["total"] = time.monotonic() - started
+    outcome = UpResult(created, environment.hosts(), result, release_id, timings)
+    if result.ok and not outcome.changed:
+        say(f"No changes: the platform was already converged ({timings['total']:.1f}s)")
+    elif result.ok:
+        say(f"Converged: {len(result.changed)} change(s) in {timings['total']:.1f}s")
+    return outcome
 
 
 def _restart_stopped(environment: Environment) -> None:

@@ -46,6 +46,8 @@ class ReleaseSettings(Settings):
     app_user: UserName = "maha-app"  # runs the app; no login, owns only the env file
 
     # -- what the processes connect to ------------------------------------------------------
+    app_database_host: str = ""  # "" = the first db server's private address (or an RDS name)
+    app_redis_host: str = ""  # "" = the first cache server's private address
     app_database_name: str = "maha"  # PostgreSQL database on the db server
     app_database_user: str = "maha_app"  # its owner; password: secret postgresql_password_<user>
     app_redis_db: int = Field(0, ge=0, le=15)  # Redis database number

@@ -1,0 +1,157 @@
+"""What an operator expects of an app server (nginx + maha-web), and what the app role
+needs around it on a test bed.
+
+Shared by the pyinfra tests and the exported-Ansible tests: both must make these pass.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mahaops.local.hosts import LocalHost
+from mahaops.secrets import LocalSecretStore, get_or_create
+
+APP_ROOT = "/srv/maha"
+APP_USER = "maha-app"
+
+_BACKING: dict[str, dict[str, Any]] = {}
+
+_INSTALL = (
+    "export DEBIAN_FRONTEND=noninteractive; "
+    "P='-o Acquire::http::Proxy=http://host.docker.internal:3142'; "
+    "apt-get $P update -q >/dev/null && "
+    "apt-get $P install -y -q --no-install-recommends {packages} >/dev/null"
+)
+
+
+def standin_postgres(run: Callable[[str], str], password: str) -> None:
+    """PostgreSQL as the db role promises it: database ``maha`` owned by ``maha_app``."""
+    run(_INSTALL.format(packages="postgresql"))
+    run(
+        "c=/etc/postgresql/15/main; echo \"listen_addresses='*'\" >> $c/postgresql.conf && "
+        "echo 'host maha maha_app 0.0.0.0/0 scram-sha-256' >> $c/pg_hba.conf && "
+        "systemctl restart postgresql && "
+        f'su postgres -c "psql -q -c \\"create user maha_app password \'{password}\'\\" '
+        "-c 'create database maha owner maha_app'\""
+    )
+
+
+def standin_redis(run: Callable[[str], str], password: str) -> None:
+    """Redis as the cache role promises it: requirepass. A transient unit: the test bed
+    needs a Redis, not the cache role's hardened one."""
+    run(_INSTALL.format(packages="redis-server"))
+    run(
+        "systemctl disable --now redis-server >/dev/null 2>&1; "
+        "systemd-run --unit=redis-standin /usr/bin/redis-server --bind 0.0.0.0 "
+        f"--protected-mode no --requirepass {password} --dir /tmp >/dev/null"
+    )
+
+
+def backing_services(testbed: Any) -> dict[str, Any]:
+    """A PostgreSQL and a Redis on one plain host, as the db and cache roles promise them,
+    so the app tier's role tests do not depend on those roles. Returns the settings that
+    point deploys at it.
+    """
+    if testbed.env in _BACKING:
+        return _BACKING[testbed.env]
+    store = LocalSecretStore(testbed.env)
+    host = testbed.host("base", name="appdeps-1")
+
+    def run(command: str) -> str:
+        return str(testbed.exec(host, command))
+
+    standin_postgres(run, get_or_create(store, "postgresql_password_maha_app"))
+    standin_redis(run, get_or_create(store, "redis_password"))
+    _BACKING[testbed.env] = {
+        "app_database_host": host.private_address,
+        "app_redis_host": host.private_address,
+    }
+    return _BACKING[testbed.env]
+
+
+def http(th: Any, url: str, *options: str) -> tuple[int, dict[str, str], str]:
+    """GET ``url`` from the host itself: status, headers (lower-cased) and body."""
+    out = th.check_output(f"curl -s -i --max-time 5 {' '.join(options)} {url}")
+    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines()
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def wait_healthy(th: Any, url: str, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = http(th, url)
+        if status == 200 or time.monotonic() > deadline:
+            assert status == 200, f"{url}: {status} {body}"
+            return dict(json.loads(body))
+        time.sleep(0.5)
+
+
+def current_release(th: Any) -> str:
+    target = th.check_output(f"readlink {APP_ROOT}/current")
+    assert target.startswith("releases/"), target
+    return str(target.removeprefix("releases/"))
+
+
+def check_release_layout(th: Any) -> str:
+    """The release layout: current -> a complete release, the 0600 env file linked in."""
+    release = current_release(th)
+    directory = f"{APP_ROOT}/releases/{release}"
+    assert th.file(f"{directory}/src/web.js").exists
+    assert th.file(f"{directory}/maha.env").linked_to == f"{APP_ROOT}/shared/maha.env"
+    assert th.file(f"{directory}/release.env").content_string.strip() == f"MAHA_RELEASE={release}"
+    env = th.file(f"{APP_ROOT}/shared/maha.env")
+    assert (env.mode, env.user) == (0o600, APP_USER)
+    assert "DATABASE_URL=postgres://maha_app:" in th.check_output(f"cat {APP_ROOT}/shared/maha.env")
+    assert th.file(f"{directory}/src/web.js").user == "root"  # the app cannot change its code
+    user = th.user(APP_USER)
+    assert user.shell in ("/usr/sbin/nologin", "/bin/false")
+    return release
+
+
+def unit_property(th: Any, unit: str, name: str) -> str:
+    return str(th.check_output(f"systemctl show -p {name} --value {unit}")).strip()
+
+
+def check_hardened_unit(th: Any, unit: str) -> None:
+    assert th.service(unit).is_running and th.service(unit).is_enabled
+    assert unit_property(th, unit, "User") == APP_USER
+    assert unit_property(th, unit, "Restart") == "on-failure"
+    assert unit_property(th, unit, "NoNewPrivileges") == "yes"
+    assert unit_property(th, unit, "ProtectSystem") == "strict"
+    assert unit_property(th, unit, "PrivateTmp") == "yes"
+    pid = unit_property(th, unit, "MainPID")
+    assert th.check_output(f"ps -o user= -p {pid}").strip() == APP_USER
+
+
+def check_app(host: LocalHost, th: Any) -> None:
+    """The app role's promises, checked on a converged app server."""
+    release = check_release_layout(th)
+    check_hardened_unit(th, "maha-web")
+    # Node listens on loopback only; nginx is the way in.
+    listening = th.check_output("ss -Htlnp")
+    assert "127.0.0.1:3000" in listening and "0.0.0.0:3000" not in listening
+    assert th.run("nginx -t").rc == 0
+    assert th.service("nginx").is_running
+
+    health = wait_healthy(th, "http://127.0.0.1/health")
+    assert health["release"] == release and health["server"] == host.name
+    status, headers, _ = http(th, "http://127.0.0.1/health")
+    assert headers["x-maha-server"] == host.name
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "x-frame-options" in headers and "content-security-policy" in headers
+
+    status, headers, _ = http(th, "http://127.0.0.1/static/app.css", "-H 'Accept-Encoding: gzip'")
+    assert status == 200
+    assert "max-age=31536000" in headers["cache-control"]
+    assert headers["x-maha-server"] == host.name
+    nginx = th.check_output("nginx -T 2>/dev/null")
+    assert "real_ip_header X-Forwarded-For" in nginx  # trusted from the load balancers only
+    assert "proxy_set_header Upgrade $http_upgrade" in nginx

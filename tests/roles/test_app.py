@@ -1,0 +1,147 @@
+"""The app role on a real host: converge, idempotence, dry runs with diffs, a bad nginx
+setting that never reaches nginx, NodeSource's plan, and release pruning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mahaops.local.hosts import LocalHost
+from mahaops.secrets import LocalSecretStore
+from tests.checks import app as checks
+from tests.conftest import Testbed, infra
+
+pytestmark = pytest.mark.testbed
+
+ROLES = ["base", "app"]
+
+# Operations pyinfra (or we) mark non-idempotent that the role uses, and why that is safe.
+JUSTIFIED_NON_IDEMPOTENT = {
+    "server.shell": "base: only `sysctl --system`, guarded by its config changing",
+    "operations.release.restarted": "restarts only when the unit, environment or release changed",
+    "operations.release.healthy": "checks only after a restart",
+    "systemd.daemon_reload": "guarded by _if on its unit file changing",
+}
+
+
+@pytest.fixture(scope="module")
+def converged(testbed: Testbed) -> tuple[LocalHost, dict[str, Any]]:
+    backing = checks.backing_services(testbed)
+    host = testbed.host("app", name="app-r1")
+    first = testbed.deploy(roles=ROLES, limit=[host.name], overrides=backing)
+    assert first.ok, first.output
+    return host, backing
+
+
+def test_fresh_app_server_serves_its_release_through_nginx(converged) -> None:
+    host, _ = converged
+    checks.check_app(host, infra(host))
+
+
+def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:
+    host, backing = converged
+    second = testbed.deploy(roles=ROLES, limit=[host.name], overrides=backing)
+    assert second.ok, second.output
+    assert [op.name for op in second.changed] == []
+    used = {op.operation for op in second.operations if not op.idempotent}
+    assert used <= set(JUSTIFIED_NON_IDEMPOTENT), used - set(JUSTIFIED_NON_IDEMPOTENT)
+
+
+def test_dry_run_shows_the_nginx_diff_and_changes_nothing(testbed: Testbed, converged) -> None:
+    host, backing = converged
+    before = testbed.exec(host, "sha1sum /etc/nginx/nginx.conf")
+
+    plan = testbed.deploy(
+        roles=["app"],
+        limit=[host.name],
+        dry=True,
+        overrides={**backing, "nginx_client_max_body_size": "20m"},
+    )
+
+    assert plan.ok, plan.output
+    assert [op.name for op in plan.changed] == [
+        "App server | nginx: proxy, WebSockets, static files (checked by nginx -t)",
+        "App server | Reload nginx for the new configuration",
+    ]
+    diff = " ".join(plan.output.split())
+    assert "- client_max_body_size 10m;" in diff and "+ client_max_body_size 20m;" in diff
+    assert testbed.exec(host, "sha1sum /etc/nginx/nginx.conf") == before
+
+
+def test_secrets_in_the_environment_file_never_show_in_a_diff(testbed: Testbed, converged) -> None:
+    host, backing = converged
+    plan = testbed.deploy(
+        roles=["app"],
+        limit=[host.name],
+        dry=True,
+        overrides={**backing, "app_env": {"PG_CONNECT_TIMEOUT_MS": "5000"}},
+    )
+    assert plan.ok, plan.output
+    assert "+ PG_CONNECT_TIMEOUT_MS=5000" in plan.output
+    assert "Restart maha-web" in [op.name.split(" | ")[1] for op in plan.changed]
+    store = LocalSecretStore(testbed.env)
+    for name in ("postgresql_password_maha_app", "redis_password"):
+        value = store.get(name)
+        assert value and value not in plan.output
+
+
+def test_an_invalid_nginx_config_never_reaches_nginx(testbed: Testbed, converged) -> None:
+    host, backing = converged
+    before = testbed.exec(host, "sha1sum /etc/nginx/nginx.conf")
+
+    bad = testbed.deploy(
+        roles=["app"], limit=[host.name], overrides={**backing, "nginx_server_name": "a; b {"}
+    )
+
+    assert not bad.ok
+    assert next(op.name for op in bad.failed).startswith("App server | nginx:")
+    assert testbed.exec(host, "sha1sum /etc/nginx/nginx.conf") == before
+    assert testbed.exec(host, "test -e /etc/nginx/nginx.conf.maha-new; echo $?").strip() == "1"
+    assert "200" in testbed.exec(host, "curl -s -o /dev/null -w '%{http_code}' 127.0.0.1/health")
+
+
+def test_another_node_major_plans_nodesource_with_a_signed_by_key(
+    testbed: Testbed, converged
+) -> None:
+    host, backing = converged
+    plan = testbed.deploy(
+        roles=["app"], limit=[host.name], dry=True, overrides={**backing, "nodejs_major": 20}
+    )
+    assert plan.ok, plan.output
+    planned = [op.name.split(" | ")[1] for op in plan.changed]
+    assert "NodeSource signing key" in planned
+    assert "NodeSource repository for Node.js 20" in planned
+    assert "Install Node.js 20 (NodeSource)" in planned
+    assert (
+        "+ deb [signed-by=/etc/apt/keyrings/nodesource.asc] https://deb.nodesource.com/node_20.x"
+        " nodistro main" in " ".join(plan.output.split())
+    )
+    assert testbed.exec(host, "node --version").startswith("v18.")
+    assert testbed.exec(host, "ls /etc/apt/sources.list.d/").strip() == ""
+
+
+def test_old_releases_are_pruned_but_never_current_nor_the_rollback_target(
+    testbed: Testbed, converged
+) -> None:
+    host, backing = converged
+    th = infra(host)
+    current = checks.current_release(th)
+    old = ["20200101T000000Z-0000001", "20200102T000000Z-0000002", "20200103T000000Z-0000003"]
+    for release in old:
+        testbed.exec(
+            host,
+            f"mkdir -p /srv/maha/releases/{release} && touch /srv/maha/releases/{release}/"
+            ".maha-release",
+        )
+    # The oldest one is the rollback target: it must survive however few releases are kept.
+    testbed.exec(host, f"ln -sfn releases/{old[0]} /srv/maha/previous")
+
+    pruned = testbed.deploy(
+        roles=["app"], limit=[host.name], overrides={**backing, "app_keep_releases": 2}
+    )
+
+    assert pruned.ok, pruned.output
+    assert [op.name for op in pruned.changed] == ["App server | Keep the last 2 releases"]
+    left = sorted(testbed.exec(host, "ls /srv/maha/releases").split())
+    assert left == sorted([old[0], old[2], current])

@@ -7,6 +7,7 @@ and print them side by side.
 
 from __future__ import annotations
 
+import io
 import secrets
 import statistics
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from mahaops import releases
 from mahaops.local.hosts import Environment
 from mahaops.local.platform import deployable_roles
 from mahaops.runner import run_deploy
@@ -46,8 +48,84 @@ def measure(env: Environment, image: str, role: str, rounds: int) -> Figure:
     return Figure(role, len(fresh.operations), fresh_time, noop_times, changed)
 
 
+@dataclass
+class PlatformFigures:
+    fresh: dict[str, float]  # role -> seconds converging it on fresh hosts ("hosts": creating them)
+    noop: dict[str, float]  # role -> seconds of a no-op converge of that role alone
+    up_fresh: float  # hosts created and every role converged, as `invoke up` from nothing
+    up_noop: float  # a whole no-op `invoke up`
+    noop_deploy: float  # of which the one deploy run over all seven hosts
+    changed_on_noop: int
+
+
+def measure_platform() -> PlatformFigures:
+    """The whole platform in a throw-away environment: from nothing, then a no-op `up`."""
+    from mahaops.local import platform
+
+    env = Environment(f"bench{secrets.token_hex(2)}")
+    fresh: dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        image = env.prepare()
+        releases.current_build()
+        fresh["prepare"] = time.perf_counter() - started
+        mark = time.perf_counter()
+        for role, count in platform.PLATFORM:
+            for index in range(1, count + 1):
+                env.create(role, name=f"{role}-{index}", image=image)
+        fresh["hosts"] = time.perf_counter() - mark
+        for role in deployable_roles():  # as `up` does, one role at a time to time each
+            mark = time.perf_counter()
+            result = run_deploy(env.env, roles=[role], quiet=True)
+            fresh[role] = time.perf_counter() - mark
+            if not result.ok:
+                raise RuntimeError(f"fresh converge of {role} failed:\n{result.output[-3000:]}")
+        up_fresh = time.perf_counter() - started
+
+        quiet = Console(file=io.StringIO())
+        mark = time.perf_counter()
+        again = platform.up(env.env, console=quiet, capture=True, quiet=True)
+        up_noop = time.perf_counter() - mark
+        noop = {}
+        for role in deployable_roles():
+            mark = time.perf_counter()
+            run_deploy(env.env, roles=[role], quiet=True)
+            noop[role] = time.perf_counter() - mark
+    finally:
+        env.remove(volumes=True)
+    return PlatformFigures(
+        fresh, noop, up_fresh, up_noop, again.timings.get("deploy", 0.0), len(again.deploy.changed)
+    )
+
+
+def platform_table(figures: PlatformFigures) -> Table:
+    table = Table(title="The whole platform (seven hosts)", title_justify="left")
+    for column in ("step", "from nothing", "no-op"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for step, seconds in figures.fresh.items():
+        noop = figures.noop.get(step)
+        table.add_row(step, f"{seconds:.1f}s", f"{noop:.2f}s" if noop is not None else "-")
+    table.add_row(
+        "[bold]invoke up[/]",
+        f"{figures.up_fresh:.1f}s",
+        f"{figures.up_noop:.2f}s",
+        end_section=True,
+    )
+    table.add_row("of which the deploy run", "", f"{figures.noop_deploy:.2f}s")
+    table.add_row("changed on no-op", "", str(figures.changed_on_noop))
+    return table
+
+
 def main(roles: list[str], rounds: int = 3) -> list[Figure]:
+    """Per-role figures; ``platform`` among ``roles`` times the whole platform instead."""
     console = Console()
+    if "platform" in roles:
+        with console.status("Timing the whole platform: up from nothing, then a no-op up"):
+            whole = measure_platform()
+        console.print(platform_table(whole))
+        roles = [r for r in roles if r != "platform"]
+        if not roles:
+            return []
     roles = roles or [r for r in deployable_roles() if r in ("base", "db", "cache")]
     env = Environment(f"bench{secrets.token_hex(2)}")
     figures = []

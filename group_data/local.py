@@ -4,3 +4,4 @@
 # which `invoke up` starts. Set to None where containers reach a mirror themselves.
 apt_proxy = "http://host.docker.internal:3142"
 base_admin_cidrs = ["0.0.0.0/0"]  # SSH arrives from docker-proxy on 127.0.0.1 only
+log_backend = "rsyslog"  # Graylog's repositories are out of reach here; a central rsyslog is not

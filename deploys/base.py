@@ -13,6 +13,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Users
 from pyinfra.operations import apt, files, server, systemd
 
+from deploys.log_shipping import log_shipping
 from mahaops import firewall
 from mahaops.context import addresses, host_roles, settings
 from mahaops.settings.base import BaseSettings
@@ -227,3 +228,5 @@ def base() -> None:
             reloaded=True,
             _if=rules.did_change,
         )
+
+    log_shipping()

@@ -1,0 +1,136 @@
+"""Log shipping, on every host (called by the base role).
+
+rsyslog forwards what the host logs — the journal (system services, maha-web,
+maha-worker) and nginx's files — to the log server as RFC 5424 over TCP, each line
+tagged with host, role, service and release. A disk-assisted queue keeps lines
+while the log server is unreachable and delivers them when it returns.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Command
+from pyinfra.operations import files, server, systemd
+
+from mahaops.context import addresses, host_roles, settings
+from mahaops.settings.log import LogShippingSettings
+from mahaops.templating import JINJA_ENV_KWARGS, template_path
+from operations.files import validated_template
+
+FORWARD_CONF = "/etc/rsyslog.d/90-maha-forward.conf"
+RELEASE_TABLE = "/var/lib/maha-log/release.json"
+RELEASE_SCRIPT = "/usr/local/sbin/maha-log-release"
+_RELEASE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def current_release(link: str) -> str:
+    """Name of the release ``link`` points to, as the release script computes it; "-" if none."""
+    quoted = shlex.quote(link)
+    target = host.get_fact(
+        Command, f't=$(readlink -f {quoted} 2>/dev/null) && [ -e "$t" ] && basename "$t" || true'
+    )
+    return _RELEASE_CHARS.sub("", (target or "").strip()) or "-"
+
+
+def template_vars(s: LogShippingSettings, log_server: str) -> dict[str, Any]:
+    """Variables the shipping templates see: settings plus what the inventory says."""
+    return {
+        **s.model_dump(),
+        "log_server": log_server,
+        "log_host": host.name,
+        "log_role": ",".join(host_roles()) or "base",
+        "log_release": current_release(s.log_release_link),
+        "log_release_table": RELEASE_TABLE,
+        "log_release_dir": posixpath.dirname(s.log_release_link),
+    }
+
+
+@deploy("Log shipping")
+def log_shipping() -> None:
+    s = settings(LogShippingSettings)
+    if not s.log_shipping:
+        host.noop("log shipping is off (log_shipping = False)")
+        return
+    servers = addresses("log_servers")
+    if not servers:
+        host.noop("no log server in the inventory: logs stay on this host")
+        return
+    tvars = template_vars(s, servers[0])  # one log server; more would need a failover action
+
+    files.directory(name="Log shipping state directory", path="/var/lib/maha-log", mode="755")
+    table = files.template(
+        name="Record the app release for log lines",
+        src=template_path("log/release-table.json.j2"),
+        dest=RELEASE_TABLE,
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    files.template(
+        name="Release tagger script",
+        src=template_path("log/maha-log-release.j2"),
+        dest=RELEASE_SCRIPT,
+        mode="755",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    unit = files.template(
+        name="Release tagger service",
+        src=template_path("log/maha-log-release.service.j2"),
+        dest="/etc/systemd/system/maha-log-release.service",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    path = files.template(
+        name="Retag when the release link changes",
+        src=template_path("log/maha-log-release.path.j2"),
+        dest="/etc/systemd/system/maha-log-release.path",
+        mode="644",
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+    systemd.service(  # a oneshot the path unit starts: only its definition is reloaded
+        name="Reload systemd for the release tagger",
+        service="maha-log-release.service",
+        running=None,
+        daemon_reload=True,
+        _if=unit.did_change,
+    )
+    systemd.service(
+        name="Watch the release link", service="maha-log-release.path", running=True, enabled=True
+    )
+    systemd.service(
+        name="Restart the release watch for its new unit",
+        service="maha-log-release.path",
+        restarted=True,
+        daemon_reload=True,
+        _if=path.did_change,
+    )
+
+    forward = validated_template(
+        name="Forward logs to the log server",
+        src="log/rsyslog-forward.conf.j2",
+        dest=FORWARD_CONF,
+        validate="/usr/sbin/rsyslogd -N1 -f %s",
+        mode="644",
+        **tvars,
+    )
+    systemd.service(name="Run rsyslog", service="rsyslog", running=True, enabled=True)
+    systemd.service(
+        name="Restart rsyslog for the new forwarding",
+        service="rsyslog",
+        restarted=True,
+        _if=forward.did_change,
+    )
+    server.shell(  # rsyslog re-reads lookup tables on SIGHUP; no restart needed
+        name="Reload the release tag in rsyslog",
+        commands=["systemctl kill --signal=HUP --kill-whom=main rsyslog.service"],
+        _if=table.did_change,
+    )

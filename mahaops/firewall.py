@@ -48,14 +48,13 @@ def declared(roles: Iterable[str], data: Mapping[str, Any]) -> list[Opening]:
             openings.append(Opening(int(data.get("lb_http_port", 80)), "tcp", (ANYONE,), "HTTP"))
             openings.append(Opening(int(data.get("lb_https_port", 443)), "tcp", (ANYONE,), "HTTPS"))
         elif role == "log":
-            for port, proto, what in (
-                (int(data.get("log_syslog_tcp_port", 1514)), "tcp", "syslog"),
-                (int(data.get("log_gelf_port", 12201)), "tcp", "GELF"),
-                (int(data.get("log_gelf_port", 12201)), "udp", "GELF"),
-            ):
-                openings.append(Opening(port, proto, (ALL_HOSTS,), what))
-            ui = int(data.get("graylog_http_port", 9000))
-            if data.get("log_backend", "graylog") == "graylog":
+            syslog = int(data.get("log_syslog_tcp_port", 1514))
+            openings.append(Opening(syslog, "tcp", (ALL_HOSTS,), "syslog"))
+            if data.get("log_backend", "graylog") == "graylog":  # the rsyslog receiver has no GELF
+                gelf = int(data.get("log_gelf_port", 12201))
+                openings.append(Opening(gelf, "tcp", (ALL_HOSTS,), "GELF"))
+                openings.append(Opening(gelf, "udp", (ALL_HOSTS,), "GELF"))
+                ui = int(data.get("graylog_http_port", 9000))
                 openings.append(Opening(ui, "tcp", (ADMINS,), "Graylog web interface"))
     return openings
 

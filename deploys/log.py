@@ -1,0 +1,332 @@
+"""Log role: the log server every host ships to (see deploys/log_shipping.py).
+
+``log_backend = "graylog"`` (the default) installs Graylog as its install guide does:
+MongoDB and OpenSearch from their own repositories at versions Graylog supports,
+Graylog from its repository, all pinned; then the inputs hosts send to. ``"rsyslog"``
+makes the host a central rsyslog receiver writing one file per host and service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Command, LinuxDistribution
+from pyinfra.operations import apt, files, server, systemd
+
+from mahaops import masking
+from mahaops.context import settings
+from mahaops.secrets import secret, token
+from mahaops.settings.base import BaseSettings
+from mahaops.settings.log import LogServerSettings, LogShippingSettings
+from mahaops.templating import JINJA_ENV_KWARGS, template_path
+from operations import graylog
+from operations.facts import IsContainer
+from operations.files import validated_template
+
+API_URL = "http://127.0.0.1:{port}/api"
+API_CREDENTIALS = "/etc/graylog/server/maha-api.curl"
+KEYRINGS = "/usr/share/keyrings"
+REPO_HOSTS = ("packages.graylog2.org", "repo.mongodb.org", "artifacts.opensearch.org")
+
+GELF_TCP = "org.graylog2.inputs.gelf.tcp.GELFTCPInput"
+GELF_UDP = "org.graylog2.inputs.gelf.udp.GELFUDPInput"
+SYSLOG_TCP = "org.graylog2.inputs.syslog.tcp.SyslogTCPInput"
+
+
+def heap_sizes(memory_mb: int) -> tuple[int, int]:
+    """OpenSearch's and Graylog's heaps (MB) on a host that also runs MongoDB.
+
+    A quarter of memory each: the other half is MongoDB's and the page cache that
+    OpenSearch searches through. OpenSearch stays under 31 GB (compressed object
+    pointers), Graylog under 16 GB; neither below 512 MB.
+    """
+    quarter = memory_mb // 4
+    return max(512, min(quarter, 31 * 1024)), max(512, min(quarter, 16 * 1024))
+
+
+def memory_mb() -> int:
+    """The host's memory in MB, from /proc/meminfo (no extra tools needed)."""
+    kb = host.get_fact(Command, "awk '/^MemTotal:/ {print $2}' /proc/meminfo")
+    return int(str(kb).strip() or 0) // 1024
+
+
+def graylog_inputs(ship: LogShippingSettings) -> list[tuple[str, str, dict[str, Any]]]:
+    """(title, type, configuration) of the inputs every host and app sends to."""
+    tcp = {
+        "bind_address": "0.0.0.0",
+        "recv_buffer_size": 1048576,
+        "number_worker_threads": 2,
+        "tcp_keepalive": True,
+        "tls_enable": False,
+        "use_null_delimiter": False,
+        "max_message_size": 2097152,
+    }
+    return [
+        (
+            "Syslog TCP (RFC 5424 from every host)",
+            SYSLOG_TCP,
+            {
+                **tcp,
+                "port": ship.log_syslog_tcp_port,
+                "allow_override_date": True,
+                "expand_structured_data": True,  # host, role, service, release become fields
+                "store_full_message": False,
+                "force_rdns": False,
+            },
+        ),
+        ("GELF TCP", GELF_TCP, {**tcp, "port": ship.log_gelf_port, "use_null_delimiter": True}),
+        (
+            "GELF UDP",
+            GELF_UDP,
+            {
+                "bind_address": "0.0.0.0",
+                "port": ship.log_gelf_port,
+                "recv_buffer_size": 262144,
+                "number_worker_threads": 2,
+            },
+        ),
+    ]
+
+
+def graylog_vars(s: LogServerSettings, base: BaseSettings) -> dict[str, Any]:
+    """Variables the Graylog templates see, secrets included (masked in every output)."""
+    password = secret("graylog_root_password")
+    # The hash is as good as the password to an offline guesser: never shown either.
+    sha2 = masking.register(hashlib.sha256(password.encode()).hexdigest())
+    os_heap, graylog_heap = heap_sizes(memory_mb())
+    address = host.data.get("private_address") or host.name
+    return {
+        **s.model_dump(),
+        "apt_proxy": base.apt_proxy,
+        "graylog_repo_hosts": REPO_HOSTS,
+        "graylog_password_secret": secret("graylog_password_secret", lambda: token(64)),
+        "graylog_root_password": password,
+        "graylog_root_password_sha2": sha2,
+        "graylog_external_uri": s.graylog_external_uri
+        or f"http://{address}:{s.graylog_http_port}/",
+        "graylog_heap_mb": s.graylog_heap_mb or graylog_heap,
+        "graylog_opensearch_heap_mb": s.graylog_opensearch_heap_mb or os_heap,
+        "graylog_node_name": host.name,
+    }
+
+
+def _template(name: str, src: str, dest: str, mode: str = "644", **kwargs: Any) -> Any:
+    """A config file in a directory its package made. Not creating the directory keeps
+    the plan's diff: pyinfra shows it only after the mkdir a fresh host would need."""
+    return files.template(
+        name=name,
+        src=template_path(src),
+        dest=dest,
+        mode=mode,
+        create_remote_dir=False,
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **kwargs,
+    )
+
+
+def _repository(name: str, key_url: str, key: str, line: str, proxy: str | None) -> None:
+    """An apt repository signed by its own key (``signed-by``), as each vendor's guide says."""
+    files.download(
+        name=f"{name}: signing key",
+        src=key_url,
+        dest=f"{KEYRINGS}/{key}",
+        mode="644",
+        proxy=proxy,
+    )
+    apt.repo(name=f"{name}: apt repository", src=line, filename=key.removesuffix(".asc"))
+
+
+def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSettings) -> None:
+    tvars = graylog_vars(s, base)
+    in_container = host.get_fact(IsContainer)
+    codename = (host.get_fact(LinuxDistribution).get("release_meta") or {}).get(
+        "VERSION_CODENAME", "bookworm"
+    )
+
+    # -- repositories, pinned ----------------------------------------------------------------
+    if base.apt_proxy:
+        _template(
+            "HTTPS repositories through the package cache",
+            "log/apt-https-proxy.conf.j2",
+            "/etc/apt/apt.conf.d/02maha-https-proxy",
+            **tvars,
+        )
+    _repository(
+        f"MongoDB {s.graylog_mongodb_version}",
+        f"https://pgp.mongodb.com/server-{s.graylog_mongodb_version}.asc",
+        f"mongodb-server-{s.graylog_mongodb_version}.asc",
+        f"deb [signed-by={KEYRINGS}/mongodb-server-{s.graylog_mongodb_version}.asc] "
+        f"https://repo.mongodb.org/apt/debian {codename}/mongodb-org/"
+        f"{s.graylog_mongodb_version} main",
+        base.apt_proxy,
+    )
+    _repository(
+        "OpenSearch 2.x",
+        "https://artifacts.opensearch.org/publickeys/opensearch.pgp",
+        "opensearch.asc",
+        f"deb [signed-by={KEYRINGS}/opensearch.asc] "
+        "https://artifacts.opensearch.org/releases/bundle/opensearch/2.x/apt stable main",
+        base.apt_proxy,
+    )
+    _repository(
+        f"Graylog {s.graylog_version}",
+        "https://packages.graylog2.org/repo/debian/keyring.gpg",
+        "graylog.asc",
+        f"deb [signed-by={KEYRINGS}/graylog.asc] "
+        f"https://packages.graylog2.org/repo/debian/ stable {s.graylog_version}",
+        base.apt_proxy,
+    )
+    _template(
+        "Pin Graylog, MongoDB and OpenSearch versions",
+        "log/apt-preferences.j2",
+        "/etc/apt/preferences.d/maha-log",
+        **tvars,
+    )
+
+    # -- MongoDB: Graylog's configuration store ---------------------------------------------
+    apt.packages(name="Install MongoDB", packages=["mongodb-org"], update=True, cache_time=3600)
+    systemd.service(name="Run MongoDB", service="mongod", running=True, enabled=True)
+
+    # -- OpenSearch: the message store ------------------------------------------------------
+    if not in_container:  # the kernel's, shared by every container on the machine
+        server.sysctl(
+            name="Allow OpenSearch its memory maps (vm.max_map_count)",
+            key="vm.max_map_count",
+            value=262144,
+            persist=True,
+            persist_file="/etc/sysctl.d/90-maha-opensearch.conf",
+        )
+    apt.packages(
+        name=f"Install OpenSearch {s.graylog_opensearch_version}",
+        packages=["opensearch"],
+        # Required by the package's install script (2.12+), even with security disabled.
+        _env={"OPENSEARCH_INITIAL_ADMIN_PASSWORD": secret("opensearch_initial_admin_password")},
+    )
+    os_conf = _template(
+        "Configure OpenSearch for Graylog",
+        "log/opensearch.yml.j2",
+        "/etc/opensearch/opensearch.yml",
+        mode="640",
+        group="opensearch",
+        **tvars,
+    )
+    os_heap = _template(
+        "Size OpenSearch's heap",
+        "log/opensearch-heap.options.j2",
+        "/etc/opensearch/jvm.options.d/maha-heap.options",
+        mode="640",
+        group="opensearch",
+        **tvars,
+    )
+    systemd.service(name="Run OpenSearch", service="opensearch", running=True, enabled=True)
+    systemd.service(
+        name="Restart OpenSearch for the new configuration",
+        service="opensearch",
+        restarted=True,
+        _if=os_conf.did_change,
+    )
+    systemd.service(
+        name="Restart OpenSearch for the new heap",
+        service="opensearch",
+        restarted=True,
+        _if=os_heap.did_change,
+    )
+
+    # -- Graylog ------------------------------------------------------------------------------
+    apt.packages(name=f"Install Graylog {s.graylog_version}", packages=["graylog-server"])
+    conf = _template(
+        "Configure Graylog (server.conf)",
+        "log/server.conf.j2",
+        "/etc/graylog/server/server.conf",
+        mode="640",
+        group="graylog",
+        **tvars,
+    )
+    env = _template(
+        "Size Graylog's Java heap",
+        "log/graylog-server.default.j2",
+        "/etc/default/graylog-server",
+        **tvars,
+    )
+    systemd.service(name="Run Graylog", service="graylog-server", running=True, enabled=True)
+    systemd.service(
+        name="Restart Graylog for the new configuration",
+        service="graylog-server",
+        restarted=True,
+        _if=conf.did_change,
+    )
+    systemd.service(
+        name="Restart Graylog for the new heap",
+        service="graylog-server",
+        restarted=True,
+        _if=env.did_change,
+    )
+
+    # -- inputs, through the REST API -------------------------------------------------------
+    _template(
+        "Credentials for Graylog's API (deploy only)",
+        "log/graylog-api.curl.j2",
+        API_CREDENTIALS,
+        mode="600",
+        **tvars,
+    )
+    api = API_URL.format(port=s.graylog_http_port)
+    graylog.api_ready(name="Wait for Graylog's API", api_url=api)
+    for title, input_type, configuration in graylog_inputs(ship):
+        graylog.input(
+            name=f"Graylog input: {title}",
+            title=title,
+            input_type=input_type,
+            configuration=configuration,
+            api_url=api,
+            curl_config=API_CREDENTIALS,
+        )
+
+
+def rsyslog_receiver(s: LogServerSettings, ship: LogShippingSettings) -> None:
+    tvars = {**s.model_dump(), **ship.model_dump()}
+    apt.packages(name="Install logrotate", packages=["logrotate"], no_recommends=True)
+    files.directory(
+        name="Directory of received logs",
+        path=s.rsyslog_remote_dir,
+        user="root",
+        group="adm",
+        mode="750",
+    )
+    conf = validated_template(
+        name="Receive logs from every host (rsyslog)",
+        src="log/rsyslog-receiver.conf.j2",
+        dest="/etc/rsyslog.d/10-maha-receiver.conf",
+        validate="/usr/sbin/rsyslogd -N1 -f %s",
+        mode="644",
+        **tvars,
+    )
+    validated_template(
+        name="Rotate received logs",
+        src="log/logrotate-remote.j2",
+        dest="/etc/logrotate.d/maha-remote",
+        # logrotate reads the whole directory: check the candidate on its own.
+        validate="/usr/sbin/logrotate --debug --state /dev/null %s",
+        mode="644",
+        **tvars,
+    )
+    systemd.service(name="Run rsyslog", service="rsyslog", running=True, enabled=True)
+    systemd.service(
+        name="Restart rsyslog to receive",
+        service="rsyslog",
+        restarted=True,
+        _if=conf.did_change,
+    )
+
+
+@deploy("Log server")
+def log() -> None:
+    s = settings(LogServerSettings)
+    ship = settings(LogShippingSettings)
+    if ship.log_backend == "rsyslog":
+        rsyslog_receiver(s, ship)
+    else:
+        graylog_server(s, ship, settings(BaseSettings))

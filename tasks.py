@@ -162,6 +162,9 @@ ns.add_task(release_tasks.build)
 # -- db (backups) -----------------------------------------------------------------------------
 
 # -- logs ------------------------------------------------------------------------------------
+from mahaops.log_tasks import logs  # noqa: E402
+
+ns.add_collection(logs)
 
 # -- AWS --------------------------------------------------------------------------------------
 from mahaops.aws import tasks as aws_tasks  # noqa: E402

@@ -1,0 +1,297 @@
+"""The log role and log shipping on real hosts (log_backend = "rsyslog"), and the Graylog plan.
+
+Graylog's, MongoDB's and OpenSearch's packages are fetched from their vendors'
+repositories: the Graylog install runs only where those answer, and says so when skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as _random
+
+import pytest
+
+from mahaops.local.hosts import LocalHost
+from mahaops.runner import DeployResult
+from mahaops.secrets import LocalSecretStore
+from mahaops.settings import GroupData
+from tests.checks import log as checks
+from tests.conftest import Testbed
+
+pytestmark = pytest.mark.testbed
+
+RSYSLOG = {"log_backend": "rsyslog"}
+GRAYLOG = {"log_backend": "graylog"}
+
+# Operations pyinfra marks non-idempotent that these roles may use, and why that is safe.
+JUSTIFIED_NON_IDEMPOTENT = {
+    "server.shell": "only guarded by _if on a file changing (sysctl --system, rsyslog HUP)",
+}
+
+
+class Platform:
+    def __init__(self, log: LocalHost, app: LocalHost, first: DeployResult) -> None:
+        self.log, self.app, self.first = log, app, first
+
+    @property
+    def names(self) -> list[str]:
+        return [self.log.name, self.app.name]
+
+
+@pytest.fixture(scope="module")
+def platform(testbed: Testbed) -> Platform:
+    log, app = testbed.host("log"), testbed.host("app")
+    first = testbed.deploy(roles=["base", "log"], limit=[log.name, app.name], overrides=RSYSLOG)
+    assert first.ok, first.output
+    return Platform(log, app, first)
+
+
+def _mark() -> str:
+    return f"maha-test-{_random.token_hex(4)}"
+
+
+@pytest.mark.parametrize("service", ["maha-web", "maha-worker", "nginx-access"])
+def test_a_line_logged_on_an_app_server_arrives_tagged_with_host_and_role(
+    testbed: Testbed, platform: Platform, service: str
+) -> None:
+    text = _mark()
+    checks.log_as(testbed, platform.app, service, text)
+
+    line = checks.arrived_line(testbed, platform.log, platform.app.name, service, text)
+
+    assert line is not None, f"{service} line never reached {platform.log.name}"
+    assert checks.tags(line) == {
+        "host": platform.app.name,
+        "role": "app",
+        "service": service,
+        "release": "-",
+    }
+
+
+def test_lines_carry_the_release_the_current_link_points_to(
+    testbed: Testbed, platform: Platform
+) -> None:
+    testbed.exec(
+        platform.app,
+        "install -d /srv/maha/releases/r20990101-abc && "
+        "ln -sfn /srv/maha/releases/r20990101-abc /srv/maha/current.new && "
+        "mv -T /srv/maha/current.new /srv/maha/current",
+    )
+
+    def tagged() -> bool:
+        text = _mark()  # a new line each time: the first may predate the switch
+        checks.log_as(testbed, platform.app, "maha-web", text)
+        line = checks.arrived_line(
+            testbed, platform.log, platform.app.name, "maha-web", text, timeout=2
+        )
+        return line is not None and checks.tags(line)["release"] == "r20990101-abc"
+
+    try:
+        assert checks.wait_until(tagged, timeout=30, interval=0.2)
+    finally:
+        testbed.exec(platform.app, "rm -rf /srv/maha")
+
+
+def test_lines_logged_while_the_receiver_is_down_all_arrive_when_it_returns(
+    testbed: Testbed, platform: Platform
+) -> None:
+    prefix = _mark()
+    checks.stop_receiver(testbed, platform.log)
+    try:
+        testbed.exec(
+            platform.app,
+            f"for i in $(seq 1 1000); do logger -t maha-web '{prefix} '$i; done",
+        )
+        assert not checks.count_numbered(
+            testbed, platform.log, platform.app.name, "maha-web", prefix
+        ), "the receiver was stopped, yet lines arrived"
+    finally:
+        checks.start_receiver(testbed, platform.log)
+
+    def all_arrived() -> bool:
+        got = checks.count_numbered(testbed, platform.log, platform.app.name, "maha-web", prefix)
+        return got == set(range(1, 1001))
+
+    # The sender retries every 10 s (action.resumeInterval): allow a few rounds.
+    assert checks.wait_until(all_arrived, timeout=60, interval=1), sorted(
+        set(range(1, 1001))
+        - checks.count_numbered(testbed, platform.log, platform.app.name, "maha-web", prefix)
+    )[:20]
+
+
+def test_received_logs_are_rotated(testbed: Testbed, platform: Platform) -> None:
+    out = testbed.exec(
+        platform.log, "logrotate --debug --force /etc/logrotate.d/maha-remote 2>&1", check=False
+    )
+    assert f"{checks.REMOTE_DIR}/*/*.log" in out and "error" not in out.lower()
+
+
+def test_second_converge_changes_nothing(testbed: Testbed, platform: Platform) -> None:
+    second = testbed.deploy(roles=["base", "log"], limit=platform.names, overrides=RSYSLOG)
+    assert second.ok, second.output
+    assert [op.name for op in second.changed] == []
+    used_non_idempotent = {op.operation for op in second.operations if not op.idempotent}
+    unexplained = used_non_idempotent - set(JUSTIFIED_NON_IDEMPOTENT)
+    assert not unexplained, f"non-idempotent operations without a justification: {unexplained}"
+
+
+def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, platform: Platform) -> None:
+    before = testbed.exec(platform.log, "sha1sum /etc/logrotate.d/maha-remote")
+
+    plan = testbed.deploy(
+        roles=["base", "log"],
+        limit=platform.names,
+        dry=True,
+        overrides={**RSYSLOG, "rsyslog_remote_rotate": 7},
+    )
+
+    assert plan.ok, plan.output
+    assert [(op.host, op.name) for op in plan.changed] == [
+        (platform.log.name, "Log server | Rotate received logs")
+    ]
+    assert "Will modify /etc/logrotate.d/maha-remote" in plan.output
+    diff = " ".join(plan.output.split())
+    assert "- rotate 14" in diff and "+ rotate 7" in diff
+    assert testbed.exec(platform.log, "sha1sum /etc/logrotate.d/maha-remote") == before
+
+
+# -- Graylog ----------------------------------------------------------------------------------
+
+GRAYLOG_CONF = "/etc/graylog/server/server.conf"
+REQUIRED_KEYS = (
+    "password_secret",
+    "root_password_sha2",
+    "http_bind_address",
+    "http_external_uri",
+    "elasticsearch_hosts",
+    "mongodb_uri",
+)
+
+
+@pytest.fixture(scope="module")
+def graylog_plan(testbed: Testbed) -> tuple[LocalHost, DeployResult]:
+    fresh = testbed.host("log")
+    plan = testbed.deploy(roles=["log"], limit=[fresh.name], dry=True, overrides=GRAYLOG)
+    return fresh, plan
+
+
+def test_graylog_plan_installs_pinned_packages_and_creates_the_inputs(graylog_plan) -> None:
+    _, plan = graylog_plan
+    assert plan.ok, plan.output
+    planned = {op.name for op in plan.changed}
+    for name in (
+        "Log server | MongoDB 7.0: apt repository",
+        "Log server | OpenSearch 2.x: apt repository",
+        "Log server | Graylog 6.1: apt repository",
+        "Log server | Pin Graylog, MongoDB and OpenSearch versions",
+        "Log server | Install MongoDB",
+        "Log server | Install OpenSearch 2.15.0",
+        "Log server | Install Graylog 6.1",
+        "Log server | Configure OpenSearch for Graylog",
+        "Log server | Size OpenSearch's heap",
+        "Log server | Configure Graylog (server.conf)",
+        "Log server | Size Graylog's Java heap",
+        "Log server | Wait for Graylog's API",
+        "Log server | Graylog input: Syslog TCP (RFC 5424 from every host)",
+        "Log server | Graylog input: GELF TCP",
+        "Log server | Graylog input: GELF UDP",
+    ):
+        assert name in planned, name
+    # A container shares its machine's kernel: vm.max_map_count is the machine's to set.
+    assert not plan.named("max_map_count")
+    assert "Pin: version 6.1.*" in plan.output and "Pin: version 2.15.0" in plan.output
+
+
+def test_graylog_plan_renders_a_complete_server_conf(graylog_plan) -> None:
+    _, plan = graylog_plan
+    assert f"Will create {GRAYLOG_CONF}" in plan.output
+    for key in REQUIRED_KEYS:
+        assert f"+ {key} = " in plan.output, key
+    assert "+ elasticsearch_hosts = http://127.0.0.1:9200" in plan.output
+    assert "-Xms" in plan.output and "-Xmx" in plan.output  # heaps sized
+
+
+def test_graylog_plan_shows_no_secret(testbed: Testbed, graylog_plan) -> None:
+    import hashlib
+
+    _, plan = graylog_plan
+    store = LocalSecretStore(testbed.env)
+    values = {
+        name: store.get(name)
+        for name in (
+            "graylog_password_secret",
+            "graylog_root_password",
+            "opensearch_initial_admin_password",
+        )
+    }
+    assert all(values.values()), f"secrets not generated into the store: {values.keys()}"
+    assert len(values["graylog_password_secret"] or "") >= 64
+    sha2 = hashlib.sha256((values["graylog_root_password"] or "").encode()).hexdigest()
+    for name, value in {**values, "sha256(graylog_root_password)": sha2}.items():
+        assert value not in plan.output, f"{name} shown in the plan's output"
+    assert "+ password_secret = ********" in plan.output
+
+
+# -- Graylog, installed for real: only where the vendors' repositories answer ------------
+
+REPOSITORIES = (
+    "https://packages.graylog2.org/repo/debian/dists/stable/Release",
+    "https://repo.mongodb.org/apt/debian/dists/bookworm/mongodb-org/7.0/Release",
+    "https://artifacts.opensearch.org/releases/bundle/opensearch/2.x/apt/dists/stable/Release",
+)
+
+_PROBE = """
+import sys, urllib.request
+proxy = sys.argv[1]
+handlers = [urllib.request.ProxyHandler({"https": proxy, "http": proxy})] if proxy else []
+opener = urllib.request.build_opener(*handlers)
+for url in sys.argv[2:]:
+    try:
+        opener.open(url, timeout=5).read(64)
+    except Exception as exc:
+        print(f"{url}: {exc}")
+"""
+
+
+def _unreachable_repositories(testbed: Testbed, host: LocalHost) -> list[str]:
+    """The vendors' repositories that do not answer from ``host`` through the apt proxy."""
+    proxy = GroupData().merged(["local"]).get("apt_proxy") or ""
+    testbed.exec(host, f"cat > /tmp/maha-probe.py <<'EOF'{_PROBE}EOF")
+    out = testbed.exec(
+        host, f"python3 /tmp/maha-probe.py '{proxy}' {' '.join(REPOSITORIES)}", check=False
+    )
+    return [line for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_graylog_receives_a_gelf_message_and_finds_it_by_search(testbed: Testbed) -> None:
+    host = testbed.host("log")
+    unreachable = _unreachable_repositories(testbed, host)
+    if unreachable:
+        pytest.skip(
+            "Graylog's, MongoDB's or OpenSearch's apt repository does not answer from the "
+            "test host through the apt proxy, so Graylog cannot be installed here: "
+            + "; ".join(unreachable)
+        )
+    result = testbed.deploy(roles=["base", "log"], limit=[host.name], overrides=GRAYLOG)
+    assert result.ok, result.output
+
+    password = LocalSecretStore(testbed.env).get("graylog_root_password")
+    text = _mark()
+    message = json.dumps({"version": "1.1", "host": "it", "short_message": text})
+    testbed.exec(
+        host,
+        "python3 -c 'import socket,sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+        f".sendto(sys.argv[1].encode(), (\"127.0.0.1\", 12201))' '{message}'",
+    )
+
+    def found() -> bool:
+        out = testbed.exec(
+            host,
+            f"curl -s -u 'admin:{password}' -H 'Accept: application/json' "
+            f"'http://127.0.0.1:9000/api/search/universal/relative?query={text}&range=600'",
+            check=False,
+        )
+        return text in out
+
+    assert checks.wait_until(found, timeout=180, interval=3)

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,15 @@ def export_command(
     limit: Sequence[str] = (),
     roles: Sequence[str] = (),
     group_data: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> list[str]:
     cmd = [sys.executable, "-m", "mahaops.ansible_export", "--env", env, "--out", str(out)]
     for name in limit:
         cmd += ["--limit", name]
     for name in roles:
         cmd += ["--role", name]
+    for key, value in (overrides or {}).items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
     if group_data:
         cmd += ["--group-data", str(group_data)]
     return cmd
@@ -55,13 +58,15 @@ def export(
     limit: Sequence[str] = (),
     roles: Sequence[str] = (),
     group_data: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
     capture: bool = True,
 ) -> ExportResult:
     """Write the Ansible project of ``env`` into ``out``: every deploy that exists (or
     ``roles``), for every host (or ``limit``)."""
     with tempfile.TemporaryDirectory(prefix="maha-export-") as tmp:
         summary_file = Path(tmp) / "summary.json"
-        cmd = [*export_command(env, out, limit, roles, group_data), "--json", str(summary_file)]
+        cmd = export_command(env, out, limit, roles, group_data, overrides)
+        cmd += ["--json", str(summary_file)]
         environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
         environ.setdefault("COLUMNS", "160")
         proc = subprocess.run(

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from mahaops.ansible_export.model import ExportError
 from mahaops.ansible_export.writer import collection_version, write
-from mahaops.settings import DEFAULT_GROUP_DATA, SettingsError
+from mahaops.settings import DEFAULT_GROUP_DATA, SettingsError, parse_overrides
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -22,6 +22,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--limit", action="append", default=[], help="host or group names")
     parser.add_argument("--role", action="append", default=[], help="role(s) to export")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--group-data", type=Path, default=DEFAULT_GROUP_DATA)
     parser.add_argument("--json", type=Path, help="write a summary of the export here")
     return parser.parse_args(argv)
@@ -35,7 +36,9 @@ def main(argv: list[str]) -> int:
     from mahaops.ansible_export.record import record
 
     try:
-        recording = record(args.env, args.group_data, args.limit, args.role)
+        recording = record(
+            args.env, args.group_data, args.limit, args.role, parse_overrides(args.overrides)
+        )
         files = build(recording, collection_version)
         write(files, args.out)
     except (ExportError, SettingsError, ValueError) as exc:

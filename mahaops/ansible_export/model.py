@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class Jinja(str):
+    """A string the exporter made to be templated by Ansible (a lookup, a variable)."""
+
+
+class Unsafe(str):
+    """A value that merely contains Jinja markers: written ``!unsafe`` so Ansible keeps it."""
+
+
 class ExportError(Exception):
     """The deploys cannot be exported faithfully; the message names the operation and line."""
 
@@ -24,6 +32,7 @@ class Call:
     defaults: dict[str, Any]  # the operation's parameter defaults, to spot what was set
     options: dict[str, Any] = field(default_factory=dict)  # pyinfra globals set (_sudo_user...)
     guards: tuple[str, ...] = ()  # op hashes whose ``did_change`` gates this call (``_if``)
+    triggers: tuple[str, ...] = ()  # op hashes any of whose changes runs it (a ``when=`` list)
 
     def where(self) -> str:
         return f"{self.operation} {self.name!r} at {self.location}"

@@ -16,7 +16,7 @@ from io import IOBase
 from pathlib import Path
 from typing import Any
 
-from mahaops.ansible_export.model import Call, ExportError, Task
+from mahaops.ansible_export.model import Call, ExportError, Jinja, Task
 from mahaops.templating import JINJA_ENV_KWARGS, TEMPLATES
 
 Mapper = Callable[[Call], list[Task]]
@@ -498,3 +498,184 @@ def pg_database(call: Call) -> list[Task]:
         }
     )
     return [Task(call.name, "community.postgresql.postgresql_db", args)]
+
+
+# -- downloads ---------------------------------------------------------------------------------
+
+
+@maps("files.download")
+def download(call: Call) -> list[Task]:
+    only(call, ["src", "dest", "user", "group", "mode", "sha256sum", "sha1sum", "md5sum"])
+    a = call.arguments
+    args: dict[str, Any] = {"url": a["src"], "dest": a["dest"]}
+    args.update(_owner(call))
+    args["mode"] = mode(a["mode"]) or "0644"
+    for kind in ("sha256", "sha1", "md5"):
+        if a.get(f"{kind}sum"):
+            args["checksum"] = f"{kind}:{a[f'{kind}sum']}"
+    return [Task(call.name, "ansible.builtin.get_url", args)]
+
+
+# -- this project's release operations (operations/release.py) ---------------------------------
+# Unpacking, migrating and checking are commands by nature. Each task runs the command the
+# operation itself yields for a host where the release is not there yet (read from the
+# operation, never copied), made idempotent the Ansible way: ``creates`` on the marker the
+# operation writes last, or ``changed_when`` for a check that changes nothing.
+
+
+class _FreshHost:
+    """A host where nothing was released yet: what the release operations' facts say."""
+
+    def get_fact(self, fact: Any, **_kwargs: Any) -> Any:
+        from operations.release import Releases, ReleaseState
+
+        return ReleaseState() if fact is Releases else None
+
+    def noop(self, message: str) -> None:
+        raise ExportError(f"the release operation had nothing to do on a fresh host: {message}")
+
+
+class _Changed:
+    """An operation that changed its host: a handler runs only in such a run."""
+
+    def is_complete(self) -> bool:
+        return True
+
+    def did_change(self) -> bool:
+        return True
+
+
+def own_commands(operation: Any, **kwargs: Any) -> list[str]:
+    """The shell commands ``operation`` yields on a fresh host."""
+    from operations import release
+
+    saved = release.host
+    release.host = _FreshHost()  # type: ignore[assignment]
+    try:
+        return [command.get_raw_value() for command in operation._inner(**kwargs)]
+    finally:
+        release.host = saved
+
+
+def _one_command(call: Call, commands: list[str]) -> str:
+    if len(commands) != 1:
+        raise ExportError(f"{call.where()}: expected one command, the operation gave {commands}")
+    return commands[0]
+
+
+@maps("operations.release.unpacked")
+def release_unpacked(call: Call) -> list[Task]:
+    from operations.release import MARKER, unpacked
+
+    only(call, ["tarball", "release_id", "root"])
+    a = call.arguments
+    command = _one_command(call, own_commands(unpacked, **a))
+    marker = f"{a['root']}/releases/{a['release_id']}/{MARKER}"
+    return [Task(call.name, "ansible.builtin.shell", {"cmd": command, "creates": marker})]
+
+
+@maps("operations.release.migrated")
+def release_migrated(call: Call) -> list[Task]:
+    from operations.release import MIGRATED, migrated
+
+    only(call, ["release_id", "user", "root", "command"])
+    a = call.arguments
+    command = _one_command(call, own_commands(migrated, **a))
+    marker = f"{a['root']}/releases/{a['release_id']}/{MIGRATED}"
+    return [Task(call.name, "ansible.builtin.shell", {"cmd": command, "creates": marker})]
+
+
+@maps("operations.release.current")
+def release_current(call: Call) -> list[Task]:
+    only(call, ["release_id", "root"])
+    a = call.arguments
+    root, target = a["root"], f"releases/{a['release_id']}"
+    seen = f"{call.role}_current_release"  # ansible-lint: registered names carry the role
+    return [
+        Task(
+            f"{call.name}: read the current release",
+            "ansible.builtin.stat",
+            {"path": f"{root}/current"},
+            keywords={"register": seen},
+        ),
+        Task(
+            f"{call.name}: keep the current release as the rollback target",
+            "ansible.builtin.file",
+            {
+                "path": f"{root}/previous",
+                "src": Jinja(f"{{{{ {seen}.stat.lnk_target }}}}"),
+                "state": "link",
+            },
+            keywords={
+                "when": [
+                    f"{seen}.stat.islnk | default(false)",
+                    f"{seen}.stat.lnk_target != {target!r}",
+                ]
+            },
+        ),
+        # The file module swaps a symlink by renaming a new one over it: atomic, as pyinfra's.
+        Task(
+            call.name,
+            "ansible.builtin.file",
+            {"path": f"{root}/current", "src": target, "state": "link"},
+        ),
+    ]
+
+
+@maps("operations.release.restarted")
+def release_restarted(call: Call) -> list[Task]:
+    # A handler notified by every operation in ``when`` (see project.build_role).
+    only(call, ["service", "when"])
+    return [
+        Task(
+            call.name,
+            "ansible.builtin.systemd_service",
+            {"name": call.arguments["service"], "state": "restarted"},
+        )
+    ]
+
+
+@maps("operations.release.healthy")
+def release_healthy(call: Call) -> list[Task]:
+    # A handler notified by the restart: a check changes nothing unless it fails (and then
+    # the operation's own command switches back and fails the run, as under pyinfra).
+    from operations.release import healthy
+
+    only(call, ["check", "services", "when", "root", "retries", "interval"])
+    arguments = {**call.arguments, "when": [_Changed()]}
+    task = Task(
+        call.name,
+        "ansible.builtin.shell",
+        {"cmd": _one_command(call, own_commands(healthy, **arguments))},
+    )
+    task.keywords["changed_when"] = False
+    return [task]
+
+
+def release_prune_command(keep: int, root: str) -> str:
+    """Shell deciding what operations.release.pruned decides from the Releases fact: keep
+    ``current``, ``previous`` and the newest ``keep`` complete releases; delete the rest."""
+    from operations.release import MARKER
+
+    q = shlex.quote
+    return (
+        f"cd {q(root)} 2>/dev/null || exit 0; "
+        "cur=$(readlink current); prev=$(readlink previous); "
+        f'all=$(for d in releases/*/; do [ -f "$d{MARKER}" ] && basename "$d"; done | sort); '
+        f"keep=$(printf '%s\\n' \"$all\" | tail -n {int(keep)}); "
+        'for r in $all; do case " ${cur#releases/} ${prev#releases/} $(echo $keep) " in '
+        '*" $r "*) ;; *) rm -rf "releases/$r" "tarballs/maha-$r.tar.gz" && echo "pruned $r";; '
+        "esac; done"
+    )
+
+
+@maps("operations.release.pruned")
+def release_pruned(call: Call) -> list[Task]:
+    only(call, ["keep", "root"])
+    a = call.arguments
+    # bash for pipefail (ansible-lint's risky-shell-pipe): a failed listing must not prune.
+    command = f"set -o pipefail; {release_prune_command(a['keep'], a['root'])}"
+    task = Task(call.name, "ansible.builtin.shell", {"cmd": command, "executable": "/bin/bash"})
+    task.keywords["register"] = f"{call.role}_pruned_releases"
+    task.keywords["changed_when"] = f"'pruned ' in {call.role}_pruned_releases.stdout"
+    return [task]

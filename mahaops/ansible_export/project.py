@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from jinja2 import Environment, meta
 
-from mahaops.ansible_export.model import Call, ExportError, Host, Task
+from mahaops.ansible_export.model import Call, ExportError, Host, Jinja, Task, Unsafe
 from mahaops.ansible_export.modules import to_tasks
 from mahaops.roles import BASE, GROUPS, ROLE_BY_NAME, Role
 from mahaops.settings import _GROUP_MODELS as GROUP_MODELS
@@ -33,19 +33,12 @@ from mahaops.settings import GroupData, Settings, all_models, from_data
 from mahaops.templating import TEMPLATES
 
 SECRET_PREFIX = "maha_secret_"
+FLUSH = {"name": "Apply the changes notified so far", "ansible.builtin.meta": "flush_handlers"}
 KIND_PRIORITY = 1  # ansible_group_priority: role groups override the kind overlay, as pyinfra
 ROLE_PRIORITY = 2
 
 
 # -- YAML: deterministic, yamllint-clean, Jinja only where we put it ---------------------------
-
-
-class Jinja(str):
-    """A string the exporter made to be templated by Ansible (a lookup, a variable)."""
-
-
-class Unsafe(str):
-    """A value that merely contains Jinja markers: written ``!unsafe`` so Ansible keeps it."""
 
 
 class _Dumper(yaml.SafeDumper):
@@ -135,6 +128,7 @@ class SettingsLayout:
 
     role_defaults: dict[str, dict[str, Any]]  # role -> its prefixed defaults
     group_vars: dict[str, dict[str, Any]]  # group -> values
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set: every host's host_vars
 
     def visible(self, role: str, host: Host) -> dict[str, Any]:
         """The variables ``host`` sees in ``role``'s play (before host_vars)."""
@@ -142,10 +136,13 @@ class SettingsLayout:
         for group in ("all", *host.groups):
             seen.update(self.group_vars.get(group, {}))
         seen.update(host.data)
+        seen.update(self.overrides)
         return seen
 
 
-def layout_settings(group_data: GroupData, roles: Iterable[Role]) -> SettingsLayout:
+def layout_settings(
+    group_data: GroupData, roles: Iterable[Role], overrides: Mapping[str, Any] | None = None
+) -> SettingsLayout:
     all_models()  # registers every model with its groups
     keys = exported_keys()
     role_defaults: dict[str, dict[str, Any]] = {}
@@ -169,7 +166,7 @@ def layout_settings(group_data: GroupData, roles: Iterable[Role]) -> SettingsLay
                 dumped = from_data(model, subset).model_dump(mode="json")
                 checked.update({k: dumped[k] for k in subset})
         group_vars.setdefault(group, {}).update(plain(checked))
-    return SettingsLayout(role_defaults, group_vars)
+    return SettingsLayout(role_defaults, group_vars, plain(dict(overrides or {})))
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -188,9 +185,18 @@ class SecretSource:
             return Jinja(
                 f"{{{{ lookup('amazon.aws.aws_ssm', '/maha/{self.env}/{name}', decrypt=true) }}}}"
             )
-        return Jinja(
-            f"{{{{ (lookup('ansible.builtin.file', '{self.local_file}') | from_json)['{name}'] }}}}"
-        )
+        return Jinja(f"{{{{ maha_secrets[{name!r}] }}}}")
+
+    def common(self) -> dict[str, Any]:
+        """Variables every secret lookup relies on (local: the file, read once when used)."""
+        if self.kind == "aws":
+            return {}
+        return {
+            "maha_secrets_file": self.local_file,
+            "maha_secrets": Jinja(
+                "{{ lookup('ansible.builtin.file', maha_secrets_file) | from_json }}"
+            ),
+        }
 
 
 def substitute_secrets(value: Any, secrets: Mapping[str, str]) -> Any:
@@ -232,6 +238,22 @@ class RoleOutput:
     files: dict[str, bytes] = field(default_factory=dict)
     modules: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)  # every call without a faithful mapping
+    handlers_due: bool = False  # a handler sits here in the deploy: flush before what follows
+    flush_safe: bool = True  # no notified handler belongs further down the deploy
+
+    def add_task(self, item: dict[str, Any]) -> None:
+        # pyinfra runs a gated restart where the deploy calls it, Ansible at the end of the
+        # play: flushing here keeps the deploy's order (a unit reloaded before it is used).
+        # A flush runs every handler notified so far, so it waits while one of them belongs
+        # further down (a restart notified by the unit file but due after the release switch).
+        if self.handlers_due and self.flush_safe:
+            self.tasks.append(dict(FLUSH))
+            self.handlers_due = False
+        self.tasks.append(item)
+
+    def add_handler(self, item: dict[str, Any]) -> None:
+        self.handlers.append(item)
+        self.handlers_due = True
 
 
 def _options(call: Call) -> dict[str, Any]:
@@ -280,20 +302,29 @@ def build_role(
     notifies: dict[str, list[str]] = {}  # op hash of a gating call -> topics
     for op_hash, group in by_hash.items():
         first = group[0]
-        if not first.guards:
+        if not first.guards and not first.triggers:
             continue
-        if len(first.guards) != 1:
+        if len(first.guards) > 1 or (first.guards and first.triggers):
             raise ExportError(
                 f"{first.where()}: _if on several changes has no handler equivalent "
                 "(a notification is any-of, pyinfra's list is all-of)"
             )
-        gate = first.guards[0]
-        if gate not in by_hash:
-            raise ExportError(f"{first.where()}: gated on an operation outside the {role} deploy")
         topics[op_hash] = capitalised(first.name)
-        notifies.setdefault(gate, []).append(topics[op_hash])
+        for gate in (*first.guards, *first.triggers):
+            if gate not in by_hash:
+                raise ExportError(
+                    f"{first.where()}: gated on an operation outside the {role} deploy"
+                )
+            notifies.setdefault(gate, []).append(topics[op_hash])
 
+    order = {op_hash: index for index, op_hash in enumerate(by_hash)}
+    spans = [
+        (min(order[g] for g in (*by_hash[h][0].guards, *by_hash[h][0].triggers)), order[h])
+        for h in topics
+    ]
     for op_hash, group in by_hash.items():
+        here = order[op_hash]
+        out.flush_safe = not any(gate < here < handler for gate, handler in spans)
         try:
             _add_operation(
                 op_hash,
@@ -356,10 +387,16 @@ def _add_operation(
             if is_handler and item["name"] != topics[op_hash]:
                 item["listen"] = topics[op_hash]
             if on_hosts != role_hosts:
-                item["when"] = _when(on_hosts)
-            if op_hash in notifies:
+                own = item.get("when")
+                item["when"] = [_when(on_hosts), *([own] if isinstance(own, str) else own or [])]
+                if len(item["when"]) == 1:
+                    item["when"] = item["when"][0]
+            if op_hash in notifies and "ansible.builtin.stat" not in item:  # stat never changes
                 item["notify"] = list(notifies[op_hash])
-            (out.handlers if is_handler else out.tasks).append(item)
+            if is_handler:
+                out.add_handler(item)
+            else:
+                out.add_task(item)
 
 
 def _entry(
@@ -451,6 +488,7 @@ class Recording:
     secrets: dict[str, str]  # name -> value, as the deploys asked for them
     group_data: GroupData
     secret_source: SecretSource
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE, for every host
 
 
 ANSIBLE_CFG = """\
@@ -474,9 +512,9 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
     recorded = {c.role for c in rec.calls}
     roles = [ROLE_BY_NAME[name] for name in rec.roles if name in recorded]
     hosts = {h.name: h for h in rec.hosts}
-    settings = layout_settings(rec.group_data, roles)
+    settings = layout_settings(rec.group_data, roles, rec.overrides)
     files: dict[str, bytes] = {"ansible.cfg": ANSIBLE_CFG.encode()}
-    host_vars: dict[str, dict[str, Any]] = {}
+    host_vars: dict[str, dict[str, Any]] = {h: dict(settings.overrides) for h in hosts}
     modules: set[str] = set()
     plays = []
     errors: list[str] = []
@@ -504,7 +542,7 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
             files[f"{base}/files/{name}"] = content
         plays.append(
             {
-                "name": role.title,
+                "name": capitalised(role.title),
                 "hosts": "all" if role == BASE else role.group,
                 "gather_facts": False,  # no task reads facts: the deploys resolved them
                 "roles": [{"role": role.name}],
@@ -519,6 +557,8 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
     for group, values in sorted(settings.group_vars.items()):
         data = dict(values)
         if group == "all":
+            if used_secrets:
+                data.update(rec.secret_source.common())
             data.update({f"{SECRET_PREFIX}{n}": rec.secret_source.lookup(n) for n in used_secrets})
         if data:
             files[f"group_vars/{group}.yml"] = yaml_file(
@@ -528,7 +568,8 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
         if values:
             files[f"host_vars/{name}.yml"] = yaml_file(
                 dict(sorted(values.items())),
-                "Template variables the deploys derive for this host (from the inventory)",
+                "Settings given with --set, and template variables the deploys derive for this "
+                "host (from the inventory)",
             )
 
     collections = sorted({m.rsplit(".", 1)[0] for m in modules} - {"ansible.builtin"})

@@ -139,6 +139,17 @@ def _guards(value: Any, where: str) -> tuple[str, ...]:
     return tuple(hashes)
 
 
+def _triggers(value: Any) -> tuple[str, ...]:
+    """The project's operations that run "when any of these changed" take ``when=[op, ...]``."""
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(v, OperationMeta) for v in value)
+    ):
+        return tuple(v._hash for v in value)
+    return ()
+
+
 def calls_of(state: State, roles: Sequence[Role]) -> list[Call]:
     """Every operation the deploys added to ``state``, per host, in pyinfra's order."""
     defaults = {k: meta.default(state.config) for k, meta in all_argument_meta.items()}
@@ -181,13 +192,18 @@ def calls_of(state: State, roles: Sequence[Role]) -> list[Call]:
                     },
                     options=options,
                     guards=_guards(globals_.get("_if"), where),
+                    triggers=_triggers(bound.arguments.get("when")),
                 )
             )
     return result
 
 
 def record(
-    env: str, group_data_dir: Path, limit: Sequence[str] = (), roles: Sequence[str] = ()
+    env: str,
+    group_data_dir: Path,
+    limit: Sequence[str] = (),
+    roles: Sequence[str] = (),
+    overrides: dict[str, Any] | None = None,
 ) -> Recording:
     """Run every deploy that exists (or ``roles``) against ``env``'s hosts (or ``limit``),
     recording only."""
@@ -203,7 +219,7 @@ def record(
             raise ExportError(f"--limit: no host or group named {', '.join(sorted(unknown))}")
     wanted = {role(name).name for name in roles}  # raises on an unknown role
     selected = [role(n) for n in deployable_roles() if not wanted or n in wanted]
-    state = deploy_run.build_state(specs, group_data, {}, dry=False)
+    state = deploy_run.build_state(specs, group_data, overrides or {}, dry=False)
     if limit:
         state.limit_hosts = [
             h for h in state.inventory if h.name in limit or set(h.groups) & set(limit)
@@ -231,4 +247,5 @@ def record(
         secrets=dict(sorted(_asked.items())),
         group_data=group_data,
         secret_source=SecretSource(kind, env, local_file),
+        overrides=dict(overrides or {}),
     )

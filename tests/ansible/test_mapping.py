@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pyinfra.api.operation import OperationMeta
 
 from mahaops.ansible_export.model import Call, ExportError, Host
 from mahaops.ansible_export.modules import to_tasks
@@ -19,6 +22,7 @@ from mahaops.ansible_export.project import (
 )
 from mahaops.roles import BASE
 from mahaops.settings import GroupData
+from operations import release
 
 HOSTS = {
     name: Host(name, ("local",), {"ansible_host": "127.0.0.1"}, {"private_address": address})
@@ -28,6 +32,7 @@ HOSTS = {
 
 def call(operation: str, name: str, host: str = "base-1", op_hash: str = "h1", **kw: Any) -> Call:
     guards = tuple(kw.pop("guards", ()))
+    triggers = tuple(kw.pop("triggers", ()))
     defaults = kw.pop("defaults", {})
     return Call(
         host=host,
@@ -39,6 +44,7 @@ def call(operation: str, name: str, host: str = "base-1", op_hash: str = "h1", *
         arguments=kw,
         defaults=defaults,
         guards=guards,
+        triggers=triggers,
     )
 
 
@@ -176,7 +182,7 @@ def _recording(kind: str, secret: str) -> Recording:
 @pytest.mark.parametrize(
     ("kind", "lookup"),
     [
-        ("local", "lookup('ansible.builtin.file', '/home/op/.local/share/maha/t1/secrets.json')"),
+        ("local", "maha_secrets['db_password']"),
         ("aws", "lookup('amazon.aws.aws_ssm', '/maha/t1/db_password', decrypt=true)"),
     ],
 )
@@ -186,6 +192,9 @@ def test_secrets_are_written_as_lookups_never_in_plain_text(kind: str, lookup: s
     assert not any(secret.encode() in content for content in files.values())
     all_vars = yaml.safe_load(files["group_vars/all.yml"])
     assert lookup in all_vars["maha_secret_db_password"]
+    if kind == "local":  # the 0600 file outside the export, read with a lookup
+        assert all_vars["maha_secrets_file"] == "/home/op/.local/share/maha/t1/secrets.json"
+        assert "lookup('ansible.builtin.file', maha_secrets_file)" in all_vars["maha_secrets"]
     host_vars = yaml.safe_load(files["host_vars/base-1.yml"])
     assert host_vars["base_sudo_users"] == ["{{ maha_secret_db_password }}"]
 
@@ -205,3 +214,103 @@ def test_values_holding_jinja_markers_are_kept_literal() -> None:
         ]
     )
     assert "!unsafe '^.*{{ not a var }}.*$'" in dump(out.tasks)
+
+
+# -- this project's release operations ------------------------------------------------------
+
+
+def test_unpack_and_migrate_run_the_operations_own_commands_guarded_by_creates() -> None:
+    unpack: dict[str, Any] = {
+        "tarball": "/srv/maha/tarballs/maha-r1.tar.gz",
+        "release_id": "r1",
+        "root": "/srv/maha",
+    }
+    migrate: dict[str, Any] = {
+        "release_id": "r1",
+        "user": "maha-app",
+        "root": "/srv/maha",
+        "command": "node m.js",
+    }
+    [unpacked] = to_tasks(call("operations.release.unpacked", "Unpack", **unpack))
+    [migrated] = to_tasks(call("operations.release.migrated", "Migrate", **migrate))
+
+    assert "tar -xzf /srv/maha/tarballs/maha-r1.tar.gz" in unpacked.args["cmd"]
+    assert unpacked.args["cmd"].endswith("/srv/maha/releases/r1.partial /srv/maha/releases/r1")
+    assert unpacked.args["creates"] == f"/srv/maha/releases/r1/{release.MARKER}"
+    assert "node m.js" in migrated.args["cmd"]
+    assert migrated.args["creates"] == f"/srv/maha/releases/r1/{release.MIGRATED}"
+
+
+def test_the_health_check_runs_the_operations_own_command_and_changes_nothing() -> None:
+    check: dict[str, Any] = {
+        "check": "curl -fsS http://127.0.0.1:3000/health",
+        "services": ["maha-web"],
+        "root": "/srv/maha",
+        "retries": 5,
+        "interval": 0.5,
+    }
+    restart = OperationMeta("restart", is_change=True)
+    [task] = to_tasks(call("operations.release.healthy", "Check", when=[restart], **check))
+
+    assert task.args["cmd"].startswith("i=0; until curl -fsS http://127.0.0.1:3000/health;")
+    assert "systemctl restart maha-web" in task.args["cmd"]  # the switch back
+    assert task.keywords["changed_when"] is False
+
+
+def test_pruning_keeps_current_previous_and_the_newest_and_reports_what_it_deleted(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "srv"
+    for n in range(1, 8):
+        (root / "releases" / f"r{n}").mkdir(parents=True)
+        (root / "releases" / f"r{n}" / release.MARKER).touch()
+        (root / "tarballs").mkdir(exist_ok=True)
+        (root / "tarballs" / f"maha-r{n}.tar.gz").touch()
+    (root / "releases" / "r9.partial").mkdir()  # incomplete: never a release
+    (root / "current").symlink_to("releases/r3")
+    (root / "previous").symlink_to("releases/r2")
+    [task] = to_tasks(call("operations.release.pruned", "Prune", keep=2, root=str(root)))
+
+    def prune() -> str:
+        return subprocess.run(
+            [task.args["executable"], "-c", task.args["cmd"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    assert prune().split() == ["pruned", "r1", "pruned", "r4", "pruned", "r5"]
+    assert sorted(p.name for p in (root / "releases").iterdir()) == [
+        "r2",
+        "r3",
+        "r6",
+        "r7",
+        "r9.partial",
+    ]
+    assert sorted(p.name for p in (root / "tarballs").iterdir()) == [
+        "maha-r2.tar.gz",
+        "maha-r3.tar.gz",
+        "maha-r6.tar.gz",
+        "maha-r7.tar.gz",
+    ]
+    assert prune() == ""  # nothing left to prune: changed_when reads "pruned " in stdout
+    assert task.keywords["changed_when"] == "'pruned ' in base_pruned_releases.stdout"
+
+
+def test_a_release_restart_is_a_handler_notified_by_each_of_its_triggers() -> None:
+    unit = call("files.file", "Unit", op_hash="unit", path="/etc/u", present=False)
+    link = call("files.file", "Link", op_hash="link", path="/srv/l", present=False)
+    restart = call(
+        "operations.release.restarted",
+        "Restart maha-web",
+        op_hash="restart",
+        service="maha-web",
+        when=[],
+        triggers=["unit", "link"],
+    )
+    out = role_of([unit, link, restart])
+    assert [t.get("notify") for t in out.tasks] == [["Restart maha-web"], ["Restart maha-web"]]
+    assert out.handlers[0]["ansible.builtin.systemd_service"] == {
+        "name": "maha-web",
+        "state": "restarted",
+    }

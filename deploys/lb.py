@@ -12,7 +12,7 @@ from typing import Any
 from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import NoGroupError
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files, server, systemd
 
 from mahaops.context import settings
 from mahaops.settings.lb import LbSettings
@@ -20,7 +20,7 @@ from mahaops.templating import JINJA_ENV_KWARGS, template_path
 from operations.files import validated_template
 
 
-def backends() -> list[dict[str, Any]]:
+def app_servers() -> list[dict[str, Any]]:
     """The app servers as HAProxy servers: name, private address, nginx port."""
     try:
         members = inventory.get_group("app_servers")
@@ -40,6 +40,7 @@ def backends() -> list[dict[str, Any]]:
 @deploy("Load balancer")
 def lb() -> None:
     s = settings(LbSettings)
+    backends = app_servers()
     apt.packages(name="Install HAProxy", packages=["haproxy"], no_recommends=True)
     files.directory(name="HAProxy drop-in directory", path="/etc/systemd/system/haproxy.service.d")
     dropin = files.template(
@@ -57,7 +58,7 @@ def lb() -> None:
         validate="/usr/sbin/haproxy -c -q -f %s",
         mode="644",
         **s.model_dump(),
-        lb_backends=backends(),
+        lb_backends=backends,
     )
     systemd.service(name="Run HAProxy", service="haproxy", running=True, enabled=True)
     systemd.service(
@@ -72,3 +73,17 @@ def lb() -> None:
         restarted=True,
         _if=dropin.did_change,
     )
+    if backends:
+        # Servers start DOWN after a restart, until they pass lb_check_rise checks: the
+        # deploy ends when the platform answers again.
+        tries = 30 * 1000 // s.lb_check_interval_ms
+        server.shell(
+            name="Wait for an app server to pass the health check",
+            commands=[
+                f"for i in $(seq {tries}); do curl -fsS -o /dev/null --max-time 2 "
+                f"http://127.0.0.1:{s.lb_http_port}{s.lb_health_path} && exit 0; "
+                f"sleep {s.lb_check_interval_ms / 1000}; done; "
+                "echo 'no app server passed the health check' >&2; exit 1"
+            ],
+            _if=conf.did_change,
+        )

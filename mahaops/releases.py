@@ -88,27 +88,44 @@ def for_run(tarball: str = "") -> Release:
 RELEASE_ROLES = ("app", "worker")
 
 
+def _members(env: str, group: str) -> list[str]:
+    from mahaops.inventory import discover, kind_of
+    from mahaops.settings import GroupData
+
+    kind = kind_of(env, GroupData().files)
+    return sorted(h.name for h in discover(kind, env) if group in h.groups)
+
+
 def deploy(
     env: str,
     tarball: Path | None = None,
     capture: bool = False,
     overrides: Mapping[str, Any] | None = None,
 ) -> tuple[Release, Any]:
-    """Deploy a release (``tarball``, or a build of app/): app servers first, then workers.
+    """Deploy a release (``tarball``, or a build of app/): a rolling deploy.
 
-    Workers move only once every app server runs the release healthily; an app server
-    whose check fails switches back by itself and the workers stay where they were.
+    App servers one at a time, so the others keep serving while one restarts; the first
+    whose check fails switches back by itself and stops the rollout. Workers move only
+    once every app server runs the release healthily.
     """
     from mahaops.runner import run_deploy
 
     built = for_run(str(tarball)) if tarball else current_build()
     settings = {**(overrides or {}), "app_release_tarball": str(built.tarball)}
-    result = run_deploy(env, roles=["app"], overrides=settings, capture=capture)
-    if result.ok:
-        workers = run_deploy(env, roles=["worker"], overrides=settings, capture=capture)
-        result.operations += workers.operations
-        result.output += workers.output
-        result.returncode = workers.returncode
+    steps: list[tuple[str, list[str]]] = [
+        ("app", [name]) for name in _members(env, "app_servers")
+    ] + [("worker", [])]
+    result = None
+    for role_name, limit in steps:
+        step = run_deploy(env, roles=[role_name], limit=limit, overrides=settings, capture=capture)
+        if result is None:
+            result = step
+        else:
+            result.operations += step.operations
+            result.output += step.output
+            result.returncode = step.returncode
+        if not step.ok:
+            break
     return built, result
 
 

@@ -276,7 +276,10 @@ def healthy(
         f'if [ -n "$prev" ] && [ "$prev" != "$bad" ]; then '
         f'ln -sfn "$prev" {q(root + "/current.maha-new")} && '
         f"mv -T {q(root + '/current.maha-new')} {q(root + '/current')} && {restart} && "
-        'echo "switched back to ${prev#releases/}" >&2; fi; exit 1'
+        'echo "switched back to ${prev#releases/}" >&2; '
+        # the previous release serves again before the deploy reports its failure
+        f"for j in $(seq {int(retries)}); do {check} && break; sleep {float(interval)}; done; "
+        "fi; exit 1"
     )
     yield StringCommand(
         f"i=0; until {check}; do i=$((i+1)); if [ $i -ge {int(retries)} ]; then {back}; fi; "

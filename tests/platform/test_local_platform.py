@@ -1,0 +1,283 @@
+"""The whole local platform end to end, as `invoke up` makes it: a load balancer over two
+app servers, a worker, PostgreSQL and Redis; then releases, a broken one, and a rollback.
+
+One platform for the module (a fresh environment), removed at the end even on failure.
+Tests run in file order and build on each other, like an operator's afternoon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import secrets as _random
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from mahaops import release as release_build
+from mahaops import releases
+from mahaops.local import platform
+from mahaops.local.hosts import Environment, LocalHost
+from mahaops.release import APP_DIR
+from mahaops.secrets import LocalSecretStore, get_or_create
+from tests.checks import app as app_checks
+from tests.conftest import Testbed
+
+pytestmark = [pytest.mark.testbed, pytest.mark.slow]
+
+
+@dataclass
+class Platform:
+    env: str
+    environment: Environment
+    first: platform.UpResult
+
+    def host(self, name: str) -> LocalHost:
+        return next(h for h in self.environment.hosts() if h.name == name)
+
+    @property
+    def url(self) -> str:
+        address = platform.url(self.environment.hosts())
+        assert address, "the load balancer publishes no port"
+        return address.rstrip("/")
+
+    def exec(self, name: str, command: str) -> str:
+        container = self.environment.client.containers.get(self.host(name).container)
+        code, output = container.exec_run(["sh", "-c", command])
+        text = str(output.decode(errors="replace"))
+        assert code == 0, f"{name}: `{command}` exited {code}: {text}"
+        return text
+
+    def request(
+        self, path: str, body: dict[str, Any] | None = None, timeout: float = 10
+    ) -> tuple[int, dict[str, str], str]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                return response.status, headers, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read().decode()
+
+    def servers(self, count: int = 6) -> set[str]:
+        return {self.request("/health")[1].get("x-maha-server", "?") for _ in range(count)}
+
+    def wait_for_both(self, timeout: float = 60) -> None:
+        """Until both app servers answer behind the load balancer (it checks every second)."""
+        deadline = time.monotonic() + timeout
+        while self.servers() != {"app-1", "app-2"}:
+            assert time.monotonic() < deadline, "both app servers never answered through the LB"
+            time.sleep(1)
+
+    def served_releases(self, count: int = 8) -> set[str]:
+        return {self.request("/health")[1].get("x-maha-release", "?") for _ in range(count)}
+
+
+def _standins(environment: Environment, env: str) -> None:
+    """Until the db and cache roles exist: their promises on db-1 and cache-1 by hand."""
+    store = LocalSecretStore(env)
+    image = environment.prepare()
+    for role, name, install, secret_name in (
+        ("db", "db-1", app_checks.standin_postgres, "postgresql_password_maha_app"),
+        ("cache", "cache-1", app_checks.standin_redis, "redis_password"),
+    ):
+        host = environment.create(role, name=name, image=image)
+        container = environment.client.containers.get(host.container)
+
+        def run(command: str, container: Any = container) -> str:
+            code, output = container.exec_run(["sh", "-c", command])
+            assert code == 0, output.decode(errors="replace")
+            return str(output.decode(errors="replace"))
+
+        install(run, get_or_create(store, secret_name))
+
+
+@pytest.fixture(scope="module")
+def plat(testbed: Testbed) -> Iterator[Platform]:
+    env = f"p{_random.token_hex(3)}"
+    environment = Environment(env)
+    try:
+        roles = platform.deployable_roles()
+        if "db" not in roles or "cache" not in roles:
+            _standins(environment, env)
+        first = platform.up(env, console=Console(file=io.StringIO()), capture=True, quiet=True)
+        assert first.deploy.ok, first.deploy.output[-6000:]
+        plat = Platform(env, environment, first)
+        plat.wait_for_both()
+        yield plat
+    finally:
+        environment.remove(volumes=True)
+
+
+def test_both_app_servers_answer_through_the_load_balancer(plat: Platform) -> None:
+    answers = [plat.request("/health") for _ in range(10)]
+    assert {status for status, _, _ in answers} == {200}
+    assert {headers["x-maha-server"] for _, headers, _ in answers} == {"app-1", "app-2"}
+    status, headers, _ = plat.request("/static/app.css")
+    assert status == 200 and "max-age" in headers["cache-control"]
+
+
+def test_nginx_sees_the_client_not_the_load_balancer(plat: Platform) -> None:
+    lb_address = plat.host("lb-1").private_address
+    for name in ("app-1", "app-2"):
+        last = plat.exec(name, "tail -n 1 /var/log/nginx/access.log").split(" ")[0]
+        assert last and last != lb_address
+
+
+async def _follow(url: str, start: Any, campaign_holder: dict[str, int]) -> list[dict[str, Any]]:
+    import websockets
+
+    seen: list[dict[str, Any]] = []
+    async with websockets.connect(url, open_timeout=10) as ws:
+        campaign_holder["id"] = await asyncio.to_thread(start)
+        async with asyncio.timeout(60):
+            async for raw in ws:
+                message = json.loads(raw)
+                seen.append(message)
+                if message.get("campaign") == campaign_holder["id"] and message.get("status") in (
+                    "done",
+                    "failed",
+                ):
+                    return seen
+    return seen
+
+
+def test_a_campaign_runs_on_the_worker_and_its_progress_reaches_a_websocket(
+    plat: Platform,
+) -> None:
+    recipients = 2000
+
+    def start() -> int:
+        status, _, body = plat.request("/api/campaigns", {"name": "e2e", "recipients": recipients})
+        assert status == 202, body
+        return int(json.loads(body)["id"])
+
+    holder: dict[str, int] = {}
+    ws_url = plat.url.replace("http://", "ws://") + "/ws"
+    messages = asyncio.run(_follow(ws_url, start, holder))
+    campaign = holder["id"]
+
+    progress = [m for m in messages if m.get("campaign") == campaign]
+    assert progress and progress[-1]["status"] == "done", messages[-5:]
+    assert any(0 < m.get("sent", 0) < recipients for m in progress)  # progress, not just the end
+
+    status, _, body = plat.request(f"/api/campaigns/{campaign}")
+    assert status == 200 and json.loads(body)["status"] == "done"
+    row = plat.exec(
+        "db-1",
+        "su postgres -c \"psql -d maha -tAF' ' -c 'select c.status, c.sent, count(d.*) from "
+        f"campaigns c left join deliveries d on d.campaign_id = c.id where c.id = {campaign} "
+        "group by c.id'\"",
+    ).split()
+    assert row == ["done", str(recipients), str(recipients)]
+    journal = plat.exec("worker-1", "journalctl -u maha-worker --no-pager -n 200")
+    assert str(campaign) in journal
+
+
+def test_a_second_up_changes_nothing(plat: Platform) -> None:
+    again = platform.up(plat.env, console=Console(file=io.StringIO()), capture=True, quiet=True)
+    assert again.deploy.ok, again.deploy.output[-4000:]
+    assert again.created == []
+    assert [(op.host, op.name) for op in again.deploy.changed] == []
+
+
+def _lb_log(plat: Platform) -> str:
+    return plat.exec("lb-1", "journalctl -u haproxy --no-pager -o cat")
+
+
+def test_with_an_app_server_stopped_the_load_balancer_keeps_answering(plat: Platform) -> None:
+    downs_before = _lb_log(plat).count("app-2 is DOWN")
+    app2 = plat.host("app-2")
+    container = plat.environment.client.containers.get(app2.container)
+    container.stop(timeout=10)
+    try:
+        # At once: requests still succeed (a dead server's connection is retried elsewhere).
+        assert plat.request("/health", timeout=15)[0] == 200
+
+        deadline = time.monotonic() + 30
+        while _lb_log(plat).count("app-2 is DOWN") == downs_before:
+            assert time.monotonic() < deadline, "the health check never dropped app-2"
+            time.sleep(0.5)
+
+        burst = [plat.request("/health", timeout=5) for _ in range(50)]
+        assert [s for s, _, _ in burst] == [200] * 50
+        assert {h["x-maha-server"] for _, h, _ in burst} == {"app-1"}
+    finally:
+        container.start()
+        plat.environment.wait_for_ssh(plat.host("app-2"))
+    plat.wait_for_both()
+
+
+def _build_variant(tmp: Path, change: str) -> release_build.Release:
+    """A release of a modified copy of app/: ``change`` is a shell command run in the copy."""
+    copy = tmp / "app"
+    shutil.copytree(APP_DIR, copy, ignore=shutil.ignore_patterns("node_modules"))
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run(["sh", "-c", change], cwd=copy, check=True)
+    subprocess.run(["git", "init", "-q"], cwd=copy, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=copy, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "variant"], cwd=copy, check=True)
+    time.sleep(1)  # ids carry the build second: keep them distinct and ordered
+    return release_build.build(tmp / "out", app_dir=copy)
+
+
+def test_a_new_release_switches_every_host(plat: Platform, tmp_path: Path) -> None:
+    built = _build_variant(tmp_path, "echo '/* v2 */' >> public/app.css")
+
+    _, result = releases.deploy(plat.env, built.tarball, capture=True)
+
+    assert result.ok, result.output[-4000:]
+    assert plat.served_releases() == {built.id}
+    for name in ("app-1", "app-2", "worker-1"):
+        assert plat.exec(name, "readlink /srv/maha/current").strip() == f"releases/{built.id}"
+
+
+def test_a_release_failing_its_health_check_switches_back_by_itself(
+    plat: Platform, tmp_path: Path
+) -> None:
+    good = plat.served_releases()
+    assert len(good) == 1
+    broken = _build_variant(
+        tmp_path,
+        "sed -i \"s|return health(req, res);|throw new Error('broken on purpose');|\" src/web.js",
+    )
+
+    _, result = releases.deploy(
+        plat.env, broken.tarball, capture=True, overrides={"app_health_retries": 5}
+    )
+
+    assert not result.ok
+    assert f"release {broken.id} failed its health check" in result.output
+    assert plat.served_releases() == good
+    (good_id,) = good
+    for name in ("app-1", "app-2", "worker-1"):  # the workers never moved
+        assert plat.exec(name, "readlink /srv/maha/current").strip() == f"releases/{good_id}"
+
+
+def test_rollback_goes_back_one_release(plat: Platform) -> None:
+    before = plat.served_releases()
+    assert len(before) == 1
+
+    result = releases.rollback(plat.env, capture=True)
+
+    assert result.ok, result.output[-4000:]
+    after = plat.served_releases()
+    assert after == {plat.first.release}
+    assert after != before
+    assert (
+        plat.exec("worker-1", "readlink /srv/maha/current").strip()
+        == f"releases/{plat.first.release}"
+    )

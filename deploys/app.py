@@ -209,6 +209,9 @@ def release_steps(
             release_id=built.id,
             user=s.app_user,
             root=s.app_root,
+            # On a fresh platform the db server may still be on its way: give it time.
+            _retries=10,
+            _retry_delay=3,
         )
     switched = release.current(
         name=f"Switch to release {built.id}", release_id=built.id, root=s.app_root

@@ -12,7 +12,7 @@ from typing import Any
 from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import NoGroupError
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, systemd
 
 from mahaops.context import settings
 from mahaops.settings.lb import LbSettings
@@ -73,17 +73,3 @@ def lb() -> None:
         restarted=True,
         _if=dropin.did_change,
     )
-    if backends:
-        # Servers start DOWN after a restart, until they pass lb_check_rise checks: the
-        # deploy ends when the platform answers again.
-        tries = 30 * 1000 // s.lb_check_interval_ms
-        server.shell(
-            name="Wait for an app server to pass the health check",
-            commands=[
-                f"for i in $(seq {tries}); do curl -fsS -o /dev/null --max-time 2 "
-                f"http://127.0.0.1:{s.lb_http_port}{s.lb_health_path} && exit 0; "
-                f"sleep {s.lb_check_interval_ms / 1000}; done; "
-                "echo 'no app server passed the health check' >&2; exit 1"
-            ],
-            _if=conf.did_change,
-        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -95,13 +97,40 @@ def up(
     say(f"Deploying roles: {', '.join(roles)}")
     result = run_deploy(env, roles=roles, capture=capture, quiet=quiet)
     timings["deploy"] = time.monotonic() - mark
+    hosts = environment.hosts()
+    address = url(hosts)
+    apps = {h.name for h in hosts if h.role == "app"}
+    if result.ok and address and apps:
+        # Roles on different hosts converge side by side, so the load balancer may still be
+        # counting its first passed checks: the platform is up when every app server answers.
+        mark = time.monotonic()
+        seen = wait_for_lb(address, apps)
+        timings["lb"] = time.monotonic() - mark
+        say(f"Load balancer: {len(seen)} of {len(apps)} app servers in service")
     timings["total"] = time.monotonic() - started
-    outcome = UpResult(created, environment.hosts(), result, release_id, timings)
+    outcome = UpResult(created, hosts, result, release_id, timings)
     if result.ok and not outcome.changed:
         say(f"No changes: the platform was already converged ({timings['total']:.1f}s)")
     elif result.ok:
         say(f"Converged: {len(result.changed)} change(s) in {timings['total']:.1f}s")
     return outcome
+
+
+def wait_for_lb(address: str, apps: set[str], timeout: float = 60.0) -> set[str]:
+    """The app servers answering through the load balancer, once all do (or at ``timeout``)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _ in range(2 * len(apps)):
+            try:
+                with urllib.request.urlopen(f"{address}health", timeout=5) as response:
+                    seen.add(response.headers.get("X-Maha-Server", ""))
+            except (urllib.error.URLError, OSError):
+                pass
+        if apps <= seen:
+            break
+        time.sleep(0.5)
+    return seen & apps
 
 
 def _restart_stopped(environment: Environment) -> None:

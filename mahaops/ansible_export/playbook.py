@@ -69,3 +69,17 @@ def run_playbook(
     )
     output = proc.stdout + proc.stderr
     return PlaybookRun(proc.returncode, output, recap(proc.stdout))
+
+
+def check(project: Path, what: str) -> subprocess.CompletedProcess[str]:
+    """``syntax`` (ansible-playbook --syntax-check) or ``lint`` (ansible-lint, production
+    profile, offline: Galaxy is never asked) over ``project``."""
+    if what == "syntax":
+        cmd = [tool("ansible-playbook"), "--syntax-check", "site.yml"]
+    elif what == "lint":
+        cmd = [tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor"]
+    else:
+        raise ValueError(f"unknown check {what!r}")
+    return subprocess.run(
+        cmd, cwd=project, env=ansible_env(), capture_output=True, text=True, check=False
+    )

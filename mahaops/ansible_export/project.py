@@ -33,6 +33,7 @@ from mahaops.settings import GroupData, Settings, all_models, from_data
 from mahaops.templating import TEMPLATES
 
 SECRET_PREFIX = "maha_secret_"
+RETRY_DELAY = 5  # pyinfra's default _retry_delay (Config.RETRY_DELAY)
 FLUSH = {"name": "Apply the changes notified so far", "ansible.builtin.meta": "flush_handlers"}
 KIND_PRIORITY = 1  # ansible_group_priority: role groups override the kind overlay, as pyinfra
 ROLE_PRIORITY = 2
@@ -239,14 +240,11 @@ class RoleOutput:
     modules: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)  # every call without a faithful mapping
     handlers_due: bool = False  # a handler sits here in the deploy: flush before what follows
-    flush_safe: bool = True  # no notified handler belongs further down the deploy
 
     def add_task(self, item: dict[str, Any]) -> None:
         # pyinfra runs a gated restart where the deploy calls it, Ansible at the end of the
         # play: flushing here keeps the deploy's order (a unit reloaded before it is used).
-        # A flush runs every handler notified so far, so it waits while one of them belongs
-        # further down (a restart notified by the unit file but due after the release switch).
-        if self.handlers_due and self.flush_safe:
+        if self.handlers_due:
             self.tasks.append(dict(FLUSH))
             self.handlers_due = False
         self.tasks.append(item)
@@ -272,6 +270,13 @@ def _options(call: Call) -> dict[str, Any]:
             keywords["throttle"] = 1
         elif key == "_timeout":
             keywords["timeout"] = value
+        elif key == "_retries":
+            # pyinfra retries a failed operation; Ansible retries until the result succeeds.
+            result = f"{call.role}_result_{call.op_hash[:8]}"
+            keywords.update(register=result, until=f"{result} is succeeded", retries=value)
+            keywords["delay"] = call.options.get("_retry_delay", RETRY_DELAY)
+        elif key == "_retry_delay":
+            continue  # with _retries
         else:
             raise ExportError(f"{call.where()}: {key}={value!r} has no Ansible mapping")
     return keywords
@@ -295,11 +300,10 @@ def build_role(
     for call in calls:
         by_hash.setdefault(call.op_hash, []).append(call)
     role_hosts = sorted({c.host for c in calls})
-    derived_from: dict[tuple[str, str], str] = {}  # (host, var) -> the call that set it
 
     # Which calls notify which handler topics.
     topics: dict[str, str] = {}  # op hash of a gated call -> its topic
-    notifies: dict[str, list[str]] = {}  # op hash of a gating call -> topics
+    gates: dict[str, tuple[str, ...]] = {}  # op hash of a gated call -> what gates it
     for op_hash, group in by_hash.items():
         first = group[0]
         if not first.guards and not first.triggers:
@@ -309,94 +313,133 @@ def build_role(
                 f"{first.where()}: _if on several changes has no handler equivalent "
                 "(a notification is any-of, pyinfra's list is all-of)"
             )
-        topics[op_hash] = capitalised(first.name)
         for gate in (*first.guards, *first.triggers):
             if gate not in by_hash:
                 raise ExportError(
                     f"{first.where()}: gated on an operation outside the {role} deploy"
                 )
-            notifies.setdefault(gate, []).append(topics[op_hash])
+        topics[op_hash] = capitalised(first.name)
+        gates[op_hash] = (*first.guards, *first.triggers)
 
+    # pyinfra runs a gated operation where the deploy calls it; Ansible runs handlers at a
+    # flush. Handlers are flushed where the deploy has them, and a flush runs every handler
+    # notified so far: so a handler with another handler between its gates and its own place
+    # (a restart notified by a unit file but due after the release switch) is not notified
+    # by its gates. Its gates register their result instead, and a task at its place
+    # notifies it when one of them changed.
     order = {op_hash: index for index, op_hash in enumerate(by_hash)}
-    spans = [
-        (min(order[g] for g in (*by_hash[h][0].guards, *by_hash[h][0].triggers)), order[h])
-        for h in topics
-    ]
+    handler_places = sorted(order[h] for h in topics)
+    notifies: dict[str, list[str]] = {}  # gating op hash -> topics it notifies directly
+    deferred: dict[str, list[str]] = {}  # gated op hash -> its gates, read at its place
+    for handler, its_gates in gates.items():
+        first_gate = min(order[g] for g in its_gates)
+        if any(first_gate < place < order[handler] for place in handler_places):
+            deferred[handler] = list(its_gates)
+        else:
+            for gate in its_gates:
+                notifies.setdefault(gate, []).append(topics[handler])
+    registered: dict[str, list[str]] = {
+        gate: [] for its_gates in deferred.values() for gate in its_gates
+    }
+
+    builder = _RoleBuilder(
+        role, hosts, settings, secrets, host_vars, role_hosts, topics, notifies, registered, out
+    )
     for op_hash, group in by_hash.items():
-        here = order[op_hash]
-        out.flush_safe = not any(gate < here < handler for gate, handler in spans)
         try:
-            _add_operation(
-                op_hash,
-                group,
-                hosts,
-                settings,
-                secrets,
-                host_vars,
-                derived_from,
-                topics,
-                notifies,
-                role_hosts,
-                out,
-            )
+            if op_hash in deferred:
+                builder.notifier(op_hash, deferred[op_hash])
+            builder.add(op_hash, group)
         except ExportError as exc:
             out.errors.append(str(exc))
     return out
 
 
-def _add_operation(
-    op_hash: str,
-    group: list[Call],
-    hosts: Mapping[str, Host],
-    settings: SettingsLayout,
-    secrets: Mapping[str, str],
-    host_vars: dict[str, dict[str, Any]],
-    derived_from: dict[tuple[str, str], str],
-    topics: Mapping[str, str],
-    notifies: Mapping[str, list[str]],
-    role_hosts: list[str],
-    out: RoleOutput,
-) -> None:
-    """The task(s) of one call site: one variant per distinct set of arguments."""
-    first = group[0]
-    if first.operation == "server.shell" and not first.guards:
-        raise ExportError(
-            f"{first.where()}: a command that runs on every converge cannot be idempotent; "
-            "gate it with _if=<operation>.did_change or use an idempotent operation"
+@dataclass
+class _RoleBuilder:
+    role: str
+    hosts: Mapping[str, Host]
+    settings: SettingsLayout
+    secrets: Mapping[str, str]
+    host_vars: dict[str, dict[str, Any]]
+    role_hosts: list[str]
+    topics: Mapping[str, str]
+    notifies: Mapping[str, list[str]]
+    registered: dict[str, list[str]]  # gating op hash -> variables its tasks register
+    out: RoleOutput
+    derived_from: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def notifier(self, handler: str, gates: list[str]) -> None:
+        """At a handler's place: notify it when one of its gates changed (see build_role)."""
+        # A result is undefined where its task never ran (a gate that is itself a handler).
+        results = [
+            f"({var} | default({{}})) is changed" for g in gates for var in self.registered[g]
+        ]
+        self.out.add_task(
+            {
+                "name": f"{self.topics[handler]}: due when its inputs changed",
+                "ansible.builtin.debug": {"msg": f"{self.topics[handler]}: its inputs changed"},
+                "changed_when": " or ".join(results),
+                "notify": [self.topics[handler]],
+            }
         )
-    variants: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
-    for call in sorted(group, key=lambda c: c.host):
-        host = hosts[call.host]
-        entries = []
-        for task in to_tasks(call):
-            entries.append(
-                _entry(call, task, host, settings, secrets, host_vars, derived_from, out)
+
+    def add(self, op_hash: str, group: list[Call]) -> None:
+        """The task(s) of one call site: one variant per distinct set of arguments."""
+        first = group[0]
+        if first.operation == "server.shell" and not first.guards:
+            raise ExportError(
+                f"{first.where()}: a command that runs on every converge cannot be idempotent; "
+                "gate it with _if=<operation>.did_change or use an idempotent operation"
             )
-        key = canonical(entries)
-        variants.setdefault(key, (entries, []))[1].append(call.host)
-    is_handler = op_hash in topics
-    count = sum(len(entries) for entries, _ in variants.values())
-    number = 0
-    for entries, on_hosts in variants.values():
-        for entry in entries:
-            number += 1
-            item: dict[str, Any] = {"name": entry.pop("name")}
-            if is_handler and count > 1:
-                item["name"] = f"{item['name']} ({number})"  # handler names are unique
-            item.update(entry)
-            if is_handler and item["name"] != topics[op_hash]:
-                item["listen"] = topics[op_hash]
-            if on_hosts != role_hosts:
-                own = item.get("when")
-                item["when"] = [_when(on_hosts), *([own] if isinstance(own, str) else own or [])]
-                if len(item["when"]) == 1:
-                    item["when"] = item["when"][0]
-            if op_hash in notifies and "ansible.builtin.stat" not in item:  # stat never changes
-                item["notify"] = list(notifies[op_hash])
-            if is_handler:
-                out.add_handler(item)
-            else:
-                out.add_task(item)
+        variants: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
+        for call in sorted(group, key=lambda c: c.host):
+            host = self.hosts[call.host]
+            entries = [
+                _entry(
+                    call,
+                    task,
+                    host,
+                    self.settings,
+                    self.secrets,
+                    self.host_vars,
+                    self.derived_from,
+                    self.out,
+                )
+                for task in to_tasks(call)
+            ]
+            key = canonical(entries)
+            variants.setdefault(key, (entries, []))[1].append(call.host)
+        is_handler = op_hash in self.topics
+        count = sum(len(entries) for entries, _ in variants.values())
+        number = 0
+        for entries, on_hosts in variants.values():
+            for entry in entries:
+                number += 1
+                item: dict[str, Any] = {"name": entry.pop("name")}
+                if is_handler and count > 1:
+                    item["name"] = f"{item['name']} ({number})"  # handler names are unique
+                item.update(entry)
+                if is_handler and item["name"] != self.topics[op_hash]:
+                    item["listen"] = self.topics[op_hash]
+                if on_hosts != self.role_hosts:
+                    own = item.get("when")
+                    conditions = [_when(on_hosts), *([own] if isinstance(own, str) else own or [])]
+                    item["when"] = conditions[0] if len(conditions) == 1 else conditions
+                if op_hash in self.notifies and "ansible.builtin.stat" not in item:
+                    item["notify"] = list(self.notifies[op_hash])  # (a stat never changes)
+                if op_hash in self.registered and "ansible.builtin.stat" not in item:
+                    if "register" not in item:
+                        variable = f"{self.role}_changed_{len(self.registered_names())}"
+                        item["register"] = variable
+                    self.registered[op_hash].append(item["register"])
+                if is_handler:
+                    self.out.add_handler(item)
+                else:
+                    self.out.add_task(item)
+
+    def registered_names(self) -> list[str]:
+        return [v for names in self.registered.values() for v in names]
 
 
 def _entry(

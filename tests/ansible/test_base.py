@@ -3,13 +3,12 @@ promises (the same checks as the pyinfra tests), idempotent, deterministic."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from mahaops.ansible_export import export
-from mahaops.ansible_export.playbook import PlaybookRun, ansible_env, run_playbook, tool
+from mahaops.ansible_export.playbook import PlaybookRun, check, run_playbook
 from mahaops.local.hosts import LocalHost
 from tests.checks import base as checks
 from tests.conftest import Testbed, infra
@@ -57,26 +56,12 @@ def test_export_is_deterministic(
 
 
 def test_exported_project_passes_syntax_check(project: Path) -> None:
-    proc = subprocess.run(
-        [tool("ansible-playbook"), "--syntax-check", "site.yml"],
-        cwd=project,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = check(project, "syntax")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_exported_project_passes_ansible_lint_production_profile(project: Path) -> None:
-    proc = subprocess.run(
-        [tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor"],
-        cwd=project,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = check(project, "lint")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr
 

@@ -314,3 +314,73 @@ def test_a_release_restart_is_a_handler_notified_by_each_of_its_triggers() -> No
         "name": "maha-web",
         "state": "restarted",
     }
+
+
+def test_a_handler_runs_where_the_deploy_runs_it_even_past_another_handler() -> None:
+    def file(op_hash: str, path: str) -> Call:
+        return call("files.file", f"File {path}", op_hash=op_hash, path=path, present=False)
+
+    service: dict[str, Any] = {
+        "running": True,
+        "reloaded": False,
+        "enabled": None,
+        "daemon_reload": False,
+    }
+    reload = call(
+        "systemd.service",
+        "Reload web",
+        op_hash="reload",
+        guards=["unit"],
+        service="web",
+        restarted=False,
+        **{**service, "reloaded": True},
+    )
+    restart = call(
+        "operations.release.restarted",
+        "Restart web",
+        op_hash="restart",
+        service="web",
+        when=[],
+        triggers=["unit", "switch"],
+    )
+    out = role_of([file("unit", "/u"), reload, file("switch", "/s"), restart, file("next", "/n")])
+
+    assert [t["name"] for t in out.tasks] == [
+        "File /u",
+        "Apply the changes notified so far",  # the reload, where the deploy has it...
+        "File /s",
+        "Restart web: due when its inputs changed",  # ...the restart only after the switch
+        "Apply the changes notified so far",
+        "File /n",
+    ]
+    assert out.tasks[0]["notify"] == ["Reload web"]  # not the restart: it would run too early
+    notifier = out.tasks[3]
+    assert notifier["notify"] == ["Restart web"]
+    assert notifier["changed_when"] == (
+        "(base_changed_0 | default({})) is changed or (base_changed_1 | default({})) is changed"
+    )
+    assert [out.tasks[0]["register"], out.tasks[2]["register"]] == [
+        "base_changed_0",
+        "base_changed_1",
+    ]
+
+
+def test_pyinfra_retries_become_ansible_retries_until_success() -> None:
+    flaky = Call(
+        host="base-1",
+        role="base",
+        op_hash="abcdef0123",
+        operation="files.file",
+        name="Flaky",
+        location="deploys/base.py:42",
+        arguments={"path": "/x", "present": False},
+        defaults={},
+        options={"_retries": 10, "_retry_delay": 3},
+    )
+    [task] = role_of([flaky]).tasks
+    assert {k: task[k] for k in ("register", "until", "retries", "delay")} == {
+        "register": "base_result_abcdef01",
+        "until": "base_result_abcdef01 is succeeded",
+        "retries": 10,
+        "delay": 3,
+    }

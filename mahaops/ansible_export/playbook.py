@@ -28,6 +28,10 @@ class PlaybookRun:
         return self.returncode == 0
 
     @property
+    def changed_tasks(self) -> dict[str, list[str]]:
+        return changed_tasks(self.output)
+
+    @property
     def changed(self) -> int:
         return sum(counts["changed"] for counts in self.recap.values())
 
@@ -39,6 +43,25 @@ def recap(output: str) -> dict[str, dict[str, int]]:
         m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
         for m in _RECAP.finditer(tail)
     }
+
+
+_HEADER = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?:[^:\]]+ : )?(?P<name>.*)\] \**$")
+_CHANGED = re.compile(r"^changed: \[(?P<host>[^\]]+)\]")
+
+
+def changed_tasks(output: str) -> dict[str, list[str]]:
+    """Per host, the names of the tasks and handlers that reported a change."""
+    result: dict[str, list[str]] = {}
+    task = ""
+    for line in output.splitlines():
+        header = _HEADER.match(line)
+        if header:
+            task = header["name"]
+            continue
+        changed = _CHANGED.match(line)
+        if changed:
+            result.setdefault(changed["host"], []).append(task)
+    return result
 
 
 def tool(name: str) -> str:

@@ -160,6 +160,9 @@ from mahaops import release_tasks  # noqa: E402
 ns.add_task(release_tasks.build)
 
 # -- db (backups) -----------------------------------------------------------------------------
+from mahaops import db_tasks  # noqa: E402
+
+ns.add_collection(Collection("db", db_tasks.backup, db_tasks.restore))
 
 # -- logs ------------------------------------------------------------------------------------
 from mahaops.log_tasks import logs  # noqa: E402

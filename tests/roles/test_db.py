@@ -1,0 +1,312 @@
+"""The db role on real hosts: PostgreSQL for app servers and workers only, data that
+survives re-deploys, restarts and setting changes, restart-or-reload, backups, secrets."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mahaops import PROJECT_ROOT
+from mahaops.local.hosts import LocalHost
+from mahaops.runner import DeployResult
+from mahaops.secrets import LocalSecretStore
+from tests.checks import db as checks
+from tests.conftest import Testbed
+
+pytestmark = pytest.mark.testbed
+
+# Operations pyinfra marks non-idempotent that the db role uses, and why that is safe.
+JUSTIFIED_NON_IDEMPOTENT = {
+    "operations.postgresql.reload": "guarded by _if on the settings drop-in changing",
+    "systemd.daemon_reload": "guarded by _if on the backup unit file changing",
+}
+
+
+@dataclass
+class DataTier:
+    db: LocalHost
+    app: LocalHost  # in app_servers: a client PostgreSQL must admit
+    outsider: LocalHost  # base only: in no group PostgreSQL admits
+    outputs: list[str] = field(default_factory=list)  # every deploy's captured output
+
+    def record(self, result: DeployResult) -> DeployResult:
+        self.outputs.append(result.output)
+        return result
+
+
+def password(testbed: Testbed) -> str:
+    value = LocalSecretStore(testbed.env).get("postgresql_password_maha_app")
+    assert value, "the db deploy did not create the maha_app password"
+    return value
+
+
+@pytest.fixture(scope="module")
+def tier(testbed: Testbed) -> DataTier:
+    # The app server exists before the db deploy, so pg_hba.conf lists it.
+    app = testbed.host("app", name="dbt-app-1")
+    outsider = testbed.host("base", name="dbt-out-1")
+    db = testbed.host("db", name="dbt-db-1")
+    tier = DataTier(db, app, outsider)
+    first = tier.record(
+        testbed.deploy(roles=["base", "db"], limit=[db.name, app.name, outsider.name])
+    )
+    assert first.ok, first.output
+    assert first.named("Restart PostgreSQL", host=db.name), "new settings need a restart"
+    for client in (app, outsider):
+        checks.install_clients(testbed, client)
+    return tier
+
+
+def test_fresh_host_converges_to_the_db_promises(testbed: Testbed, tier: DataTier) -> None:
+    checks.check_db(testbed, tier.db, tier.app, password(testbed))
+
+
+def test_second_converge_changes_nothing(testbed: Testbed, tier: DataTier) -> None:
+    second = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+    assert second.ok, second.output
+    assert [op.name for op in second.changed] == []
+    used = {op.operation for op in second.operations if not op.idempotent}
+    unexplained = used - set(JUSTIFIED_NON_IDEMPOTENT)
+    assert not unexplained, f"non-idempotent operations without a justification: {unexplained}"
+
+
+def test_hosts_outside_app_servers_and_workers_are_refused(
+    testbed: Testbed, tier: DataTier
+) -> None:
+    # The firewall drops them first...
+    assert "timeout expired" in checks.outsider_error(
+        testbed, tier.db, tier.outsider, password(testbed)
+    )
+    # ...and with the port opened to everyone, pg_hba.conf still refuses them.
+    opened = tier.record(
+        testbed.deploy(
+            roles=["base"], limit=[tier.db.name], overrides={"base_firewall_extra_ports": [5432]}
+        )
+    )
+    assert opened.ok, opened.output
+    try:
+        refused = checks.outsider_error(testbed, tier.db, tier.outsider, password(testbed))
+        assert "no pg_hba.conf entry" in refused, refused
+    finally:
+        closed = tier.record(testbed.deploy(roles=["base"], limit=[tier.db.name]))
+        assert closed.ok, closed.output
+
+
+def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: DataTier) -> None:
+    conf = "/etc/postgresql/15/main/conf.d/90-maha.conf"
+    before = testbed.exec(tier.db, f"sha1sum {conf}")
+
+    plan = tier.record(
+        testbed.deploy(
+            roles=["db"], limit=[tier.db.name], dry=True, overrides={"postgresql_work_mem": "8MB"}
+        )
+    )
+
+    assert plan.ok, plan.output
+    assert [op.name for op in plan.changed] == [
+        "PostgreSQL | Tune PostgreSQL and listen on the private address",
+        "PostgreSQL | Reload PostgreSQL for new settings",
+    ]
+    assert f"Will modify {conf}" in plan.output
+    assert "+ work_mem = 8MB" in plan.output and "- work_mem = " in plan.output
+    assert testbed.exec(tier.db, f"sha1sum {conf}") == before
+
+
+def test_backup_and_restore_bring_rows_back(testbed: Testbed, tier: DataTier) -> None:
+    secret = password(testbed)
+    code, out = checks.psql(
+        testbed,
+        tier.app,
+        tier.db.private_address,
+        "CREATE TABLE IF NOT EXISTS campaigns (id int PRIMARY KEY, name text);"
+        "INSERT INTO campaigns VALUES (1, 'spring'), (2, 'summer') ON CONFLICT DO NOTHING",
+        password=secret,
+    )
+    assert code == 0, out
+
+    backup = invoke("db.backup", "--env", testbed.env, "--host", tier.db.name)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    assert "maha-" in backup.stdout and ".dump" in backup.stdout
+
+    # Damage: rows gone, table altered, another table dropped.
+    code, out = checks.psql(
+        testbed,
+        tier.app,
+        tier.db.private_address,
+        "DELETE FROM campaigns WHERE id = 1; ALTER TABLE campaigns ADD COLUMN junk int",
+        password=secret,
+    )
+    assert code == 0, out
+
+    unconfirmed = invoke("db.restore", "--env", testbed.env, "--host", tier.db.name)
+    assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr + unconfirmed.stdout
+
+    restore = invoke("db.restore", "--env", testbed.env, "--host", tier.db.name, "--yes")
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    code, out = checks.psql(
+        testbed,
+        tier.app,
+        tier.db.private_address,
+        "SELECT string_agg(name, ',' ORDER BY id) FROM campaigns",
+        password=secret,
+    )
+    assert (code, out.strip()) == (0, "spring,summer")
+    columns = checks.superuser_sql(
+        testbed,
+        tier.db,
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'campaigns'",
+        database="maha",
+    )
+    assert columns == "2", "the restore kept the altered table"
+    assert secret not in backup.stdout + restore.stdout + backup.stderr + restore.stderr
+
+
+def test_rows_survive_redeploy_restart_and_setting_changes(
+    testbed: Testbed, tier: DataTier
+) -> None:
+    secret = password(testbed)
+
+    def rows() -> str:
+        code, out = checks.psql(
+            testbed, tier.app, tier.db.private_address, "SELECT count(*) FROM keep", password=secret
+        )
+        assert code == 0, out
+        return out.strip()
+
+    code, out = checks.psql(
+        testbed,
+        tier.app,
+        tier.db.private_address,
+        "CREATE TABLE keep AS SELECT g AS n FROM generate_series(1, 1000) g",
+        password=secret,
+    )
+    assert code == 0, out
+
+    again = tier.record(testbed.deploy(roles=["db"], limit=[tier.db.name]))
+    assert again.ok and not again.changed, again.output
+    assert rows() == "1000"
+
+    testbed.exec(tier.db, "systemctl restart postgresql@15-main")
+    assert rows() == "1000"
+
+    # A reload-only setting reloads: the server keeps running.
+    started = checks.started_at(testbed, tier.db)
+    reloaded = tier.record(
+        testbed.deploy(roles=["db"], limit=[tier.db.name], overrides={"postgresql_work_mem": "8MB"})
+    )
+    assert reloaded.ok, reloaded.output
+    assert [op.name for op in reloaded.changed] == [
+        "PostgreSQL | Tune PostgreSQL and listen on the private address",
+        "PostgreSQL | Reload PostgreSQL for new settings",
+    ]
+    assert checks.superuser_sql(testbed, tier.db, "SHOW work_mem") == "8MB"
+    assert checks.started_at(testbed, tier.db) == started
+    assert rows() == "1000"
+
+    # A restart-only setting restarts, and says why.
+    restarted = tier.record(
+        testbed.deploy(
+            roles=["db"],
+            limit=[tier.db.name],
+            overrides={"postgresql_work_mem": "8MB", "postgresql_shared_buffers": "256MB"},
+        )
+    )
+    assert restarted.ok, restarted.output
+    assert [op.name for op in restarted.changed] == [
+        "PostgreSQL | Tune PostgreSQL and listen on the private address",
+        "PostgreSQL | Restart PostgreSQL for shared_buffers",
+    ]
+    assert checks.superuser_sql(testbed, tier.db, "SHOW shared_buffers") == "256MB"
+    assert checks.started_at(testbed, tier.db) != started
+    assert rows() == "1000"
+
+
+def test_no_secret_appears_in_any_output(testbed: Testbed, tier: DataTier) -> None:
+    store = LocalSecretStore(testbed.env)
+    secrets = [store.get(name) for name in ("postgresql_password_maha_app",)]
+    assert all(secrets) and tier.outputs
+    for output in tier.outputs:
+        for value in secrets:
+            assert value and value not in output
+
+
+def test_other_majors_come_from_pgdg_planned_on_a_fresh_host(testbed: Testbed) -> None:
+    fresh = testbed.host("db", name="dbt-pgdg-1")
+    try:
+        plan = testbed.deploy(
+            roles=["db"],
+            limit=[fresh.name],
+            dry=True,
+            overrides={"postgresql_version": 16, "postgresql_backup_s3_bucket": "maha-backups"},
+        )
+        assert plan.ok, plan.output
+        names = [op.name for op in plan.changed]
+        for expected in (
+            "PostgreSQL | Add the PGDG signing key",
+            "PostgreSQL | Add the PGDG apt repository",
+            "PostgreSQL | Read the PGDG package lists",
+            "PostgreSQL | Install PostgreSQL 16",
+            "PostgreSQL | Tune PostgreSQL and listen on the private address",
+        ):
+            assert expected in names, names
+        assert names.index("PostgreSQL | Add the PGDG apt repository") < names.index(
+            "PostgreSQL | Install PostgreSQL 16"
+        )
+        output = " ".join(plan.output.split())
+        assert "Will create /etc/apt/sources.list.d/pgdg.sources" in output
+        for line in (
+            "+ URIs: https://apt.postgresql.org/pub/repos/apt",
+            "+ Suites: bookworm-pgdg",
+            "+ Signed-By: /etc/apt/keyrings/postgresql.asc",
+            "+ BACKUP_S3_BUCKET=maha-backups",
+        ):
+            assert line in output, line
+        assert "pgdg" not in testbed.exec(fresh, "ls /etc/apt/sources.list.d/")
+    finally:
+        testbed.remove(fresh)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("postgresql_version = 11", "PostgreSQL 11 is not supported"),
+        ("postgresql_version = 18", "PostgreSQL 18 is not supported"),
+    ],
+)
+def test_unsupported_major_stops_before_any_host_is_touched(
+    testbed: Testbed, tier: DataTier, tmp_path: Path, line: str, message: str
+) -> None:
+    group_data = tmp_path / "group_data"
+    shutil.copytree(PROJECT_ROOT / "group_data", group_data)
+    with (group_data / "db_servers.py").open("a") as handle:
+        handle.write(f"\n{line}\n")
+    since = testbed.exec(tier.db, "date +%s").strip()
+    time.sleep(1)
+
+    result = testbed.deploy(roles=["db"], limit=[tier.db.name], group_data=group_data)
+
+    assert result.returncode == 2
+    output = " ".join(result.output.split())
+    assert "db_servers.py: postgresql_version:" in output and message in output, output
+    assert result.operations == []
+    logins = testbed.exec(tier.db, f"journalctl -u ssh --since @{since} --no-pager", check=False)
+    assert "Accepted publickey" not in logins
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    """An invoke task as an operator runs it, without a terminal (so nothing is asked)."""
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+        check=False,
+    )

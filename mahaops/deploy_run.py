@@ -22,14 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+import gevent
 import pyinfra
-from pyinfra.api import BaseStateCallback, Config, Inventory, State
+from pyinfra.api import Config, Inventory, State
 
 pyinfra_operation = importlib.import_module("pyinfra.api.operation")
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.api.operations import run_ops
+from pyinfra.api.operations import _run_host_op_with_context  # one host, one operation
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 from rich.console import Console
@@ -37,7 +38,7 @@ from rich.table import Table
 
 from mahaops import masking, secrets
 from mahaops.inventory import HostSpec, discover, kind_of
-from mahaops.roles import BASE, ROLE_BY_GROUP, ROLES, Role, role
+from mahaops.roles import BASE, PHASES, ROLE_BY_GROUP, ROLE_BY_NAME, ROLES, Role, role
 from mahaops.settings import DEFAULT_GROUP_DATA, GroupData, SettingsError, all_models, from_data
 from mahaops.settings import parse_overrides as parse_set
 
@@ -54,6 +55,8 @@ class UsageError(Exception):
 # pyinfra keeps names, not functions; we record the function to report operations that
 # pyinfra itself declares non-idempotent.
 _op_funcs: dict[str, Callable[..., Any]] = {}
+_op_roles: dict[str, str] = {}  # op hash -> role whose deploy added it
+_planning_role = [""]
 _pending: list[Callable[..., Any]] = []
 _orig_name = pyinfra_operation.generate_operation_name
 _orig_meta = pyinfra_operation.ensure_shared_op_meta
@@ -67,6 +70,7 @@ def _record_name(func, host, kwargs, global_arguments):
 def _record_meta(state, op_hash, *args):
     if _pending:
         _op_funcs.setdefault(op_hash, _pending.pop())
+    _op_roles.setdefault(op_hash, _planning_role[0])
     return _orig_meta(state, op_hash, *args)
 
 
@@ -149,11 +153,72 @@ def plan(state: State, roles: list[Role], hosts: list[HostSpec]) -> None:
         module = importlib.import_module(f"deploys.{role_.name}")
         deploy_func = getattr(module, role_.name)
         state.current_op_file_number = number
+        _planning_role[0] = role_.name
         with ctx_state.use(state), ctx_inventory.use(state.inventory):
             for host in state.inventory.iter_activated_hosts():
                 if role_ in host_roles(specs[host.name]):
                     with ctx_host.use(host):
                         deploy_func()
+
+
+def execute(state: State, report: bool) -> None:
+    """Run the plan phase by phase (``PHASES``), each host on through its own operations.
+
+    pyinfra's default waits for every host at every operation, so a role's operations on
+    one host hold up every other host's. Here hosts only meet between phases: clients
+    still find their servers configured (base, then data tier, then app tier, then the
+    load balancer), and within a phase each host goes at its own pace.
+    """
+    state.is_executing = True
+    order = state.get_op_order()
+    for phase in PHASES:
+        hashes = [h for h in order if _op_roles.get(h) in phase]
+        hosts = [h for h in state.inventory.get_active_hosts() if set(hashes) & set(state.ops[h])]
+        if not hosts:
+            continue
+        greenlets = [state.pool.spawn(_run_host, state, host, hashes, report) for host in hosts]
+        gevent.joinall(greenlets, raise_error=True)
+
+
+def _run_host(state: State, host: Any, hashes: list[str], report: bool) -> None:
+    tally: dict[str, list[int]] = {}  # role -> [operations, changed]
+    started = time.monotonic()
+
+    def line(role_name: str, failed: str = "") -> None:
+        if not report:
+            return
+        ops, changed = tally[role_name]
+        what = (
+            f"[red]failed: {masking.mask(failed)}[/]"
+            if failed
+            else (f"[yellow]{changed} changed[/]" if changed else "[dim]no change[/]")
+        )
+        console.print(
+            f"[bold]{host.name}[/] {ROLE_BY_NAME[role_name].title}: {ops} operations, {what} "
+            f"[dim]({time.monotonic() - started:.1f}s)[/]"
+        )
+
+    current = ""
+    for op_hash in hashes:
+        if op_hash not in state.ops[host]:
+            continue
+        role_name = _op_roles[op_hash]
+        if current and role_name != current:
+            line(current)
+        current = role_name
+        counts = tally.setdefault(role_name, [0, 0])
+        ok = _run_host_op_with_context(state, host, op_hash)
+        counts[0] += 1
+        meta = state.ops[host][op_hash].operation_meta
+        if ok and meta.did_change():
+            counts[1] += 1
+        if not ok:
+            names = state.op_meta[op_hash].names
+            line(role_name, failed=sorted(names)[0] if names else op_hash)
+            state.fail_hosts({host})
+            return
+    if current:
+        line(current)
 
 
 def outcomes(state: State, dry: bool) -> list[dict[str, Any]]:
@@ -266,39 +331,6 @@ class _Compact(logging.Filter):
         return not _CHATTER.match(_ANSI.sub("", record.getMessage()).strip())
 
 
-class Progress(BaseStateCallback):
-    """One line per finished operation: its number, name, and what it did across hosts."""
-
-    def __init__(self) -> None:
-        self.done = 0
-
-    def operation_end(self, state: State, op_hash: str) -> None:  # type: ignore[override]
-        self.done += 1
-        total = len(state.get_op_order())
-        names = state.op_meta[op_hash].names
-        name = sorted(names)[0] if names else op_hash
-        hosts = changed = failed = 0
-        for ops in state.ops.values():
-            if op_hash not in ops:
-                continue
-            meta = ops[op_hash].operation_meta
-            hosts += 1
-            if meta.is_complete() and meta.did_error():
-                failed += 1
-            elif meta.is_complete() and meta.did_change():
-                changed += 1
-        status = (
-            f"[red]{failed} failed[/]"
-            if failed
-            else (f"[yellow]{changed} changed[/]" if changed else "[dim]no change[/]")
-        )
-        width = len(str(total))
-        console.print(
-            f"[dim][{self.done:>{width}}/{total}][/] {masking.mask(name)}  "
-            f"[dim]{hosts} host{'s' if hosts != 1 else ''}[/], {status}"
-        )
-
-
 class _UncheckedLocalHostKeys(logging.Filter):
     """Local containers get new host keys on reused loopback ports, so their keys are
     deliberately not checked (see mahaops/local/hosts.py); the warning is noise there."""
@@ -354,11 +386,9 @@ def main(argv: list[str]) -> int:
             connect_all(state)
             plan(state, roles, hosts)
             if not args.dry:
-                if not args.quiet and not args.verbose:
-                    state.add_callback_handler(Progress())
                 state.set_stage(StateStage.Execute)
-                with ctx_inventory.use(state.inventory):
-                    run_ops(state)
+                with ctx_state.use(state), ctx_inventory.use(state.inventory):
+                    execute(state, report=not args.quiet)
         except PyinfraError as exc:
             console.print(f"[red]error:[/] {exc}")
         except Exception as exc:  # a bug in a deploy: still report what ran

@@ -32,6 +32,15 @@ ROLES: tuple[Role, ...] = (
 )
 BASE = Role("base", "all", "Base system (every host)")
 
+# Converge phases: every host finishes a phase before any starts the next, so clients
+# find their servers ready; within a phase hosts do not wait for one another.
+PHASES: tuple[frozenset[str], ...] = (
+    frozenset({"base"}),
+    frozenset({"db", "cache", "log"}),
+    frozenset({"app", "worker"}),
+    frozenset({"lb"}),
+)
+
 ROLE_BY_NAME: dict[str, Role] = {r.name: r for r in (BASE, *ROLES)}
 ROLE_BY_GROUP: dict[str, Role] = {r.group: r for r in ROLES}
 GROUPS: tuple[str, ...] = tuple(r.group for r in ROLES)

@@ -55,7 +55,6 @@ def release_vars(s: ReleaseSettings) -> dict[str, Any]:
     redis_password = quote(secret("redis_password"), safe="")
     db_port = int(_peer_setting("db_servers", "postgresql_port", 5432))
     redis_port = int(_peer_setting("cache_servers", "redis_port", 6379))
-    redis_user = quote(str(_peer_setting("cache_servers", "redis_acl_user", "") or ""), safe="")
     db_host = s.app_database_host or _first("db_servers")
     redis_host = s.app_redis_host or _first("cache_servers")
     return {
@@ -65,7 +64,8 @@ def release_vars(s: ReleaseSettings) -> dict[str, Any]:
             f"/{s.app_database_name}"
         ),
         "app_redis_url": (
-            f"redis://{redis_user}:{redis_password}@{redis_host}:{redis_port}/{s.app_redis_db}"
+            # the cache role's ACL: clients are its default user, with redis_password
+            f"redis://:{redis_password}@{redis_host}:{redis_port}/{s.app_redis_db}"
         ),
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from collections.abc import Callable, Iterable
 from io import IOBase
 from pathlib import Path
@@ -546,15 +547,14 @@ class _Changed:
 
 
 def own_commands(operation: Any, **kwargs: Any) -> list[str]:
-    """The shell commands ``operation`` yields on a fresh host."""
-    from operations import release
-
-    saved = release.host
-    release.host = _FreshHost()  # type: ignore[assignment]
+    """The shell commands ``operation`` (one of this project's) yields on a fresh host."""
+    module = sys.modules[operation._inner.__module__]
+    saved = getattr(module, "host")  # noqa: B009 - pyinfra's context host, swapped for a stub
+    setattr(module, "host", _FreshHost())  # noqa: B010
     try:
         return [command.get_raw_value() for command in operation._inner(**kwargs)]
     finally:
-        release.host = saved
+        setattr(module, "host", saved)  # noqa: B010
 
 
 def _one_command(call: Call, commands: list[str]) -> str:
@@ -678,4 +678,35 @@ def release_pruned(call: Call) -> list[Task]:
     task = Task(call.name, "ansible.builtin.shell", {"cmd": command, "executable": "/bin/bash"})
     task.keywords["register"] = f"{call.role}_pruned_releases"
     task.keywords["changed_when"] = f"'pruned ' in {call.role}_pruned_releases.stdout"
+    return [task]
+
+
+@maps("operations.postgresql.role")
+def pg_scram_role(call: Call) -> list[Task]:
+    # The module compares the password with the stored SCRAM verifier itself, as the
+    # operation does; it runs as postgres over the local socket, as the operation's psql.
+    only(call, ["role", "password", "login", "connection_limit", "port"])
+    a = call.arguments
+    args = {
+        "name": a["role"],
+        "password": a["password"],
+        "role_attr_flags": "LOGIN" if a["login"] else "NOLOGIN",
+        "conn_limit": a["connection_limit"],
+        "login_port": a["port"],
+    }
+    task = Task(call.name, "community.postgresql.postgresql_user", args)
+    task.keywords.update(become_user="postgres", no_log=True)
+    return [task]
+
+
+@maps("operations.postgresql.reload")
+def pg_reload(call: Call) -> list[Task]:
+    # A handler (gated on the configuration changing): the operation's own command reloads,
+    # waits until the server has re-read its files, and restarts if a setting needs it.
+    from operations.postgresql import reload
+
+    only(call, ["service", "port"])
+    command = _one_command(call, own_commands(reload, **call.arguments))
+    task = Task(call.name, "ansible.builtin.shell", {"cmd": command})
+    task.keywords["changed_when"] = True
     return [task]

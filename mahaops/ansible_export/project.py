@@ -33,6 +33,11 @@ from mahaops.settings import GroupData, Settings, all_models, from_data
 from mahaops.templating import TEMPLATES
 
 SECRET_PREFIX = "maha_secret_"
+# community.postgresql's modules speak to the server through psycopg; pyinfra uses psql.
+PSYCOPG = {
+    "name": "PostgreSQL driver for Ansible's postgresql modules",
+    "ansible.builtin.apt": {"name": ["python3-psycopg2"], "state": "present"},
+}
 RETRY_DELAY = 5  # pyinfra's default _retry_delay (Config.RETRY_DELAY)
 FLUSH = {"name": "Apply the changes notified so far", "ansible.builtin.meta": "flush_handlers"}
 KIND_PRIORITY = 1  # ansible_group_priority: role groups override the kind overlay, as pyinfra
@@ -277,6 +282,10 @@ def _options(call: Call) -> dict[str, Any]:
             keywords["delay"] = call.options.get("_retry_delay", RETRY_DELAY)
         elif key == "_retry_delay":
             continue  # with _retries
+        elif key == "_chdir" and value == "/":
+            continue  # pyinfra's shell must not start in a directory become_user cannot enter
+        elif key == "_sudo" and value is True:
+            continue
         else:
             raise ExportError(f"{call.where()}: {key}={value!r} has no Ansible mapping")
     return keywords
@@ -368,6 +377,7 @@ class _RoleBuilder:
     registered: dict[str, list[str]]  # gating op hash -> variables its tasks register
     out: RoleOutput
     derived_from: dict[tuple[str, str], str] = field(default_factory=dict)
+    psycopg: bool = False  # the PostgreSQL driver community.postgresql needs is installed
 
     def notifier(self, handler: str, gates: list[str]) -> None:
         """At a handler's place: notify it when one of its gates changed (see build_role)."""
@@ -387,6 +397,7 @@ class _RoleBuilder:
     def add(self, op_hash: str, group: list[Call]) -> None:
         """The task(s) of one call site: one variant per distinct set of arguments."""
         first = group[0]
+        self._prerequisites(group)
         if first.operation == "server.shell" and not first.guards:
             raise ExportError(
                 f"{first.where()}: a command that runs on every converge cannot be idempotent; "
@@ -438,6 +449,13 @@ class _RoleBuilder:
                 else:
                     self.out.add_task(item)
 
+    def _prerequisites(self, group: list[Call]) -> None:
+        """What Ansible's modules need on the host that pyinfra's commands do not."""
+        modules = {task.module for call in group[:1] for task in to_tasks(call)}
+        if any(m.startswith("community.postgresql.") for m in modules) and not self.psycopg:
+            self.psycopg = True
+            self.out.add_task(dict(PSYCOPG))
+
     def registered_names(self) -> list[str]:
         return [v for names in self.registered.values() for v in names]
 
@@ -480,6 +498,8 @@ def _entry(
     entry: dict[str, Any] = {"name": capitalised(task.name), task.module: args}
     entry.update(plain(task.keywords))
     entry.update(_options(call))
+    if "become_user" in entry:
+        entry.setdefault("become", True)  # explicit beside become_user (partial-become)
     return entry
 
 

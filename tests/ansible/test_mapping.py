@@ -384,3 +384,26 @@ def test_pyinfra_retries_become_ansible_retries_until_success() -> None:
         "retries": 10,
         "delay": 3,
     }
+
+
+def test_a_postgresql_role_installs_the_driver_first_and_never_logs_its_password() -> None:
+    role = call(
+        "operations.postgresql.role",
+        "PostgreSQL user app",
+        role="app",
+        password="pw-secret",
+        login=True,
+        connection_limit=-1,
+        port=5432,
+    )
+    out = role_of([role])
+    assert out.tasks[0]["ansible.builtin.apt"] == {"name": ["python3-psycopg2"], "state": "present"}
+    user = out.tasks[1]
+    assert user["community.postgresql.postgresql_user"] == {
+        "name": "app",
+        "password": "pw-secret",
+        "role_attr_flags": "LOGIN",
+        "conn_limit": -1,
+        "login_port": 5432,
+    }
+    assert (user["become"], user["become_user"], user["no_log"]) == (True, "postgres", True)

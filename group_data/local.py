@@ -5,3 +5,5 @@
 apt_proxy = "http://host.docker.internal:3142"
 base_admin_cidrs = ["0.0.0.0/0"]  # SSH arrives from docker-proxy on 127.0.0.1 only
 log_backend = "rsyslog"  # Graylog's repositories are out of reach here; a central rsyslog is not
+# Seven hosts share this machine: size PostgreSQL for a small share of it, not all of it.
+postgresql_memory_mb = 1024

@@ -60,7 +60,15 @@ def group_settings(*groups: str) -> Callable[[type[S]], type[S]]:
 
 
 def models_for_group(group: str) -> list[type[Settings]]:
-    """Models checking ``group_data/<group>.py``: the group's own plus the platform-wide ones."""
+    """Models checking ``group_data/<group>.py``: the group's own plus the platform-wide ones.
+
+    An inventory kind's overlay (``local.py``, ``aws.py``) applies to every host of that
+    kind, so it may set any role's settings (e.g. a smaller database on a laptop).
+    """
+    from mahaops.roles import ENV_KINDS
+
+    if group in ENV_KINDS:
+        return all_models()
     _load_models()
     own = _GROUP_MODELS.get(group, [])
     shared = _GROUP_MODELS.get("all", [])

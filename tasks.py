@@ -158,6 +158,8 @@ for _task in (up, down, deploy, plan, hosts, bench, test, lint):
 from mahaops import release_tasks  # noqa: E402
 
 ns.add_task(release_tasks.build)
+ns.add_task(release_tasks.release)
+ns.add_task(release_tasks.rollback)
 
 # -- db (backups) -----------------------------------------------------------------------------
 from mahaops import db_tasks  # noqa: E402

@@ -36,7 +36,9 @@ class Testbed:
         self.home = Path(_HOME)
 
     def host(self, role: str, name: str | None = None) -> LocalHost:
-        return self.environment.create(role, name=name, image=self.image)
+        host = self.environment.create(role, name=name, image=self.image)
+        _created.append((self, host))
+        return host
 
     def deploy(
         self,
@@ -93,6 +95,21 @@ def testbed() -> Iterator[Testbed]:
         yield Testbed(environment, image)
     finally:
         environment.remove(volumes=True)
+
+
+# Hosts made during a test module, removed when the module ends: each systemd host holds
+# inotify instances and memory, and the whole suite would otherwise keep dozens alive.
+_created: list[tuple[Testbed, LocalHost]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_module_hosts() -> Iterator[None]:
+    start = len(_created)
+    yield
+    made = _created[start:]
+    del _created[start:]
+    for bed, host in made:
+        bed.environment.remove([host.name], volumes=True)
 
 
 @pytest.fixture(scope="session")

@@ -85,3 +85,27 @@ def ensure_engine(wait: float = 60.0) -> docker.DockerClient:
             return client
         time.sleep(0.5)
     raise EngineError(f"dockerd did not answer within {wait:.0f}s; see {DOCKERD_LOG}")
+
+
+# systemd in every host container takes inotify instances from the same (root) user; past
+# ~20 hosts the kernel's default of 128 runs out and new hosts exit at once.
+INOTIFY_MINIMUMS = {
+    "/proc/sys/fs/inotify/max_user_instances": 1024,
+    "/proc/sys/fs/inotify/max_user_watches": 524288,
+}
+
+
+def raise_inotify_limits() -> list[str]:
+    """Raise this machine's inotify limits for many systemd containers (root only).
+
+    Returns what it could not raise, for the caller to report.
+    """
+    short = []
+    for path, minimum in INOTIFY_MINIMUMS.items():
+        try:
+            current = int(Path(path).read_text())
+            if current < minimum:
+                Path(path).write_text(str(minimum))
+        except (OSError, ValueError):
+            short.append(f"{path} (want {minimum})")
+    return short

@@ -22,7 +22,7 @@ from docker.models.containers import Container
 from mahaops.inventory import HostSpec
 from mahaops.local import keys
 from mahaops.local.aptproxy import ensure_apt_proxy
-from mahaops.local.engine import ensure_engine
+from mahaops.local.engine import ensure_engine, raise_inotify_limits
 from mahaops.local.image import ensure_image
 from mahaops.roles import ROLE_BY_NAME, role
 
@@ -142,6 +142,8 @@ class Environment:
 
     def prepare(self, progress: Callable[[str], None] = lambda _m: None) -> str:
         """Engine, apt proxy, image and network ready; returns the host image tag."""
+        for limit in raise_inotify_limits():
+            progress(f"warning: could not raise {limit}; many hosts may fail to start")
         bridge = _gateway(self.client.networks.get("bridge").attrs)
         ensure_apt_proxy(bind=["127.0.0.1", bridge])
         tag = ensure_image(self.client, DEPLOY_USER, progress)

@@ -1,10 +1,12 @@
 """Imports every settings module so each registers its models with its groups."""
 
-from mahaops.settings import base  # noqa: F401
-from mahaops.settings import aws  # noqa: F401
-from mahaops.settings import db  # noqa: F401
-from mahaops.settings import cache  # noqa: F401
-from mahaops.settings import log  # noqa: F401
-from mahaops.settings import app  # noqa: F401
-from mahaops.settings import worker  # noqa: F401
-from mahaops.settings import lb  # noqa: F401
+from mahaops.settings import (
+    app,  # noqa: F401
+    aws,  # noqa: F401
+    base,  # noqa: F401
+    cache,  # noqa: F401
+    db,  # noqa: F401
+    lb,  # noqa: F401
+    log,  # noqa: F401
+    worker,  # noqa: F401
+)

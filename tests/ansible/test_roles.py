@@ -17,6 +17,8 @@ from mahaops.local.hosts import LocalHost
 from mahaops.local.platform import deployable_roles
 from mahaops.secrets import LocalSecretStore
 from tests.checks import app as app_checks
+from tests.checks import cache as cache_checks
+from tests.checks import db as db_checks
 from tests.checks import lb as lb_checks
 from tests.checks import log as log_checks
 from tests.checks import worker as worker_checks
@@ -25,8 +27,8 @@ from tests.conftest import Testbed, infra
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
 # Roles whose exported role is run and checked here (base: test_base.py). A role that
-# lands later (db, cache) joins this list with its checks once its export is verified.
-CHECKED = ("log", "app", "worker", "lb")
+# lands later joins this list with its checks once its export is verified.
+CHECKED = ("db", "cache", "log", "app", "worker", "lb")
 
 
 @dataclass
@@ -47,9 +49,26 @@ def platform(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Plat
     project = tmp_path_factory.mktemp("platform") / "project"
     exported = export(testbed.env, project, limit=names, overrides=backing)
     assert exported.ok, exported.output
+    again = export(testbed.env, project.with_name("again"), limit=names, overrides=backing)
+    assert again.ok, again.output
     first = run_playbook(project, limit=names)
     assert first.ok, first.output[-8000:]
+    db_checks.install_clients(testbed, hosts["app"])  # psql and redis-cli, as a client
     return Platform(project, hosts, first)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".ansible" not in p.relative_to(root).parts
+    }
+
+
+def test_exporting_every_role_twice_gives_byte_identical_trees(platform: Platform) -> None:
+    first, again = _tree(platform.project), _tree(platform.project.with_name("again"))
+    assert sorted(first) == sorted(again)
+    assert [path for path in first if first[path] != again[path]] == []
 
 
 def test_every_checked_deploy_is_exported_as_a_role(platform: Platform) -> None:
@@ -62,6 +81,21 @@ def test_exported_platform_passes_syntax_check_and_production_lint(platform: Pla
     for what in ("syntax", "lint"):
         proc = check(platform.project, what)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_exported_playbook_reaches_the_db_promises(testbed: Testbed, platform: Platform) -> None:
+    password = LocalSecretStore(testbed.env).get("postgresql_password_maha_app")
+    assert password, "the db deploy asks for the maha_app password"
+    db_checks.check_db(testbed, platform.hosts["db"], platform.hosts["app"], password)
+
+
+def test_exported_playbook_reaches_the_cache_promises(testbed: Testbed, platform: Platform) -> None:
+    store = LocalSecretStore(testbed.env)
+    password, admin = store.get("redis_password"), store.get("redis_admin_password")
+    assert password and admin, "the cache deploy asks for the Redis passwords"
+    cache_checks.check_cache(
+        testbed, platform.hosts["cache"], platform.hosts["app"], password, admin
+    )
 
 
 def test_exported_playbook_serves_the_release_on_the_app_server(platform: Platform) -> None:
@@ -121,7 +155,7 @@ def test_second_ansible_run_changes_nothing_but_the_export_time_release_tag(
     second = platform.again()
     assert second.ok, second.output[-8000:]
     changed = second.changed_tasks
-    for role in ("log", "lb"):
+    for role in ("db", "cache", "log", "lb"):
         assert changed.get(platform.hosts[role].name, []) == [], second.output[-8000:]
     for role in ("app", "worker"):
         assert set(changed.get(platform.hosts[role].name, [])) <= RELEASE_TAG, changed

@@ -151,6 +151,9 @@ def layout_settings(
 ) -> SettingsLayout:
     all_models()  # registers every model with its groups
     keys = exported_keys()
+    models: list[type[Settings]] = []
+    for group in ("all", *GROUPS):
+        models += [m for m in GROUP_MODELS.get(group, []) if m not in models]
     role_defaults: dict[str, dict[str, Any]] = {}
     group_vars: dict[str, dict[str, Any]] = {}
     for role in roles:
@@ -158,15 +161,16 @@ def layout_settings(
         prefix = f"{role.name}_"
         role_defaults[role.name] = {k: v for k, v in defaults.items() if k.startswith(prefix)}
         # ansible-lint wants a role's defaults prefixed by its name; the others (apt_proxy,
-        # redis_*...) are defaults of the role's group instead.
+        # redis_*...) go to group "all", the lowest group precedence, so that any group file
+        # (a kind overlay like local.py included) overrides them, as in pyinfra.
         unprefixed = {k: v for k, v in defaults.items() if not k.startswith(prefix)}
-        group_vars.setdefault(role.group, {}).update(unprefixed)
+        group_vars.setdefault("all", {}).update(unprefixed)
     for group, values in sorted(group_data.files.items()):
         wanted = {k: v for k, v in values.items() if k in keys}
         if not wanted:
             continue
         checked: dict[str, Any] = {}
-        for model in [*GROUP_MODELS.get("all", []), *GROUP_MODELS.get(group, [])]:
+        for model in models:  # a kind overlay (local.py) may set any role's settings
             subset = {k: v for k, v in wanted.items() if k in model.model_fields}
             if subset:
                 dumped = from_data(model, subset).model_dump(mode="json")

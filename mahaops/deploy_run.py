@@ -155,10 +155,15 @@ def plan(state: State, roles: list[Role], hosts: list[HostSpec]) -> None:
         state.current_op_file_number = number
         _planning_role[0] = role_.name
         with ctx_state.use(state), ctx_inventory.use(state.inventory):
-            for host in state.inventory.iter_activated_hosts():
-                if role_ in host_roles(specs[host.name]):
-                    with ctx_host.use(host):
-                        deploy_func()
+            # Hosts are planned side by side, as pyinfra's CLI does: a deploy's facts are
+            # round trips to its host, and ctx_host is greenlet-local.
+            targets = [
+                h
+                for h in state.inventory.iter_activated_hosts()
+                if role_ in host_roles(specs[h.name])
+            ]
+            greenlets = [state.pool.spawn(_plan_host, host, deploy_func) for host in targets]
+            gevent.joinall(greenlets, raise_error=True)
 
 
 def execute(state: State, report: bool) -> None:
@@ -219,6 +224,11 @@ def _run_host(state: State, host: Any, hashes: list[str], report: bool) -> None:
             return
     if current:
         line(current)
+
+
+def _plan_host(host: Any, deploy_func: Callable[[], None]) -> None:
+    with ctx_host.use(host):
+        deploy_func()
 
 
 def outcomes(state: State, dry: bool) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ import os
 import re
 import secrets as _random
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Protocol
 
@@ -110,25 +109,26 @@ def get_or_create(store: SecretStore, name: str, generate: Callable[[], str] = t
     return masking.register(value)
 
 
-_current: ContextVar[SecretStore | None] = ContextVar("maha_secret_store", default=None)
+# One store per deploy process; a plain global, since pyinfra runs deploys in greenlets
+# that do not inherit context variables.
+_current: list[SecretStore] = []
 
 
 @contextlib.contextmanager
 def using(store: SecretStore) -> Iterator[SecretStore]:
     """Make ``store`` the one deploys read from while the block runs."""
-    token_ = _current.set(store)
+    _current.append(store)
     try:
         yield store
     finally:
-        _current.reset(token_)
+        _current.pop()
 
 
 def secret(name: str, generate: Callable[[], str] = token) -> str:
     """For deploys: the current environment's secret ``name``, generated on first use."""
-    store = _current.get()
-    if store is None:
+    if not _current:
         raise RuntimeError("no secrets store in use: run deploys through mahaops.runner")
-    return get_or_create(store, name, generate)
+    return get_or_create(_current[-1], name, generate)
 
 
 def store_for(kind: str, env: str) -> SecretStore:

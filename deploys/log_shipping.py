@@ -9,33 +9,20 @@ while the log server is unreachable and delivers them when it returns.
 from __future__ import annotations
 
 import posixpath
-import re
-import shlex
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.server import Command
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, systemd
 
 from mahaops.context import addresses, host_roles, settings
 from mahaops.settings.log import LogShippingSettings
 from mahaops.templating import JINJA_ENV_KWARGS, template_path
-from operations.files import validated_template
+from operations.files import command_once, validated_template
 
 FORWARD_CONF = "/etc/rsyslog.d/90-maha-forward.conf"
 RELEASE_TABLE = "/var/lib/maha-log/release.json"
 RELEASE_SCRIPT = "/usr/local/sbin/maha-log-release"
-_RELEASE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def current_release(link: str) -> str:
-    """Name of the release ``link`` points to, as the release script computes it; "-" if none."""
-    quoted = shlex.quote(link)
-    target = host.get_fact(
-        Command, f't=$(readlink -f {quoted} 2>/dev/null) && [ -e "$t" ] && basename "$t" || true'
-    )
-    return _RELEASE_CHARS.sub("", (target or "").strip()) or "-"
 
 
 def template_vars(s: LogShippingSettings, log_server: str) -> dict[str, Any]:
@@ -45,7 +32,6 @@ def template_vars(s: LogShippingSettings, log_server: str) -> dict[str, Any]:
         "log_server": log_server,
         "log_host": host.name,
         "log_role": ",".join(host_roles()) or "base",
-        "log_release": current_release(s.log_release_link),
         "log_release_table": RELEASE_TABLE,
         "log_release_dir": posixpath.dirname(s.log_release_link),
     }
@@ -64,14 +50,6 @@ def log_shipping() -> None:
     tvars = template_vars(s, servers[0])  # one log server; more would need a failover action
 
     files.directory(name="Log shipping state directory", path="/var/lib/maha-log", mode="755")
-    table = files.template(
-        name="Record the app release for log lines",
-        src=template_path("log/release-table.json.j2"),
-        dest=RELEASE_TABLE,
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
-        **tvars,
-    )
     files.template(
         name="Release tagger script",
         src=template_path("log/maha-log-release.j2"),
@@ -103,6 +81,12 @@ def log_shipping() -> None:
         daemon_reload=True,
         _if=unit.did_change,
     )
+    # The tagger owns the table from here on; the deploy only makes sure it exists.
+    command_once(
+        name="Tag log lines with the current release",
+        command=RELEASE_SCRIPT,
+        creates=RELEASE_TABLE,
+    )
     systemd.service(
         name="Watch the release link", service="maha-log-release.path", running=True, enabled=True
     )
@@ -128,9 +112,4 @@ def log_shipping() -> None:
         service="rsyslog",
         restarted=True,
         _if=forward.did_change,
-    )
-    server.shell(  # rsyslog re-reads lookup tables on SIGHUP; no restart needed
-        name="Reload the release tag in rsyslog",
-        commands=["systemctl kill --signal=HUP --kill-whom=main rsyslog.service"],
-        _if=table.did_change,
     )

@@ -91,3 +91,30 @@ def validated_template(
     check = validate.replace("%s", q_candidate)
     yield StringCommand(f"{check} || {{ rm -f {q_candidate}; exit 1; }}")
     yield StringCommand(f"mv -f {q_candidate} {q_dest}")
+
+
+@operation()
+def command_once(command: str, creates: str):
+    """
+    Run a command once: only while the file it creates does not exist yet.
+
+    + command: the command to run (as root with the deploy's sudo)
+    + creates: path the command creates; its presence means the work is done
+
+    For state that a service on the host owns after the first run (so the deploy must
+    not keep rewriting it). Maps to Ansible's ``command`` with ``creates``.
+
+    **Example:**
+
+    .. code:: python
+
+        command_once(
+            name="Tag log lines with the current release",
+            command="/usr/local/sbin/maha-log-release",
+            creates="/var/lib/maha-log/release.json",
+        )
+    """
+    if host.get_fact(File, path=creates):
+        host.noop(f"{creates} exists")
+        return
+    yield StringCommand(command)

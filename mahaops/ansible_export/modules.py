@@ -563,6 +563,17 @@ def _one_command(call: Call, commands: list[str]) -> str:
     return commands[0]
 
 
+@maps("operations.files.command_once")
+def command_once(call: Call) -> list[Task]:
+    only(call, ["command", "creates"])
+    command = call.arguments["command"]
+    args: dict[str, Any] = (
+        {"cmd": command} if _SHELL_SYNTAX.search(command) else {"argv": shlex.split(command)}
+    )
+    module = "ansible.builtin.shell" if "cmd" in args else "ansible.builtin.command"
+    return [Task(call.name, module, {**args, "creates": call.arguments["creates"]})]
+
+
 @maps("operations.release.unpacked")
 def release_unpacked(call: Call) -> list[Task]:
     from operations.release import MARKER, unpacked

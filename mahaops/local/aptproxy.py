@@ -50,6 +50,10 @@ def ensure_apt_proxy(bind: list[str], wait: float = 20.0) -> None:
             "# Written by the Maha platform's set-up (mahaops/local/aptproxy.py).\n"
             f"Port: {PORT}\n"
             f"BindAddress: {' '.join(bind)}\n"
+            # Index files (dists/) pass straight through: refreshing a cached InRelease
+            # while several hosts ask for it at once can leave a client hanging for good.
+            # Packages (pool/) are what is worth caching.
+            "DontCacheRequested: /dists/\n"
         ),
     }
     changed = False

@@ -55,7 +55,10 @@ def backing_services(testbed: Any) -> dict[str, Any]:
     so the app tier's role tests do not depend on those roles. Returns the settings that
     point deploys at it.
     """
-    if testbed.env in _BACKING:
+    # Hosts made during a test module are removed when it ends (tests/conftest.py): reuse
+    # the stand-in only while it is still there.
+    alive = {h.name for h in testbed.environment.hosts()}
+    if testbed.env in _BACKING and "appdeps-1" in alive:
         return _BACKING[testbed.env]
     store = LocalSecretStore(testbed.env)
     host = testbed.host("base", name="appdeps-1")

@@ -214,7 +214,8 @@ def test_rows_survive_redeploy_restart_and_setting_changes(
         testbed.deploy(
             roles=["db"],
             limit=[tier.db.name],
-            overrides={"postgresql_work_mem": "8MB", "postgresql_shared_buffers": "256MB"},
+            # group_data/local.py sizes for 1 GiB, i.e. 256MB of shared buffers: ask for more
+            overrides={"postgresql_work_mem": "8MB", "postgresql_shared_buffers": "320MB"},
         )
     )
     assert restarted.ok, restarted.output
@@ -222,7 +223,7 @@ def test_rows_survive_redeploy_restart_and_setting_changes(
         "PostgreSQL | Tune PostgreSQL and listen on the private address",
         "PostgreSQL | Restart PostgreSQL for shared_buffers",
     ]
-    assert checks.superuser_sql(testbed, tier.db, "SHOW shared_buffers") == "256MB"
+    assert checks.superuser_sql(testbed, tier.db, "SHOW shared_buffers") == "320MB"
     assert checks.started_at(testbed, tier.db) != started
     assert rows() == "1000"
 

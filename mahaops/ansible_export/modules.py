@@ -97,6 +97,14 @@ def _template_source(call: Call, src: Any) -> str:
 _ANSIBLE_JINJA = {"trim_blocks": True, "lstrip_blocks": False, "keep_trailing_newline": True}
 
 
+def _template_task(call: Call, source: str, args: dict[str, Any]) -> Task:
+    """An ``ansible.builtin.template`` task carrying the template and what the deploy passed."""
+    template_vars = dict(call.arguments.get("data") or {})
+    return Task(
+        call.name, "ansible.builtin.template", args, template=source, template_vars=template_vars
+    )
+
+
 @maps("files.template")
 def template(call: Call) -> list[Task]:
     only(
@@ -118,15 +126,7 @@ def template(call: Call) -> list[Task]:
             args[key] = env[key]
     if not env["keep_trailing_newline"]:
         raise ExportError(f"{call.where()}: Ansible's template always keeps the last newline")
-    return [
-        Task(
-            call.name,
-            "ansible.builtin.template",
-            args,
-            template=source,
-            template_vars=dict(call.arguments.get("data") or {}),
-        )
-    ]
+    return [_template_task(call, source, args)]
 
 
 @maps("operations.files.validated_template")
@@ -142,15 +142,7 @@ def validated_template(call: Call) -> list[Task]:
         "mode": mode(call.arguments["mode"]),
         "validate": call.arguments["validate"],
     }
-    return [
-        Task(
-            call.name,
-            "ansible.builtin.template",
-            args,
-            template=source,
-            template_vars=dict(call.arguments.get("data") or {}),
-        )
-    ]
+    return [_template_task(call, source, args)]
 
 
 @maps("files.file")

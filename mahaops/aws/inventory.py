@@ -28,7 +28,7 @@ def hosts(
     loaded = load_environment(env, group_data)
     spec = loaded.spec
     session = session or make_session(spec.region, spec.profile)
-    ec2 = session.client("ec2", config=CLIENT_CONFIG)
+    ec2: Any = session.client("ec2", config=CLIENT_CONFIG)
     filters = [
         {"Name": "tag:Project", "Values": [loaded.project]},
         {"Name": "tag:Environment", "Values": [env]},

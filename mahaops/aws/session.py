@@ -79,7 +79,8 @@ class Clients:
         self.session = session
 
     def _client(self, service: str, region: str | None = None) -> Any:
-        return self.session.client(service, region_name=region, config=CLIENT_CONFIG)
+        session: Any = self.session  # service names are chosen at run time: untyped client
+        return session.client(service, region_name=region, config=CLIENT_CONFIG)
 
     @property
     def region(self) -> str:

@@ -37,7 +37,8 @@ def known_instance_types() -> frozenset[str]:
     import botocore.session
 
     model = botocore.session.get_session().get_service_model("ec2")
-    return frozenset(model.shape_for("InstanceType").enum)
+    shape: Any = model.shape_for("InstanceType")  # a StringShape; stubs type it as Shape
+    return frozenset(shape.enum)
 
 
 def _instance_type(value: str) -> str:

@@ -6,7 +6,7 @@ import json
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from mahaops.aws.secrets import SsmSecretStore
 from mahaops.aws.session import CLIENT_CONFIG
@@ -64,7 +64,7 @@ def _response(status: int, body: dict) -> AWSResponse:
         def stream(self, **_):
             yield json.dumps(body).encode()
 
-    return AWSResponse("https://ssm.eu-west-1.amazonaws.com/", status, {}, Raw())
+    return AWSResponse("https://ssm.eu-west-1.amazonaws.com/", status, HTTPHeaders(), Raw())
 
 
 def test_throttled_calls_are_retried(monkeypatch: pytest.MonkeyPatch):

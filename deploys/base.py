@@ -10,7 +10,6 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.server import Users
 from pyinfra.operations import apt, files, server, systemd
 
 from deploys.log_shipping import log_shipping
@@ -18,7 +17,7 @@ from mahaops import firewall
 from mahaops.context import addresses, host_roles, settings
 from mahaops.settings.base import BaseSettings
 from mahaops.templating import JINJA_ENV_KWARGS, template_path
-from operations.facts import IsContainer
+from operations.facts import IsContainer, Users
 from operations.files import validated_template
 
 PACKAGES = [

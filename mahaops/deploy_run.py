@@ -36,11 +36,12 @@ from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 from rich.console import Console
 from rich.table import Table
 
-from mahaops import masking, secrets
+from mahaops import factcache, masking, secrets
 from mahaops.inventory import HostSpec, discover, kind_of
 from mahaops.roles import BASE, PHASES, ROLE_BY_GROUP, ROLE_BY_NAME, ROLES, Role, role
 from mahaops.settings import DEFAULT_GROUP_DATA, GroupData, SettingsError, all_models, from_data
 from mahaops.settings import parse_overrides as parse_set
+from operations.facts import use_fast_users
 
 sys.stdout = cast(TextIO, masking.MaskingStream(cast(TextIO, sys.__stdout__)))
 sys.stderr = cast(TextIO, masking.MaskingStream(cast(TextIO, sys.__stderr__)))
@@ -226,6 +227,12 @@ def _run_host(state: State, host: Any, hashes: list[str], report: bool) -> None:
         line(current)
 
 
+def _asking_role(host: Any) -> str:
+    """The role whose operation (or deploy code, while planning) reads a fact now."""
+    op_hash = getattr(host, "current_op_hash", None)
+    return _op_roles.get(op_hash, "") if op_hash else _planning_role[0]
+
+
 def _plan_host(host: Any, deploy_func: Callable[[], None]) -> None:
     with ctx_host.use(host):
         deploy_func()
@@ -301,18 +308,25 @@ def summary(results: list[dict[str, Any]], dry: bool, elapsed: float) -> None:
     table.add_column("operations", justify="right")
     table.add_column(verb, justify="right")
     table.add_column("failed", justify="right")
+    facts = factcache.stats()
+    if facts:
+        table.add_column("facts batched / live", justify="right")
     hosts: dict[str, list[dict[str, Any]]] = {}
     for item in results:
         hosts.setdefault(item["host"], []).append(item)
     for host, items in hosts.items():
         changed = sum(i["status"] == "changed" for i in items)
         failed = sum(i["status"] in ("failed", "skipped") for i in items)
-        table.add_row(
+        row = [
             host,
             str(len(items)),
             f"[yellow]{changed}[/]" if changed else "0",
             f"[red]{failed}[/]" if failed else "0",
-        )
+        ]
+        if facts:
+            hits, misses = facts.get(host, (0, 0))
+            row.append(f"{hits} / {misses}")
+        table.add_row(*row)
     console.print(table)
     changed_ops = [i for i in results if i["status"] != "unchanged"]
     if changed_ops:
@@ -393,7 +407,10 @@ def main(argv: list[str]) -> int:
     results: list[dict[str, Any]] = []
     with secrets.using(secrets.store_for(kind, args.env)):
         try:
+            factcache.install(secrets.env_dir(args.env), role_of=_asking_role)
+            use_fast_users()
             connect_all(state)
+            factcache.prefetch(state, {r.name for r in roles})
             plan(state, roles, hosts)
             if not args.dry:
                 state.set_stage(StateStage.Execute)
@@ -407,6 +424,7 @@ def main(argv: list[str]) -> int:
         finally:
             results = outcomes(state, args.dry)
             disconnect_all(state)
+            factcache.save()
     unreachable = [h.name for h in state.inventory if h not in state.activated_hosts]
     if state.limit_hosts:
         unreachable = [n for n in unreachable if n in {h.name for h in state.limit_hosts}]
@@ -415,7 +433,14 @@ def main(argv: list[str]) -> int:
         console.print(f"[red]unreachable:[/] {name}")
     if args.json:
         args.json.write_text(
-            json.dumps({"dry": args.dry, "operations": results, "unreachable": unreachable})
+            json.dumps(
+                {
+                    "dry": args.dry,
+                    "operations": results,
+                    "unreachable": unreachable,
+                    "facts": factcache.stats(),
+                }
+            )
         )
     failed = unreachable or any(r["status"] in ("failed", "skipped") for r in results)
     return 1 if failed else 0

@@ -31,6 +31,7 @@ class DeployResult:
     operations: list[OpOutcome] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
     output: str = ""  # everything printed (stdout then stderr), already masked
+    facts: dict[str, tuple[int, int]] = field(default_factory=dict)  # host -> (batched, live)
 
     @property
     def ok(self) -> bool:
@@ -117,4 +118,5 @@ def run_deploy(
             data = json.loads(out.read_text())
             result.operations = [OpOutcome(**op) for op in data["operations"]]
             result.unreachable = list(data["unreachable"])
+            result.facts = {h: (int(b), int(v)) for h, (b, v) in data.get("facts", {}).items()}
         return result

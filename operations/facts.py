@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pyinfra.api import FactBase
+from pyinfra.facts import server as server_facts
+from pyinfra.operations import server as server_operations
 
 
 class IsContainer(FactBase[bool]):
@@ -24,3 +26,36 @@ class IsContainer(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[-1].strip() == "yes"
+
+
+class Users(server_facts.Users):
+    """
+    pyinfra's ``Users`` (same answer, same parser), read in one pass.
+
+    pyinfra's command forks five programs per account (``grep``, ``id`` twice,
+    ``lastlog``...): a quarter of a second of CPU on a stock Debian host, on every host
+    at every run. This one reads the account, group and shadow databases once, through
+    NSS as ``id`` does. ``lastlog`` is left out: no operation reads it.
+
+    .. code:: python
+
+        if "olduser" in host.get_fact(Users):
+            ...
+    """
+
+    def command(self) -> str:
+        return (
+            "{ getent group | sed 's/^/G:/'; getent shadow 2>/dev/null | sed 's/^/S:/'; "
+            "getent passwd | sed 's/^/P:/'; } | awk -F: '"
+            '$1 == "G" { name[$4] = $2; n = split($5, m, ",");'
+            ' for (i = 1; i <= n; i++) if (m[i] != "") extra[m[i]] = extra[m[i]] " " $2; next }'
+            ' $1 == "S" { pw[$2] = $3; next }'
+            ' $1 == "P" { g = ($5 in name) ? name[$5] : $5;'
+            ' print substr($0, 3) "|" g "|" g extra[$2] "||" pw[$2] }'
+            "'"
+        )
+
+
+def use_fast_users() -> None:
+    """Make pyinfra's ``server.user`` read ``Users`` through this module's one-pass command."""
+    server_operations.Users = Users  # type: ignore[misc]

@@ -46,6 +46,23 @@ def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:
     assert not unexplained, f"non-idempotent operations without a justification: {unexplained}"
 
 
+def test_a_file_edited_by_hand_since_the_last_run_is_put_back(testbed: Testbed, converged) -> None:
+    host, _ = converged
+    testbed.exec(
+        host, "chmod 644 /etc/sudoers.d/90-maha && echo '# by hand' >> /etc/ssh/sshd_config"
+    )
+    again = testbed.deploy(roles=["base"], limit=[host.name])
+    assert again.ok, again.output
+    batched, live = again.facts[host.name]
+    assert batched > live, "facts come from the batch read at the start of the run"
+    assert {op.name for op in again.changed} >= {
+        "Base | Allow sudo for admins",
+        "Base | Harden sshd",
+    }, [op.name for op in again.changed]
+    assert testbed.exec(host, "stat -c %a /etc/sudoers.d/90-maha").strip() == "440"
+    assert "# by hand" not in testbed.exec(host, "cat /etc/ssh/sshd_config")
+
+
 def test_root_login_is_refused_even_with_an_authorized_key(testbed: Testbed, converged) -> None:
     host, _ = converged
     testbed.exec(

@@ -232,7 +232,9 @@ def test_no_secret_appears_in_any_output(testbed: Testbed, tier: DataTier) -> No
     store = LocalSecretStore(testbed.env)
     secrets = [store.get(name) for name in ("postgresql_password_maha_app",)]
     assert all(secrets) and tier.outputs
-    for output in tier.outputs:
+    remembered = [p.read_text() for p in (testbed.home / testbed.env / "facts").glob("*.json")]
+    assert remembered, "deploys remember their fact commands"
+    for output in [*tier.outputs, *remembered]:
         for value in secrets:
             assert value and value not in output
 

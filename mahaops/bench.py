@@ -53,13 +53,18 @@ class PlatformFigures:
     fresh: dict[str, float]  # role -> seconds converging it on fresh hosts ("hosts": creating them)
     noop: dict[str, float]  # role -> seconds of a no-op converge of that role alone
     up_fresh: float  # hosts created and every role converged, as `invoke up` from nothing
-    up_noop: float  # a whole no-op `invoke up`
-    noop_deploy: float  # of which the one deploy run over all seven hosts
+    first_up_noop: float  # the first no-op `invoke up`: facts asked for the first time
+    first_noop_deploy: float  # (those of files made by the converge) are read live
+    up_noop: float  # then a whole no-op `invoke up` (median of the rounds)
+    noop_deploy: float  # of which the one deploy run over all seven hosts (median)
     changed_on_noop: int
 
 
-def measure_platform() -> PlatformFigures:
-    """The whole platform in a throw-away environment: from nothing, then a no-op `up`."""
+GOAL_NOOP_DEPLOY = 3.0  # seconds for the no-op deploy run of all seven hosts
+
+
+def measure_platform(rounds: int = 3) -> PlatformFigures:
+    """The whole platform in a throw-away environment: from nothing, then no-op `up`s."""
     from mahaops.local import platform
 
     env = Environment(f"bench{secrets.token_hex(2)}")
@@ -83,24 +88,38 @@ def measure_platform() -> PlatformFigures:
         up_fresh = time.perf_counter() - started
 
         quiet = Console(file=io.StringIO())
-        mark = time.perf_counter()
-        again = platform.up(env.env, console=quiet, capture=True, quiet=True)
-        up_noop = time.perf_counter() - mark
+        ups, deploys, changed = [], [], 0
+        for _ in range(rounds + 1):
+            mark = time.perf_counter()
+            again = platform.up(env.env, console=quiet, capture=True, quiet=True)
+            ups.append(time.perf_counter() - mark)
+            deploys.append(again.timings.get("deploy", 0.0))
+            changed += len(again.deploy.changed)
         noop = {}
         for role in deployable_roles():
-            mark = time.perf_counter()
-            run_deploy(env.env, roles=[role], quiet=True)
-            noop[role] = time.perf_counter() - mark
+            times = []
+            for _ in range(rounds):
+                mark = time.perf_counter()
+                run_deploy(env.env, roles=[role], quiet=True)
+                times.append(time.perf_counter() - mark)
+            noop[role] = statistics.median(times)
     finally:
         env.remove(volumes=True)
     return PlatformFigures(
-        fresh, noop, up_fresh, up_noop, again.timings.get("deploy", 0.0), len(again.deploy.changed)
+        fresh,
+        noop,
+        up_fresh,
+        ups[0],
+        deploys[0],
+        statistics.median(ups[1:]),
+        statistics.median(deploys[1:]),
+        changed,
     )
 
 
 def platform_table(figures: PlatformFigures) -> Table:
     table = Table(title="The whole platform (seven hosts)", title_justify="left")
-    for column in ("step", "from nothing", "no-op"):
+    for column in ("step", "from nothing", "no-op (median)"):
         table.add_column(column, justify="left" if column == "step" else "right")
     for step, seconds in figures.fresh.items():
         noop = figures.noop.get(step)
@@ -111,7 +130,17 @@ def platform_table(figures: PlatformFigures) -> Table:
         f"{figures.up_noop:.2f}s",
         end_section=True,
     )
-    table.add_row("of which the deploy run", "", f"{figures.noop_deploy:.2f}s")
+    colour = "green" if figures.noop_deploy < GOAL_NOOP_DEPLOY else "yellow"
+    table.add_row(
+        "of which the deploy run",
+        "",
+        f"[{colour}]{figures.noop_deploy:.2f}s[/] (goal {GOAL_NOOP_DEPLOY:.0f}s)",
+    )
+    table.add_row(
+        "first no-op up after converging",
+        "",
+        f"{figures.first_up_noop:.2f}s (deploy {figures.first_noop_deploy:.2f}s)",
+    )
     table.add_row("changed on no-op", "", str(figures.changed_on_noop))
     return table
 
@@ -121,7 +150,7 @@ def main(roles: list[str], rounds: int = 3) -> list[Figure]:
     console = Console()
     if "platform" in roles:
         with console.status("Timing the whole platform: up from nothing, then a no-op up"):
-            whole = measure_platform()
+            whole = measure_platform(rounds)
         console.print(platform_table(whole))
         roles = [r for r in roles if r != "platform"]
         if not roles:

@@ -23,6 +23,7 @@ The list lives in ``$MAHA_HOME/<env>/facts/<host>.json`` (0600). Deleting it is 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets as _random
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class _HostCache:
     misses: int = 0
 
 
+logger = logging.getLogger(__name__)
 _hosts: dict[str, _HostCache] = {}
 _store: list[Path] = []  # the environment's facts directory, once installed
 _role_of: list[Callable[[Host], str]] = []
@@ -240,6 +242,9 @@ def _prefetch_host(host: Host, roles: set[str]) -> None:
         cache.fact_depth += 1  # the batch itself changes nothing
         try:
             ok, output = _orig_run(host, StringCommand(script), **executor)
+        except Exception as exc:  # the facts are then read one by one, as pyinfra would
+            logger.debug("fact batch on %s failed: %s", host.name, exc)
+            continue
         finally:
             cache.fact_depth -= 1
         if not ok:
@@ -256,7 +261,11 @@ def prefetch(state: State, roles: set[str]) -> None:
     """Read the remembered fact commands of ``roles`` on every connected host, side by side."""
     if not _store:
         return
-    hosts = [h for h in state.inventory.iter_activated_hosts() if h.connected]
+    hosts = [
+        h
+        for h in state.inventory.iter_activated_hosts()
+        if h.connected and (not state.limit_hosts or h in state.limit_hosts)
+    ]
     gevent.joinall([state.pool.spawn(_prefetch_host, h, roles) for h in hosts], raise_error=True)
 
 
@@ -271,7 +280,7 @@ def save() -> None:
         if not keep:
             continue
         path = directory / f"{name}.json"
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(keep, out)

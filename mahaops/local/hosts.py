@@ -33,11 +33,20 @@ LABEL_ROLE = "maha.role"
 DEPLOY_USER = "maha"
 
 # Where a role keeps data that must outlive its container (`invoke down` keeps volumes).
-DATA_PATHS: dict[str, str] = {
-    "db": "/var/lib/postgresql",
-    "cache": "/var/lib/redis",
-    "log": "/var/log/maha-remote",
+# PostgreSQL's data is useless without the cluster's configuration beside it: Debian keeps
+# that in /etc, and its packages create no cluster where data already exists.
+DATA_PATHS: dict[str, tuple[str, ...]] = {
+    "db": ("/var/lib/postgresql", "/etc/postgresql"),
+    "cache": ("/var/lib/redis",),
+    "log": ("/var/log/maha-remote",),
 }
+
+
+def volume_name(container: str, path: str, index: int) -> str:
+    """``<container>-data`` for a role's first data path, ``-data-<path>`` for the others."""
+    return f"{container}-data" if index == 0 else f"{container}-data{path.replace('/', '-')}"
+
+
 # Container ports published on 127.0.0.1 for the operator, besides SSH.
 PUBLISHED: dict[str, tuple[int, ...]] = {"lb": (80,)}
 
@@ -177,11 +186,13 @@ class Environment:
         for port in publish if publish is not None else PUBLISHED.get(role_name, ()):
             ports[port] = ("127.0.0.1", None)
         volumes = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}}
-        if role_name in DATA_PATHS:
-            volume = f"{self.container_name(name)}-data"
-            if not self.client.volumes.list(filters={"name": volume}):
+        for index, path in enumerate(DATA_PATHS.get(role_name, ())):
+            volume = volume_name(self.container_name(name), path, index)
+            if not any(
+                v.name == volume for v in self.client.volumes.list(filters={"name": volume})
+            ):
                 self.client.volumes.create(volume, labels=self._labels(role_name))
-            volumes[volume] = {"bind": DATA_PATHS[role_name], "mode": "rw"}
+            volumes[volume] = {"bind": path, "mode": "rw"}
         container = self.client.containers.run(
             image,
             name=self.container_name(name),

@@ -228,6 +228,35 @@ def test_rows_survive_redeploy_restart_and_setting_changes(
     assert rows() == "1000"
 
 
+def test_rows_survive_the_host_being_replaced(testbed: Testbed, tier: DataTier) -> None:
+    """``invoke down`` then ``up``: a new container on the kept data volumes."""
+    secret = password(testbed)
+    code, out = checks.psql(
+        testbed,
+        tier.app,
+        tier.db.private_address,
+        "CREATE TABLE replaced AS SELECT g AS n FROM generate_series(1, 500) g",
+        password=secret,
+    )
+    assert code == 0, out
+
+    testbed.environment.remove([tier.db.name])  # the container goes, its volumes stay
+    tier.db = testbed.host("db", name=tier.db.name)
+    rebuilt = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+    assert rebuilt.ok, rebuilt.output
+
+    code, out = checks.psql(
+        testbed,
+        tier.app,
+        tier.db.private_address,
+        "SELECT count(*) FROM replaced",
+        password=secret,
+    )
+    assert (code, out.strip()) == (0, "500"), out
+    again = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+    assert again.ok and not again.changed, [op.name for op in again.changed]
+
+
 def test_no_secret_appears_in_any_output(testbed: Testbed, tier: DataTier) -> None:
     store = LocalSecretStore(testbed.env)
     secrets = [store.get(name) for name in ("postgresql_password_maha_app",)]

@@ -183,6 +183,7 @@ def db() -> None:
         cache_time=3600,
         no_recommends=True,
     )
+    pg.adopt_data(name="Adopt data kept from a former host", version=version)
 
     # -- configuration: tuning and who may connect ----------------------------------------
     conf_path = f"{conf_dir}/conf.d/90-maha.conf"

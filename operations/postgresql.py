@@ -215,3 +215,73 @@ def reload(service: str, port: int = 5432):
         f'for _ in $(seq 50); do [ "$({loaded})" != "$before" ] && break; sleep 0.1; done; '
         f'if [ -n "$({pending})" ]; then systemctl restart {unit}; fi'
     )
+
+
+# -- a data directory that outlived its host -----------------------------------------------
+
+
+def _cluster_paths(version: str | int, cluster: str) -> tuple[str, str]:
+    return f"/var/lib/postgresql/{version}/{cluster}", f"/etc/postgresql/{version}/{cluster}"
+
+
+class OrphanedData(FactBase[bool]):
+    """
+    Whether a cluster's data directory is there without its configuration: a replaced
+    host (or container) on a kept data volume. Debian's packages create no cluster there,
+    so the server would never start.
+
+    .. code:: python
+
+        if host.get_fact(OrphanedData, version="15", cluster="main"):
+            ...
+    """
+
+    def command(self, version: str | int, cluster: str = "main") -> str:
+        data, conf = map(shlex.quote, _cluster_paths(version, cluster))
+        return (
+            f"test -f {data}/PG_VERSION && ! test -f {conf}/postgresql.conf"
+            " && echo orphaned || echo ok"
+        )
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[-1].strip() == "orphaned"
+
+
+def adopt_command(version: str | int, cluster: str = "main") -> str:
+    """The shell command ``adopt_data`` runs; a no-op unless the data is orphaned."""
+    data, conf = map(shlex.quote, _cluster_paths(version, cluster))
+    scratch = shlex.quote(f"/var/lib/postgresql/{version}/.maha-adopt-{cluster}")
+    v, c = shlex.quote(str(version)), shlex.quote(cluster)
+    return (
+        f"test -f {data}/PG_VERSION || exit 0; test -f {conf}/postgresql.conf && exit 0; "
+        # pg_createcluster writes Debian's configuration for a fresh data directory; it is
+        # made in a scratch directory and pointed at the kept one, never touching it.
+        f"rmdir {conf} 2>/dev/null; rm -rf {scratch} && "
+        f"pg_createcluster -d {scratch} {v} {c} >/dev/null && "
+        f"pg_conftool {v} {c} set data_directory {data} && rm -rf {scratch} && "
+        # The postgres user of a new host may have another uid than the one that wrote it.
+        f"chown -R postgres:postgres {data} && systemctl daemon-reload"
+    )
+
+
+@operation()
+def adopt_data(version: str | int, cluster: str = "main"):
+    """
+    Give a data directory that outlived its host its cluster configuration back, so the
+    server starts on the kept data. The data itself is not touched (only its owner is
+    set to this host's ``postgres`` user); the role's templates then configure the
+    cluster as usual.
+
+    + version: PostgreSQL major, e.g. ``"15"``
+    + cluster: cluster name (Debian's default ``main``)
+
+    **Example:**
+
+    .. code:: python
+
+        adopt_data(name="Adopt kept data", version="15")
+    """
+    if not host.get_fact(OrphanedData, version=version, cluster=cluster):
+        host.noop(f"postgresql {version}/{cluster} has its configuration")
+        return
+    yield adopt_command(version, cluster)

@@ -702,6 +702,19 @@ def pg_scram_role(call: Call) -> list[Task]:
     return [task]
 
 
+@maps("operations.postgresql.adopt_data")
+def pg_adopt_data(call: Call) -> list[Task]:
+    # The command checks the same condition as the operation's fact, and does nothing
+    # where the cluster has its configuration (``creates``: the usual case, reported ok).
+    from operations.postgresql import adopt_command
+
+    only(call, ["version", "cluster"])
+    a = call.arguments
+    conf = f"/etc/postgresql/{a['version']}/{a.get('cluster', 'main')}/postgresql.conf"
+    command = adopt_command(a["version"], a.get("cluster", "main"))
+    return [Task(call.name, "ansible.builtin.shell", {"cmd": command, "creates": conf})]
+
+
 @maps("operations.postgresql.reload")
 def pg_reload(call: Call) -> list[Task]:
     # A handler (gated on the configuration changing): the operation's own command reloads,

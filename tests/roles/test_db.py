@@ -255,6 +255,27 @@ def test_rows_survive_the_host_being_replaced(testbed: Testbed, tier: DataTier) 
     assert (code, out.strip()) == (0, "500"), out
     again = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
     assert again.ok and not again.changed, [op.name for op in again.changed]
+    assert not tier.record(testbed.deploy(roles=["db"], limit=[tier.db.name], dry=True)).changed
+
+
+def test_kept_data_without_its_configuration_is_adopted(testbed: Testbed, tier: DataTier) -> None:
+    """Only the data volume kept (an EC2 instance replaced on its EBS data volume, or a
+    volume from before /etc/postgresql had one): the role rebuilds the configuration."""
+    secret = password(testbed)
+    container = testbed.environment.container_name(tier.db.name)
+    testbed.environment.remove([tier.db.name])
+    testbed.environment.client.volumes.get(f"{container}-data-etc-postgresql").remove()
+    tier.db = testbed.host("db", name=tier.db.name)
+
+    adopted = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+    assert adopted.ok, adopted.output
+    assert adopted.named("Adopt data kept from a former host")[0].status == "changed"
+    code, out = checks.psql(
+        testbed, tier.app, tier.db.private_address, "SELECT count(*) FROM replaced", password=secret
+    )
+    assert (code, out.strip()) == (0, "500"), out
+    again = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+    assert again.ok and not again.changed, [op.name for op in again.changed]
 
 
 def test_no_secret_appears_in_any_output(testbed: Testbed, tier: DataTier) -> None:

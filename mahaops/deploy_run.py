@@ -36,7 +36,7 @@ from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 from rich.console import Console
 from rich.table import Table
 
-from mahaops import factcache, masking, secrets
+from mahaops import factcache, masking, pyinfra_speedups, secrets
 from mahaops.inventory import HostSpec, discover, kind_of
 from mahaops.roles import BASE, PHASES, ROLE_BY_GROUP, ROLE_BY_NAME, ROLES, Role, role
 from mahaops.settings import DEFAULT_GROUP_DATA, GroupData, SettingsError, all_models, from_data
@@ -409,6 +409,7 @@ def main(argv: list[str]) -> int:
         try:
             factcache.install(secrets.env_dir(args.env), role_of=_asking_role)
             use_fast_users()
+            pyinfra_speedups.install()
             connect_all(state)
             factcache.prefetch(state, {r.name for r in roles})
             plan(state, roles, hosts)

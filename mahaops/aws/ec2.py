@@ -226,6 +226,7 @@ def _converge(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> s
     instance_id = str(instance["InstanceId"])
     want = ctx.spec.role(role).instance_type
     have = instance["InstanceType"]
+    _converge_root_volume(ctx, role, name, instance)
     if have == want:
         ctx.plan.record("EC2 instance", name, "no change", instance_id)
         return instance_id
@@ -233,6 +234,35 @@ def _converge(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> s
     if not ctx.dry:
         _resize(ctx, instance_id, want)
     return instance_id
+
+
+def _root_volume_id(instance: dict[str, Any]) -> str | None:
+    root = instance.get("RootDeviceName")
+    for mapping in instance.get("BlockDeviceMappings", []):
+        if mapping.get("DeviceName") == root and "Ebs" in mapping:
+            return str(mapping["Ebs"]["VolumeId"])
+    return None
+
+
+def _converge_root_volume(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> None:
+    """Grow the root volume to ``disk_gb`` online; EBS volumes never shrink."""
+    volume_id = _root_volume_id(instance)
+    if volume_id is None or pending(str(instance["InstanceId"])):
+        return
+    want = ctx.spec.role(role).disk_gb
+    have = int(ctx.clients.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Size"])
+    if have == want:
+        ctx.plan.record("EBS root volume", name, "no change", f"{have} GB")
+    elif have > want:
+        ctx.plan.record(
+            "EBS root volume", name, "no change", f"{have} GB kept: EBS cannot shrink to {want} GB"
+        )
+    else:
+        # Online: the instance keeps running. Debian's cloud-init grows the partition and
+        # file system at boot (growpart, resizefs), or now with `growpart` + `resize2fs`.
+        ctx.plan.record("EBS root volume", name, "update", f"{have} GB → {want} GB, online")
+        if not ctx.dry:
+            ctx.clients.ec2.modify_volume(VolumeId=volume_id, Size=want)
 
 
 def _resize(ctx: Context, instance_id: str, instance_type: str) -> None:

@@ -60,6 +60,32 @@ def test_root_volumes_are_encrypted_gp3_of_the_described_size(aws, provision_qa)
     assert (volume["VolumeType"], volume["Encrypted"], volume["Size"]) == ("gp3", True, 80)
 
 
+def _root_size(aws, role):
+    instance = _instances(aws, role)[0]
+    volume_id = instance["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    return instance["InstanceId"], aws.client("ec2").describe_volumes(VolumeIds=[volume_id])[
+        "Volumes"
+    ][0]["Size"]
+
+
+def test_a_larger_disk_grows_the_root_volume_in_place_and_a_smaller_one_is_refused(
+    aws, provision_qa
+):
+    provision_qa(roles={"db": {"count": 1, "disk_gb": 50}})
+    before, _ = _root_size(aws, "db")
+
+    grown = provision_qa(roles={"db": {"count": 1, "disk_gb": 80}})
+    change = next(c for c in grown.plan if c.kind == "EBS root volume" and "db" in c.name)
+    assert (change.action, change.detail) == ("update", "50 GB → 80 GB, online")
+    assert _root_size(aws, "db") == (before, 80)  # the same instance, its volume grown
+
+    shrunk = provision_qa(roles={"db": {"count": 1, "disk_gb": 40}})
+    change = next(c for c in shrunk.plan if c.kind == "EBS root volume" and "db" in c.name)
+    assert change.action == "no change" and "cannot shrink" in change.detail
+    assert _root_size(aws, "db") == (before, 80)
+    assert not provision_qa(roles={"db": {"count": 1, "disk_gb": 80}}).plan.changed
+
+
 def test_only_app_servers_and_workers_wear_the_uploads_role(aws, provision_qa):
     provision_qa()
     for instance in _instances(aws):
@@ -92,7 +118,9 @@ def test_changing_an_instance_type_resizes_in_place(aws, provision_qa):
     provision_qa()
     before = _instances(aws, "cache")[0]["InstanceId"]
     result = provision_qa(roles={"cache": {"count": 1, "instance_type": "t3.large"}})
-    change = next(c for c in result.plan if c.name == "maha-qa-cache-1")
+    change = next(
+        c for c in result.plan if c.kind == "EC2 instance" and c.name == "maha-qa-cache-1"
+    )
     assert change.action == "update" and "t3.large" in change.detail
     after = _instances(aws, "cache")[0]
     assert (after["InstanceId"], after["InstanceType"]) == (before, "t3.large")

@@ -88,12 +88,14 @@ def for_run(tarball: str = "") -> Release:
 RELEASE_ROLES = ("app", "worker")
 
 
-def _members(env: str, group: str) -> list[str]:
+def _members(env: str, group: str) -> list[tuple[str, str | None]]:
+    """(name, EC2 instance id on AWS, else None) of the env's hosts in ``group``."""
     from mahaops.inventory import discover, kind_of
     from mahaops.settings import GroupData
 
     kind = kind_of(env, GroupData().files)
-    return sorted(h.name for h in discover(kind, env) if group in h.groups)
+    hosts = sorted((h for h in discover(kind, env) if group in h.groups), key=lambda h: h.name)
+    return [(h.name, h.data.get("instance_id") if kind == "aws" else None) for h in hosts]
 
 
 def deploy(
@@ -106,17 +108,18 @@ def deploy(
 
     App servers one at a time, so the others keep serving while one restarts; the first
     whose check fails switches back by itself and stops the rollout. Workers move only
-    once every app server runs the release healthily.
+    once every app server runs the release healthily. On AWS the next app server only
+    goes once the load balancer sends traffic to the previous one again.
     """
     from mahaops.runner import run_deploy
 
     built = for_run(str(tarball)) if tarball else current_build()
     settings = {**(overrides or {}), "app_release_tarball": str(built.tarball)}
-    steps: list[tuple[str, list[str]]] = [
-        ("app", [name]) for name in _members(env, "app_servers")
-    ] + [("worker", [])]
+    steps: list[tuple[str, list[str], str | None]] = [
+        ("app", [name], instance_id) for name, instance_id in _members(env, "app_servers")
+    ] + [("worker", [], None)]
     result = None
-    for role_name, limit in steps:
+    for role_name, limit, instance_id in steps:
         step = run_deploy(env, roles=[role_name], limit=limit, overrides=settings, capture=capture)
         if result is None:
             result = step
@@ -124,9 +127,25 @@ def deploy(
             result.operations += step.operations
             result.output += step.output
             result.returncode = step.returncode
+        if step.ok and instance_id:
+            step.returncode, note = _back_in_service(env, limit[0], instance_id)
+            result.returncode = step.returncode
+            result.output += note
+            print(note, end="", flush=True)
         if not step.ok:
             break
     return built, result
+
+
+def _back_in_service(env: str, name: str, instance_id: str) -> tuple[int, str]:
+    from mahaops.aws.elb import wait_in_service
+    from mahaops.aws.plan import ProvisionError
+
+    try:
+        wait_in_service(env, [instance_id])
+    except ProvisionError as exc:
+        return 1, f"Load balancer: {name} not back in service, rollout stopped: {exc}\n"
+    return 0, f"Load balancer: {name} back in service\n"
 
 
 def rollback(env: str, capture: bool = False) -> Any:

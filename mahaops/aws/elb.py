@@ -9,7 +9,8 @@ WebSocket connections stay open.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -201,12 +202,14 @@ def wait_healthy(
     elbv2: Any,
     tg_arn: str,
     *,
+    instance_ids: Sequence[str] = (),
     timeout: float = 600,
     interval: float = 15,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Wait until every registered target is healthy; after ``timeout`` s, say which are not.
+    """Wait until every registered target (or those of ``instance_ids``) is healthy; after
+    ``timeout`` s, say which are not.
 
     Run after the app is deployed (a fresh instance has nothing listening yet)::
 
@@ -214,7 +217,10 @@ def wait_healthy(
     """
     deadline = clock() + timeout
     while True:
-        descriptions = elbv2.describe_target_health(TargetGroupArn=tg_arn)[
+        which: dict[str, Any] = (
+            {"Targets": [{"Id": i} for i in instance_ids]} if instance_ids else {}
+        )
+        descriptions = elbv2.describe_target_health(TargetGroupArn=tg_arn, **which)[
             "TargetHealthDescriptions"
         ]
         unhealthy = [d for d in descriptions if d["TargetHealth"]["State"] != "healthy"]
@@ -308,3 +314,39 @@ def _listener_text(listener: dict[str, Any]) -> str:
     action = listener["DefaultActions"][0]
     target = "redirect to HTTPS" if action["Type"] == "redirect" else "forward to app servers"
     return f"{listener['Protocol']}: {target}"
+
+
+def wait_in_service(
+    env: str,
+    instance_ids: Sequence[str],
+    *,
+    session: Any = None,
+    group_data: Path | None = None,
+    timeout: float = 300,
+    interval: float = 5,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """After a rolling step on AWS: wait until the load balancer sends traffic to these
+    app servers again, so the next one only leaves once this one is back."""
+    from mahaops.aws.config import load_environment
+    from mahaops.aws.session import CLIENT_CONFIG, make_session
+    from mahaops.settings import DEFAULT_GROUP_DATA
+
+    loaded = load_environment(env, group_data or DEFAULT_GROUP_DATA)
+    session = session or make_session(loaded.spec.region, loaded.spec.profile)
+    elbv2 = session.client("elbv2", config=CLIENT_CONFIG)
+    name = f"{loaded.project}-{env}-app"
+    groups = _absent(elbv2.describe_target_groups, "TargetGroupNotFound", Names=[name])
+    if not groups:
+        raise ProvisionError(f"no target group {name}: is {env} provisioned?")
+    arn = groups["TargetGroups"][0]["TargetGroupArn"]
+    wait_healthy(
+        elbv2,
+        arn,
+        instance_ids=instance_ids,
+        timeout=timeout,
+        interval=interval,
+        sleep=sleep,
+        clock=clock,
+    )

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from mahaops.aws.elb import wait_healthy
+from mahaops.aws.elb import wait_healthy, wait_in_service
 from mahaops.aws.plan import ProvisionError
 
 from .conftest import REGION
@@ -146,3 +146,40 @@ def test_waiting_ends_as_soon_as_targets_are_healthy():
         stub.add_response("describe_target_health", _health("healthy"), {"TargetGroupArn": TG})
         wait_healthy(elb, TG, timeout=60, interval=1, sleep=lambda _: None)
         stub.assert_no_pending_responses()
+
+
+def _app_ids(aws) -> list[str]:
+    reservations = aws.client("ec2").describe_instances(
+        Filters=[
+            {"Name": "tag:Role", "Values": ["app"]},
+            {"Name": "tag:Environment", "Values": ["qa"]},
+        ]
+    )["Reservations"]
+    return sorted(i["InstanceId"] for r in reservations for i in r["Instances"])
+
+
+def test_a_rolling_step_waits_for_its_app_server_to_be_back_in_service(
+    aws, provision_qa, write_group_data
+):
+    provision_qa()
+    group_data = write_group_data()
+    app_ids = _app_ids(aws)
+    assert len(app_ids) == 2
+    wait_in_service("qa", app_ids[:1], session=aws, group_data=group_data, sleep=lambda _: None)
+
+    # An instance the load balancer does not send to (not registered) never comes back.
+    elb = aws.client("elbv2")
+    tg = elb.describe_target_groups(Names=["maha-qa-app"])["TargetGroups"][0]["TargetGroupArn"]
+    elb.deregister_targets(TargetGroupArn=tg, Targets=[{"Id": app_ids[1]}])
+    clock = iter(range(0, 1000, 30))
+    with pytest.raises(ProvisionError) as caught:
+        wait_in_service(
+            "qa",
+            app_ids[1:],
+            session=aws,
+            group_data=group_data,
+            timeout=60,
+            sleep=lambda _: None,
+            clock=lambda: next(clock),
+        )
+    assert f"{app_ids[1]}" in str(caught.value) and "not healthy after 60 s" in str(caught.value)

@@ -140,7 +140,9 @@ def test_wrong_type_in_group_data_stops_before_any_host_is_touched(
     shutil.copytree(PROJECT_ROOT / "group_data", group_data)
     with (group_data / "all.py").open("a") as handle:
         handle.write('\nbase_ssh_max_auth_tries = "many"\n')
-    since = testbed.exec(host, "date +%s").strip()
+    # From the next whole second on: `date +%s` rounds down, and the previous
+    # test's own logins may share the current second.
+    since = int(testbed.exec(host, "date +%s")) + 1
     time.sleep(1)
 
     result = testbed.deploy(roles=["base"], limit=[host.name], group_data=group_data)

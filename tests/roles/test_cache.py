@@ -169,7 +169,9 @@ def test_maxmemory_that_is_not_a_size_stops_before_any_host_is_touched(
     shutil.copytree(PROJECT_ROOT / "group_data", group_data)
     with (group_data / "cache_servers.py").open("a") as handle:
         handle.write('\nredis_maxmemory = "lots"\n')
-    since = testbed.exec(tier.cache, "date +%s").strip()
+    # From the next whole second on: `date +%s` rounds down, and the previous
+    # test's own logins may share the current second.
+    since = int(testbed.exec(tier.cache, "date +%s")) + 1
     time.sleep(1)
 
     result = testbed.deploy(roles=["cache"], limit=[tier.cache.name], group_data=group_data)

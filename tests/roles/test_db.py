@@ -339,7 +339,9 @@ def test_unsupported_major_stops_before_any_host_is_touched(
     shutil.copytree(PROJECT_ROOT / "group_data", group_data)
     with (group_data / "db_servers.py").open("a") as handle:
         handle.write(f"\n{line}\n")
-    since = testbed.exec(tier.db, "date +%s").strip()
+    # From the next whole second on: `date +%s` rounds down, and the previous
+    # test's own logins may share the current second.
+    since = int(testbed.exec(tier.db, "date +%s")) + 1
     time.sleep(1)
 
     result = testbed.deploy(roles=["db"], limit=[tier.db.name], group_data=group_data)

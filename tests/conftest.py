@@ -11,6 +11,7 @@ import os
 import secrets as _random
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,37 @@ def infra(host: LocalHost) -> Any:
     import testinfra
 
     return testinfra.get_host(f"docker://{host.container}")
+
+
+@dataclass
+class ServiceTier:
+    """A data-tier server (db, cache), an app server it must admit and an outsider (base
+    only) it must refuse, both with the PostgreSQL and Redis clients. Every deploy's
+    output is kept, for the checks that no secret was ever printed."""
+
+    server: LocalHost
+    app: LocalHost
+    outsider: LocalHost
+    outputs: list[str] = field(default_factory=list)
+
+    def record(self, result: DeployResult) -> DeployResult:
+        self.outputs.append(result.output)
+        return result
+
+
+def service_tier(testbed: Testbed, role: str, prefix: str) -> tuple[ServiceTier, DeployResult]:
+    """Hosts ``<prefix>-app-1``, ``<prefix>-out-1`` and ``<prefix>-<role>-1``, converged."""
+    from tests.checks.db import install_clients
+
+    # The clients exist before the server's deploy, so its access rules list the app server.
+    app = testbed.host("app", name=f"{prefix}-app-1")
+    outsider = testbed.host("base", name=f"{prefix}-out-1")
+    server = testbed.host(role, name=f"{prefix}-{role}-1")
+    tier = ServiceTier(server, app, outsider)
+    first = tier.record(
+        testbed.deploy(roles=["base", role], limit=[server.name, app.name, outsider.name])
+    )
+    assert first.ok, first.output
+    for client in (app, outsider):
+        install_clients(testbed, client)
+    return tier, first

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from mahaops import PROJECT_ROOT
-from mahaops.local.hosts import LocalHost
-from mahaops.runner import DeployResult
 from mahaops.secrets import LocalSecretStore
 from tests.checks import cache as checks
-from tests.checks.db import install_clients
-from tests.conftest import Testbed
+from tests.conftest import ServiceTier, Testbed, service_tier
 
 pytestmark = pytest.mark.testbed
 
@@ -27,18 +23,6 @@ JUSTIFIED_NON_IDEMPOTENT = {
 }
 
 
-@dataclass
-class CacheTier:
-    cache: LocalHost
-    app: LocalHost  # in app_servers: a client Redis must admit
-    outsider: LocalHost  # base only: the firewall keeps it away
-    outputs: list[str] = field(default_factory=list)  # every deploy's captured output
-
-    def record(self, result: DeployResult) -> DeployResult:
-        self.outputs.append(result.output)
-        return result
-
-
 def passwords(testbed: Testbed) -> tuple[str, str]:
     store = LocalSecretStore(testbed.env)
     password, admin = store.get("redis_password"), store.get("redis_admin_password")
@@ -47,32 +31,25 @@ def passwords(testbed: Testbed) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tier(testbed: Testbed) -> CacheTier:
-    app = testbed.host("app", name="cat-app-1")
-    outsider = testbed.host("base", name="cat-out-1")
-    cache = testbed.host("cache", name="cat-cache-1")
-    tier = CacheTier(cache, app, outsider)
-    first = tier.record(
-        testbed.deploy(roles=["base", "cache"], limit=[cache.name, app.name, outsider.name])
-    )
-    assert first.ok, first.output
-    for client in (app, outsider):
-        install_clients(testbed, client)
+def tier(testbed: Testbed) -> ServiceTier:
+    tier, _ = service_tier(testbed, "cache", "cat")
     return tier
 
 
-def test_fresh_host_converges_to_the_cache_promises(testbed: Testbed, tier: CacheTier) -> None:
+def test_fresh_host_converges_to_the_cache_promises(testbed: Testbed, tier: ServiceTier) -> None:
     password, admin = passwords(testbed)
-    checks.check_cache(testbed, tier.cache, tier.app, password, admin)
+    checks.check_cache(testbed, tier.server, tier.app, password, admin)
 
 
-def test_kernel_settings_are_left_to_the_container_host(testbed: Testbed, tier: CacheTier) -> None:
-    present = testbed.exec(tier.cache, "ls /etc/sysctl.d/ /etc/systemd/system/")
+def test_kernel_settings_are_left_to_the_container_host(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    present = testbed.exec(tier.server, "ls /etc/sysctl.d/ /etc/systemd/system/")
     assert "90-maha-redis.conf" not in present and "maha-thp-never" not in present
 
 
-def test_second_converge_changes_nothing(testbed: Testbed, tier: CacheTier) -> None:
-    second = tier.record(testbed.deploy(roles=["base", "cache"], limit=[tier.cache.name]))
+def test_second_converge_changes_nothing(testbed: Testbed, tier: ServiceTier) -> None:
+    second = tier.record(testbed.deploy(roles=["base", "cache"], limit=[tier.server.name]))
     assert second.ok, second.output
     assert [op.name for op in second.changed] == []
     used = {op.operation for op in second.operations if not op.idempotent}
@@ -81,22 +58,22 @@ def test_second_converge_changes_nothing(testbed: Testbed, tier: CacheTier) -> N
 
 
 def test_hosts_outside_app_servers_and_workers_cannot_reach_redis(
-    testbed: Testbed, tier: CacheTier
+    testbed: Testbed, tier: ServiceTier
 ) -> None:
     password, _ = passwords(testbed)
     code, out = checks.redis(
-        testbed, tier.outsider, tier.cache.private_address, "PING", password=password
+        testbed, tier.outsider, tier.server.private_address, "PING", password=password
     )
     assert code != 0 and "PONG" not in out, out
 
 
-def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: CacheTier) -> None:
-    before = testbed.exec(tier.cache, "sha1sum /etc/redis/redis.conf")
+def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: ServiceTier) -> None:
+    before = testbed.exec(tier.server, "sha1sum /etc/redis/redis.conf")
 
     plan = tier.record(
         testbed.deploy(
             roles=["cache"],
-            limit=[tier.cache.name],
+            limit=[tier.server.name],
             dry=True,
             overrides={"redis_maxmemory": "128mb"},
         )
@@ -109,14 +86,14 @@ def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: Cach
     ]
     assert "Will modify /etc/redis/redis.conf" in plan.output
     assert "- maxmemory 256mb" in plan.output and "+ maxmemory 128mb" in plan.output
-    assert testbed.exec(tier.cache, "sha1sum /etc/redis/redis.conf") == before
+    assert testbed.exec(tier.server, "sha1sum /etc/redis/redis.conf") == before
 
 
 def test_keys_survive_redeploy_restart_and_setting_changes(
-    testbed: Testbed, tier: CacheTier
+    testbed: Testbed, tier: ServiceTier
 ) -> None:
     password, _ = passwords(testbed)
-    address = tier.cache.private_address
+    address = tier.server.private_address
 
     def get(key: str) -> str:
         code, out = checks.redis(testbed, tier.app, address, "GET", key, password=password)
@@ -129,17 +106,17 @@ def test_keys_survive_redeploy_restart_and_setting_changes(
     assert code == 0 and out.strip() == "OK", out
     checks.redis(testbed, tier.app, address, "RPUSH", "queue", "a", "b", password=password)
 
-    again = tier.record(testbed.deploy(roles=["cache"], limit=[tier.cache.name]))
+    again = tier.record(testbed.deploy(roles=["cache"], limit=[tier.server.name]))
     assert again.ok and not again.changed, again.output
     assert get("job:1") == "queued"
 
-    testbed.exec(tier.cache, "systemctl restart redis-server")
+    testbed.exec(tier.server, "systemctl restart redis-server")
     time.sleep(0.5)
     assert get("job:1") == "queued"
 
     changed = tier.record(
         testbed.deploy(
-            roles=["cache"], limit=[tier.cache.name], overrides={"redis_maxmemory": "128mb"}
+            roles=["cache"], limit=[tier.server.name], overrides={"redis_maxmemory": "128mb"}
         )
     )
     assert changed.ok, changed.output
@@ -154,7 +131,7 @@ def test_keys_survive_redeploy_restart_and_setting_changes(
     assert out.split() == ["a", "b"]
 
 
-def test_no_secret_appears_in_any_output(testbed: Testbed, tier: CacheTier) -> None:
+def test_no_secret_appears_in_any_output(testbed: Testbed, tier: ServiceTier) -> None:
     secrets = passwords(testbed)
     assert tier.outputs
     for output in tier.outputs:
@@ -163,7 +140,7 @@ def test_no_secret_appears_in_any_output(testbed: Testbed, tier: CacheTier) -> N
 
 
 def test_maxmemory_that_is_not_a_size_stops_before_any_host_is_touched(
-    testbed: Testbed, tier: CacheTier, tmp_path: Path
+    testbed: Testbed, tier: ServiceTier, tmp_path: Path
 ) -> None:
     group_data = tmp_path / "group_data"
     shutil.copytree(PROJECT_ROOT / "group_data", group_data)
@@ -171,14 +148,16 @@ def test_maxmemory_that_is_not_a_size_stops_before_any_host_is_touched(
         handle.write('\nredis_maxmemory = "lots"\n')
     # From the next whole second on: `date +%s` rounds down, and the previous
     # test's own logins may share the current second.
-    since = int(testbed.exec(tier.cache, "date +%s")) + 1
+    since = int(testbed.exec(tier.server, "date +%s")) + 1
     time.sleep(1)
 
-    result = testbed.deploy(roles=["cache"], limit=[tier.cache.name], group_data=group_data)
+    result = testbed.deploy(roles=["cache"], limit=[tier.server.name], group_data=group_data)
 
     assert result.returncode == 2
     output = " ".join(result.output.split())
     assert "cache_servers.py: redis_maxmemory:" in output and "is not a Redis size" in output
     assert result.operations == []
-    logins = testbed.exec(tier.cache, f"journalctl -u ssh --since @{since} --no-pager", check=False)
+    logins = testbed.exec(
+        tier.server, f"journalctl -u ssh --since @{since} --no-pager", check=False
+    )
     assert "Accepted publickey" not in logins

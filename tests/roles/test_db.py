@@ -7,17 +7,14 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from mahaops import PROJECT_ROOT
-from mahaops.local.hosts import LocalHost
-from mahaops.runner import DeployResult
 from mahaops.secrets import LocalSecretStore
 from tests.checks import db as checks
-from tests.conftest import Testbed
+from tests.conftest import ServiceTier, Testbed, service_tier
 
 pytestmark = pytest.mark.testbed
 
@@ -28,47 +25,34 @@ JUSTIFIED_NON_IDEMPOTENT = {
 }
 
 
-@dataclass
-class DataTier:
-    db: LocalHost
-    app: LocalHost  # in app_servers: a client PostgreSQL must admit
-    outsider: LocalHost  # base only: in no group PostgreSQL admits
-    outputs: list[str] = field(default_factory=list)  # every deploy's captured output
-
-    def record(self, result: DeployResult) -> DeployResult:
-        self.outputs.append(result.output)
-        return result
-
-
 def password(testbed: Testbed) -> str:
     value = LocalSecretStore(testbed.env).get("postgresql_password_maha_app")
     assert value, "the db deploy did not create the maha_app password"
     return value
 
 
-@pytest.fixture(scope="module")
-def tier(testbed: Testbed) -> DataTier:
-    # The app server exists before the db deploy, so pg_hba.conf lists it.
-    app = testbed.host("app", name="dbt-app-1")
-    outsider = testbed.host("base", name="dbt-out-1")
-    db = testbed.host("db", name="dbt-db-1")
-    tier = DataTier(db, app, outsider)
-    first = tier.record(
-        testbed.deploy(roles=["base", "db"], limit=[db.name, app.name, outsider.name])
+def app_sql(testbed: Testbed, tier: ServiceTier, sql: str) -> str:
+    """``sql`` as the app's database user, from the app server; it must succeed."""
+    code, out = checks.psql(
+        testbed, tier.app, tier.server.private_address, sql, password=password(testbed)
     )
-    assert first.ok, first.output
-    assert first.named("Restart PostgreSQL", host=db.name), "new settings need a restart"
-    for client in (app, outsider):
-        checks.install_clients(testbed, client)
+    assert code == 0, out
+    return out.strip()
+
+
+@pytest.fixture(scope="module")
+def tier(testbed: Testbed) -> ServiceTier:
+    tier, first = service_tier(testbed, "db", "dbt")
+    assert first.named("Restart PostgreSQL", host=tier.server.name), "new settings need a restart"
     return tier
 
 
-def test_fresh_host_converges_to_the_db_promises(testbed: Testbed, tier: DataTier) -> None:
-    checks.check_db(testbed, tier.db, tier.app, password(testbed))
+def test_fresh_host_converges_to_the_db_promises(testbed: Testbed, tier: ServiceTier) -> None:
+    checks.check_db(testbed, tier.server, tier.app, password(testbed))
 
 
-def test_second_converge_changes_nothing(testbed: Testbed, tier: DataTier) -> None:
-    second = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+def test_second_converge_changes_nothing(testbed: Testbed, tier: ServiceTier) -> None:
+    second = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.server.name]))
     assert second.ok, second.output
     assert [op.name for op in second.changed] == []
     used = {op.operation for op in second.operations if not op.idempotent}
@@ -77,34 +61,39 @@ def test_second_converge_changes_nothing(testbed: Testbed, tier: DataTier) -> No
 
 
 def test_hosts_outside_app_servers_and_workers_are_refused(
-    testbed: Testbed, tier: DataTier
+    testbed: Testbed, tier: ServiceTier
 ) -> None:
     # The firewall drops them first...
     assert "timeout expired" in checks.outsider_error(
-        testbed, tier.db, tier.outsider, password(testbed)
+        testbed, tier.server, tier.outsider, password(testbed)
     )
     # ...and with the port opened to everyone, pg_hba.conf still refuses them.
     opened = tier.record(
         testbed.deploy(
-            roles=["base"], limit=[tier.db.name], overrides={"base_firewall_extra_ports": [5432]}
+            roles=["base"],
+            limit=[tier.server.name],
+            overrides={"base_firewall_extra_ports": [5432]},
         )
     )
     assert opened.ok, opened.output
     try:
-        refused = checks.outsider_error(testbed, tier.db, tier.outsider, password(testbed))
+        refused = checks.outsider_error(testbed, tier.server, tier.outsider, password(testbed))
         assert "no pg_hba.conf entry" in refused, refused
     finally:
-        closed = tier.record(testbed.deploy(roles=["base"], limit=[tier.db.name]))
+        closed = tier.record(testbed.deploy(roles=["base"], limit=[tier.server.name]))
         assert closed.ok, closed.output
 
 
-def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: DataTier) -> None:
+def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: ServiceTier) -> None:
     conf = "/etc/postgresql/15/main/conf.d/90-maha.conf"
-    before = testbed.exec(tier.db, f"sha1sum {conf}")
+    before = testbed.exec(tier.server, f"sha1sum {conf}")
 
     plan = tier.record(
         testbed.deploy(
-            roles=["db"], limit=[tier.db.name], dry=True, overrides={"postgresql_work_mem": "8MB"}
+            roles=["db"],
+            limit=[tier.server.name],
+            dry=True,
+            overrides={"postgresql_work_mem": "8MB"},
         )
     )
 
@@ -115,51 +104,41 @@ def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: Data
     ]
     assert f"Will modify {conf}" in plan.output
     assert "+ work_mem = 8MB" in plan.output and "- work_mem = " in plan.output
-    assert testbed.exec(tier.db, f"sha1sum {conf}") == before
+    assert testbed.exec(tier.server, f"sha1sum {conf}") == before
 
 
-def test_backup_and_restore_bring_rows_back(testbed: Testbed, tier: DataTier) -> None:
+def test_backup_and_restore_bring_rows_back(testbed: Testbed, tier: ServiceTier) -> None:
     secret = password(testbed)
-    code, out = checks.psql(
+    app_sql(
         testbed,
-        tier.app,
-        tier.db.private_address,
+        tier,
         "CREATE TABLE IF NOT EXISTS campaigns (id int PRIMARY KEY, name text);"
         "INSERT INTO campaigns VALUES (1, 'spring'), (2, 'summer') ON CONFLICT DO NOTHING",
-        password=secret,
     )
-    assert code == 0, out
 
-    backup = invoke("db.backup", "--env", testbed.env, "--host", tier.db.name)
+    backup = invoke("db.backup", "--env", testbed.env, "--host", tier.server.name)
     assert backup.returncode == 0, backup.stdout + backup.stderr
     assert "maha-" in backup.stdout and ".dump" in backup.stdout
 
     # Damage: rows gone, table altered, another table dropped.
-    code, out = checks.psql(
+    app_sql(
         testbed,
-        tier.app,
-        tier.db.private_address,
+        tier,
         "DELETE FROM campaigns WHERE id = 1; ALTER TABLE campaigns ADD COLUMN junk int",
-        password=secret,
     )
-    assert code == 0, out
 
-    unconfirmed = invoke("db.restore", "--env", testbed.env, "--host", tier.db.name)
+    unconfirmed = invoke("db.restore", "--env", testbed.env, "--host", tier.server.name)
     assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr + unconfirmed.stdout
 
-    restore = invoke("db.restore", "--env", testbed.env, "--host", tier.db.name, "--yes")
+    restore = invoke("db.restore", "--env", testbed.env, "--host", tier.server.name, "--yes")
     assert restore.returncode == 0, restore.stdout + restore.stderr
-    code, out = checks.psql(
-        testbed,
-        tier.app,
-        tier.db.private_address,
-        "SELECT string_agg(name, ',' ORDER BY id) FROM campaigns",
-        password=secret,
+    assert (
+        app_sql(testbed, tier, "SELECT string_agg(name, ',' ORDER BY id) FROM campaigns")
+        == "spring,summer"
     )
-    assert (code, out.strip()) == (0, "spring,summer")
     columns = checks.superuser_sql(
         testbed,
-        tier.db,
+        tier.server,
         "SELECT count(*) FROM information_schema.columns WHERE table_name = 'campaigns'",
         database="maha",
     )
@@ -168,52 +147,42 @@ def test_backup_and_restore_bring_rows_back(testbed: Testbed, tier: DataTier) ->
 
 
 def test_rows_survive_redeploy_restart_and_setting_changes(
-    testbed: Testbed, tier: DataTier
+    testbed: Testbed, tier: ServiceTier
 ) -> None:
-    secret = password(testbed)
 
     def rows() -> str:
-        code, out = checks.psql(
-            testbed, tier.app, tier.db.private_address, "SELECT count(*) FROM keep", password=secret
-        )
-        assert code == 0, out
-        return out.strip()
+        return app_sql(testbed, tier, "SELECT count(*) FROM keep")
 
-    code, out = checks.psql(
-        testbed,
-        tier.app,
-        tier.db.private_address,
-        "CREATE TABLE keep AS SELECT g AS n FROM generate_series(1, 1000) g",
-        password=secret,
-    )
-    assert code == 0, out
+    app_sql(testbed, tier, "CREATE TABLE keep AS SELECT g AS n FROM generate_series(1, 1000) g")
 
-    again = tier.record(testbed.deploy(roles=["db"], limit=[tier.db.name]))
+    again = tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name]))
     assert again.ok and not again.changed, again.output
     assert rows() == "1000"
 
-    testbed.exec(tier.db, "systemctl restart postgresql@15-main")
+    testbed.exec(tier.server, "systemctl restart postgresql@15-main")
     assert rows() == "1000"
 
     # A reload-only setting reloads: the server keeps running.
-    started = checks.started_at(testbed, tier.db)
+    started = checks.started_at(testbed, tier.server)
     reloaded = tier.record(
-        testbed.deploy(roles=["db"], limit=[tier.db.name], overrides={"postgresql_work_mem": "8MB"})
+        testbed.deploy(
+            roles=["db"], limit=[tier.server.name], overrides={"postgresql_work_mem": "8MB"}
+        )
     )
     assert reloaded.ok, reloaded.output
     assert [op.name for op in reloaded.changed] == [
         "PostgreSQL | Tune PostgreSQL and listen on the private address",
         "PostgreSQL | Reload PostgreSQL for new settings",
     ]
-    assert checks.superuser_sql(testbed, tier.db, "SHOW work_mem") == "8MB"
-    assert checks.started_at(testbed, tier.db) == started
+    assert checks.superuser_sql(testbed, tier.server, "SHOW work_mem") == "8MB"
+    assert checks.started_at(testbed, tier.server) == started
     assert rows() == "1000"
 
     # A restart-only setting restarts, and says why.
     restarted = tier.record(
         testbed.deploy(
             roles=["db"],
-            limit=[tier.db.name],
+            limit=[tier.server.name],
             # group_data/local.py sizes for 1 GiB, i.e. 256MB of shared buffers: ask for more
             overrides={"postgresql_work_mem": "8MB", "postgresql_shared_buffers": "320MB"},
         )
@@ -223,62 +192,45 @@ def test_rows_survive_redeploy_restart_and_setting_changes(
         "PostgreSQL | Tune PostgreSQL and listen on the private address",
         "PostgreSQL | Restart PostgreSQL for shared_buffers",
     ]
-    assert checks.superuser_sql(testbed, tier.db, "SHOW shared_buffers") == "320MB"
-    assert checks.started_at(testbed, tier.db) != started
+    assert checks.superuser_sql(testbed, tier.server, "SHOW shared_buffers") == "320MB"
+    assert checks.started_at(testbed, tier.server) != started
     assert rows() == "1000"
 
 
-def test_rows_survive_the_host_being_replaced(testbed: Testbed, tier: DataTier) -> None:
+def test_rows_survive_the_host_being_replaced(testbed: Testbed, tier: ServiceTier) -> None:
     """``invoke down`` then ``up``: a new container on the kept data volumes."""
-    secret = password(testbed)
-    code, out = checks.psql(
-        testbed,
-        tier.app,
-        tier.db.private_address,
-        "CREATE TABLE replaced AS SELECT g AS n FROM generate_series(1, 500) g",
-        password=secret,
-    )
-    assert code == 0, out
+    app_sql(testbed, tier, "CREATE TABLE replaced AS SELECT g AS n FROM generate_series(1, 500) g")
 
-    testbed.environment.remove([tier.db.name])  # the container goes, its volumes stay
-    tier.db = testbed.host("db", name=tier.db.name)
-    rebuilt = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+    testbed.environment.remove([tier.server.name])  # the container goes, its volumes stay
+    tier.server = testbed.host("db", name=tier.server.name)
+    rebuilt = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.server.name]))
     assert rebuilt.ok, rebuilt.output
 
-    code, out = checks.psql(
-        testbed,
-        tier.app,
-        tier.db.private_address,
-        "SELECT count(*) FROM replaced",
-        password=secret,
-    )
-    assert (code, out.strip()) == (0, "500"), out
-    again = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+    assert app_sql(testbed, tier, "SELECT count(*) FROM replaced") == "500"
+    again = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.server.name]))
     assert again.ok and not again.changed, [op.name for op in again.changed]
-    assert not tier.record(testbed.deploy(roles=["db"], limit=[tier.db.name], dry=True)).changed
+    assert not tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name], dry=True)).changed
 
 
-def test_kept_data_without_its_configuration_is_adopted(testbed: Testbed, tier: DataTier) -> None:
+def test_kept_data_without_its_configuration_is_adopted(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
     """Only the data volume kept (an EC2 instance replaced on its EBS data volume, or a
     volume from before /etc/postgresql had one): the role rebuilds the configuration."""
-    secret = password(testbed)
-    container = testbed.environment.container_name(tier.db.name)
-    testbed.environment.remove([tier.db.name])
+    container = testbed.environment.container_name(tier.server.name)
+    testbed.environment.remove([tier.server.name])
     testbed.environment.client.volumes.get(f"{container}-data-etc-postgresql").remove()
-    tier.db = testbed.host("db", name=tier.db.name)
+    tier.server = testbed.host("db", name=tier.server.name)
 
-    adopted = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+    adopted = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.server.name]))
     assert adopted.ok, adopted.output
     assert adopted.named("Adopt data kept from a former host")[0].status == "changed"
-    code, out = checks.psql(
-        testbed, tier.app, tier.db.private_address, "SELECT count(*) FROM replaced", password=secret
-    )
-    assert (code, out.strip()) == (0, "500"), out
-    again = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.db.name]))
+    assert app_sql(testbed, tier, "SELECT count(*) FROM replaced") == "500"
+    again = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.server.name]))
     assert again.ok and not again.changed, [op.name for op in again.changed]
 
 
-def test_no_secret_appears_in_any_output(testbed: Testbed, tier: DataTier) -> None:
+def test_no_secret_appears_in_any_output(testbed: Testbed, tier: ServiceTier) -> None:
     store = LocalSecretStore(testbed.env)
     secrets = [store.get(name) for name in ("postgresql_password_maha_app",)]
     assert all(secrets) and tier.outputs
@@ -333,7 +285,7 @@ def test_other_majors_come_from_pgdg_planned_on_a_fresh_host(testbed: Testbed) -
     ],
 )
 def test_unsupported_major_stops_before_any_host_is_touched(
-    testbed: Testbed, tier: DataTier, tmp_path: Path, line: str, message: str
+    testbed: Testbed, tier: ServiceTier, tmp_path: Path, line: str, message: str
 ) -> None:
     group_data = tmp_path / "group_data"
     shutil.copytree(PROJECT_ROOT / "group_data", group_data)
@@ -341,16 +293,18 @@ def test_unsupported_major_stops_before_any_host_is_touched(
         handle.write(f"\n{line}\n")
     # From the next whole second on: `date +%s` rounds down, and the previous
     # test's own logins may share the current second.
-    since = int(testbed.exec(tier.db, "date +%s")) + 1
+    since = int(testbed.exec(tier.server, "date +%s")) + 1
     time.sleep(1)
 
-    result = testbed.deploy(roles=["db"], limit=[tier.db.name], group_data=group_data)
+    result = testbed.deploy(roles=["db"], limit=[tier.server.name], group_data=group_data)
 
     assert result.returncode == 2
     output = " ".join(result.output.split())
     assert "db_servers.py: postgresql_version:" in output and message in output, output
     assert result.operations == []
-    logins = testbed.exec(tier.db, f"journalctl -u ssh --since @{since} --no-pager", check=False)
+    logins = testbed.exec(
+        tier.server, f"journalctl -u ssh --since @{since} --no-pager", check=False
+    )
     assert "Accepted publickey" not in logins
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase
 from pyinfra.facts import server as server_facts
-from pyinfra.operations import server as server_operations
 
 
 class IsContainer(FactBase[bool]):
@@ -54,8 +53,3 @@ class Users(server_facts.Users):
             ' print substr($0, 3) "|" g "|" g extra[$2] "||" pw[$2] }'
             "'"
         )
-
-
-def use_fast_users() -> None:
-    """Make pyinfra's ``server.user`` read ``Users`` through this module's one-pass command."""
-    server_operations.Users = Users  # type: ignore[misc]

@@ -3,14 +3,14 @@ converge, stopped after planning, and every operation it asked for is read back 
 arguments. Facts the deploys read (container or not, existing users) come from the real
 hosts; nothing is changed on them.
 
-Imports ``mahaops.deploy_run`` (and with it gevent's monkey patching): only ever run in
-the exporter's own process, ``python -m mahaops.ansible_export``.
+Plans with the runner's ``state`` and ``engine`` (no side effects on import); gevent's
+monkey patching is the exporter's own entry point's (``python -m mahaops.ansible_export``).
+Where each operation was called from comes from ``mahaops.pyinfra_hooks``.
 """
 
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,64 +20,55 @@ from pyinfra.api.arguments import all_argument_meta
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.operation import OperationMeta
 
-from mahaops import PROJECT_ROOT, deploy_run, secrets
+from mahaops import PROJECT_ROOT, pyinfra_hooks, secrets
 from mahaops.ansible_export.model import Call, ExportError, Host
 from mahaops.ansible_export.project import Recording, SecretSource
 from mahaops.inventory import HostSpec, discover, kind_of
 from mahaops.local.platform import deployable_roles
 from mahaops.roles import Role, role
+from mahaops.runner.engine import plan
+from mahaops.runner.state import apply_limit, build_state, check_limit
 from mahaops.settings import GroupData
 
 # -- where each operation was called from (deploy file:line), keyed by op hash ---------------
 _locations: dict[str, str] = {}
-_pending: list[str] = []
 _DEPLOYS = PROJECT_ROOT / "deploys"
 
 
-def _call_site() -> str:
+def _locate(added: pyinfra_hooks.AddedOperation) -> None:
     """Where the deploy called the operation: ``deploys/worker.py:40 > deploys/app.py:200``."""
-    frame = sys._getframe(2)
+    if added.op_hash in _locations:
+        return
     sites: list[str] = []
+    frame = added.caller
     while frame is not None:
         path = Path(frame.f_code.co_filename)
         if path.is_relative_to(_DEPLOYS):
             sites.append(f"{path.relative_to(PROJECT_ROOT)}:{frame.f_lineno}")
         frame = frame.f_back  # type: ignore[assignment]
-    return " > ".join(reversed(sites)) or "?"
+    _locations[added.op_hash] = " > ".join(reversed(sites)) or "?"
 
-
-_name_before = deploy_run.pyinfra_operation.generate_operation_name
-_meta_before = deploy_run.pyinfra_operation.ensure_shared_op_meta
-
-
-def _located_name(func: Any, host: Any, kwargs: Any, global_arguments: Any) -> Any:
-    _pending.append(_call_site())
-    return _name_before(func, host, kwargs, global_arguments)
-
-
-def _located_meta(state: Any, op_hash: str, *args: Any) -> Any:
-    if _pending:
-        _locations.setdefault(op_hash, _pending.pop())
-    return _meta_before(state, op_hash, *args)
-
-
-setattr(deploy_run.pyinfra_operation, "generate_operation_name", _located_name)  # noqa: B010
-setattr(deploy_run.pyinfra_operation, "ensure_shared_op_meta", _located_meta)  # noqa: B010
 
 # -- which secrets the deploys asked for ------------------------------------------------------
-_asked: dict[str, str] = {}
-_get_or_create = secrets.get_or_create
 
 
-def _recording_get_or_create(
-    store: secrets.SecretStore, name: str, generate: Callable[[], str] = secrets.token
-) -> str:
-    value = _get_or_create(store, name, generate)
-    _asked[name] = value
-    return value
+class _Asked:
+    """A secrets store that remembers each secret the deploys read or made."""
 
+    def __init__(self, store: secrets.SecretStore) -> None:
+        self.store = store
+        self.env = store.env
+        self.asked: dict[str, str] = {}
 
-secrets.get_or_create = _recording_get_or_create
+    def get(self, name: str) -> str | None:
+        value = self.store.get(name)
+        if value is not None:
+            self.asked[name] = value
+        return value
+
+    def put(self, name: str, value: str) -> None:
+        self.store.put(name, value)
+        self.asked[name] = value
 
 
 # -- hosts -------------------------------------------------------------------------------------
@@ -115,12 +106,6 @@ def to_host(spec: HostSpec) -> Host:
 # -- calls -------------------------------------------------------------------------------------
 
 
-def _closure(generator: Callable[..., Any]) -> dict[str, Any]:
-    """The variables pyinfra's per-host command generator closes over (func, args, kwargs)."""
-    cells = generator.__closure__ or ()
-    return dict(zip(generator.__code__.co_freevars, (c.cell_contents for c in cells), strict=True))
-
-
 def _operation_name(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{func.__name__}".removeprefix("pyinfra.operations.")
 
@@ -130,12 +115,12 @@ def _guards(value: Any, where: str) -> tuple[str, ...]:
         return ()
     hashes = []
     for guard in value if isinstance(value, list) else [value]:
-        owner = getattr(guard, "__self__", None)
-        if not isinstance(owner, OperationMeta) or guard.__name__ != "did_change":
+        owner = pyinfra_hooks.did_change_owner(guard)
+        if owner is None:
             raise ExportError(
                 f"{where}: only _if=<operation>.did_change becomes a handler notification"
             )
-        hashes.append(owner._hash)
+        hashes.append(pyinfra_hooks.op_hash_of(owner))
     return tuple(hashes)
 
 
@@ -146,7 +131,7 @@ def _triggers(value: Any) -> tuple[str, ...]:
         and value
         and all(isinstance(v, OperationMeta) for v in value)
     ):
-        return tuple(v._hash for v in value)
+        return tuple(pyinfra_hooks.op_hash_of(v) for v in value)
     return ()
 
 
@@ -161,10 +146,9 @@ def calls_of(state: State, roles: Sequence[Role]) -> list[Call]:
             op_data = state.ops.get(host, {}).get(op_hash)
             if op_data is None:
                 continue
-            closure = _closure(op_data.command_generator)
-            func = closure["func"]
+            func, args, kwargs = pyinfra_hooks.operation_call(op_data)
             signature = inspect.signature(func)
-            bound = signature.bind(*closure["args"], **closure["kwargs"])
+            bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             operation = _operation_name(func)
             globals_ = {**op_data.global_arguments, **op_meta.global_arguments}
@@ -212,19 +196,17 @@ def record(
     specs = discover(kind, env)
     if not specs:
         raise ExportError(f"no hosts in environment {env!r} (is it up? `invoke up`)")
-    if limit:
-        known = {s.name for s in specs} | {g for s in specs for g in s.groups}
-        unknown = set(limit) - known
-        if unknown:
-            raise ExportError(f"--limit: no host or group named {', '.join(sorted(unknown))}")
+    check_limit(limit, specs)
     wanted = {role(name).name for name in roles}  # raises on an unknown role
     selected = [role(n) for n in deployable_roles() if not wanted or n in wanted]
-    state = deploy_run.build_state(specs, group_data, overrides or {}, dry=False)
-    if limit:
-        state.limit_hosts = [
-            h for h in state.inventory if h.name in limit or set(h.groups) & set(limit)
-        ]
-    store = secrets.store_for(kind, env)
+    state = build_state(specs, group_data, overrides or {}, dry=False)
+    apply_limit(state, limit)
+    try:
+        pyinfra_hooks.install()
+    except pyinfra_hooks.PyinfraVersionError as exc:
+        raise ExportError(str(exc)) from None
+    pyinfra_hooks.on_operation_added(_locate)
+    store = _Asked(secrets.store_for(kind, env))
     with secrets.using(store):
         try:
             connect_all(state)
@@ -232,7 +214,7 @@ def record(
             down = sorted(h.name for h in targets if h not in state.activated_hosts)
             if down:
                 raise ExportError(f"unreachable: {', '.join(down)}")
-            deploy_run.plan(state, selected, specs)
+            plan(state, selected, specs)
             calls = calls_of(state, selected)
         finally:
             disconnect_all(state)
@@ -244,7 +226,7 @@ def record(
         roles=[r.name for r in selected],
         hosts=[to_host(s) for s in sorted(specs, key=lambda s: s.name) if s.name in recorded],
         calls=calls,
-        secrets=dict(sorted(_asked.items())),
+        secrets=dict(sorted(store.asked.items())),
         group_data=group_data,
         secret_source=SecretSource(kind, env, local_file),
         overrides=dict(overrides or {}),

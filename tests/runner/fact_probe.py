@@ -6,25 +6,29 @@ an operation's command removes PATH and the fact is asked again. Separate proces
 because pyinfra's gevent patching must come first.
 """
 
-from mahaops import deploy_run  # noqa: I001  (gevent's patching first)
+from gevent import monkey
 
+monkey.patch_all()
+
+# ruff: noqa: E402
 import json
 import sys
-
 
 from pyinfra.api.command import StringCommand
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.files import File
 
-from mahaops import factcache, secrets
+from mahaops import secrets
 from mahaops.local.hosts import inventory_hosts
+from mahaops.runner import factcache
+from mahaops.runner.state import build_state
 from mahaops.settings import DEFAULT_GROUP_DATA, GroupData
 
 
 def main(env: str, name: str, path: str, then_remove: bool) -> dict[str, object]:
     specs = [h for h in inventory_hosts(env) if h.name == name]
-    state = deploy_run.build_state(specs, GroupData(DEFAULT_GROUP_DATA), {}, dry=False)
+    state = build_state(specs, GroupData(DEFAULT_GROUP_DATA), {}, dry=False)
     factcache.install(secrets.env_dir(env))
     connect_all(state)
     factcache.prefetch(state, {""})

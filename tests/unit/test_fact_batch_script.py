@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from mahaops import factcache
+from mahaops.runner import factcache
 
 # Shapes of output pyinfra's facts produce, and the ways a command can end.
 COMMANDS = [

@@ -8,7 +8,7 @@ import pyinfra
 import pytest
 from pyinfra.api import arguments, util
 
-from mahaops import pyinfra_speedups
+from mahaops import pyinfra_hooks as pyinfra_speedups
 
 
 def _both(state):

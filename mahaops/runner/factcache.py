@@ -33,12 +33,11 @@ from typing import Any
 
 import gevent
 from pyinfra.api import State
-from pyinfra.api import facts as _pyinfra_facts
-from pyinfra.api.command import FunctionCommand, StringCommand
+from pyinfra.api.command import StringCommand
 from pyinfra.api.host import Host
 from pyinfra.connectors.util import CommandOutput, OutputLine
 
-from mahaops import masking
+from mahaops import masking, pyinfra_hooks
 
 # A command unseen in this many runs of its role is forgotten (paths with a release id).
 KEEP_RUNS = 5
@@ -50,7 +49,6 @@ PARALLEL = 16
 class _HostCache:
     answers: dict[str, tuple[bool, CommandOutput]] = field(default_factory=dict)
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> entry on disk
-    fact_depth: int = 0
     hits: int = 0
     misses: int = 0
 
@@ -94,76 +92,47 @@ def _drop(host: Host) -> None:
         cache.answers.clear()
 
 
-# -- hooks into pyinfra ---------------------------------------------------------------------
-
-_orig_get_fact = _pyinfra_facts._get_fact
-_orig_run = Host.run_shell_command
-_orig_put = Host.put_file
-_orig_rsync = Host.rsync
-_orig_function = FunctionCommand.execute
+# -- what the hooks (mahaops.pyinfra_hooks) tell it ------------------------------------------
 
 
-def _get_fact(state: State, host: Host, *args: Any, **kwargs: Any) -> Any:
-    cache = _cache(host)
-    cache.fact_depth += 1
-    try:
-        return _orig_get_fact(state, host, *args, **kwargs)
-    finally:
-        cache.fact_depth -= 1
+class _Listener:
+    """Answers fact commands from the batch; forgets a host's answers when it may change."""
 
+    def fact_command(
+        self, host: Host, command: Any, kwargs: dict[str, Any], run: Callable[[], Any]
+    ) -> Any:
+        cache = _cache(host)
+        executor = {k: v for k, v in kwargs.items() if k not in ("print_output", "print_input")}
+        keyed = _key(command, executor)
+        if keyed is None:
+            return run()
+        key, raw = keyed
+        role = _role_of[0](host) if _role_of else ""
+        cache.seen[key] = {"command": raw, "executor": executor, "role": role, "last": 0}
+        if key in cache.answers:
+            cache.hits += 1
+            return cache.answers[key]
+        cache.misses += 1
+        return run()
 
-def _run_shell_command(self: Host, command: Any, *args: Any, **kwargs: Any) -> Any:
-    cache = _cache(self)
-    if not cache.fact_depth:  # an operation's command: the host may change
-        cache.answers.clear()
-        return _orig_run(self, command, *args, **kwargs)
-    executor = {k: v for k, v in kwargs.items() if k not in ("print_output", "print_input")}
-    keyed = _key(command, executor)
-    if keyed is None:
-        return _orig_run(self, command, *args, **kwargs)
-    key, raw = keyed
-    role = _role_of[0](self) if _role_of else ""
-    cache.seen[key] = {"command": raw, "executor": executor, "role": role, "last": 0}
-    if key in cache.answers:
-        cache.hits += 1
-        return cache.answers[key]
-    cache.misses += 1
-    return _orig_run(self, command, *args, **kwargs)
-
-
-def _put_file(self: Host, *args: Any, **kwargs: Any) -> Any:
-    _drop(self)
-    return _orig_put(self, *args, **kwargs)
-
-
-def _rsync(self: Host, *args: Any, **kwargs: Any) -> Any:
-    _drop(self)
-    return _orig_rsync(self, *args, **kwargs)
-
-
-def _function_execute(
-    self: FunctionCommand, state: State, host: Host, connector_arguments: Any
-) -> Any:
-    _drop(host)  # a Python callback may do anything
-    return _orig_function(self, state, host, connector_arguments)
+    def host_changing(self, host: Host) -> None:
+        _drop(host)
 
 
 def install(env_dir: Path, role_of: Callable[[Host], str] | None = None) -> None:
-    """Hook pyinfra (in this process); commands are remembered under ``env_dir/facts``.
+    """Listen to pyinfra's commands (in this process); commands are remembered under
+    ``env_dir/facts``.
 
     ``role_of(host)`` names the role asking for a fact, so a run of some roles reads
     (and ages) only what those roles asked for.
     """
     if not enabled() or _store:
         return
+    pyinfra_hooks.install()
     _store.append(env_dir / "facts")
     if role_of is not None:
         _role_of.append(role_of)
-    _pyinfra_facts._get_fact = _get_fact
-    Host.run_shell_command = _run_shell_command  # type: ignore[method-assign]
-    Host.put_file = _put_file  # type: ignore[method-assign]
-    Host.rsync = _rsync  # type: ignore[method-assign]
-    FunctionCommand.execute = _function_execute  # type: ignore[method-assign]
+    pyinfra_hooks.observe_host_commands(_Listener())
 
 
 def _load(host_name: str, roles: set[str]) -> dict[str, dict[str, Any]]:
@@ -239,14 +208,11 @@ def _prefetch_host(host: Host, roles: set[str]) -> None:
     for keys in groups.values():
         executor = cache.seen[keys[0]]["executor"]
         script = _script([cache.seen[key]["command"] for key in keys])
-        cache.fact_depth += 1  # the batch itself changes nothing
-        try:
-            ok, output = _orig_run(host, StringCommand(script), **executor)
+        try:  # unobserved: the batch itself changes nothing
+            ok, output = pyinfra_hooks.run_unobserved(host, StringCommand(script), **executor)
         except Exception as exc:  # the facts are then read one by one, as pyinfra would
             logger.debug("fact batch on %s failed: %s", host.name, exc)
             continue
-        finally:
-            cache.fact_depth -= 1
         if not ok:
             continue
         for number, (code, lines) in parse(output.stdout_lines).items():

@@ -1,4 +1,20 @@
-"""Run deploys from Python (invoke tasks, tests, benchmarks) in their own process."""
+"""The deploy runner: role deploys through pyinfra, phase by phase, with a report.
+
+This module is the caller's side (invoke tasks, tests, benchmarks): ``run_deploy``
+starts ``python -m mahaops.runner`` in a process of its own, because pyinfra's
+parallelism needs gevent's monkey patching first thing, which must not leak into the
+caller. The process side:
+
+- ``__main__``: the entry point, and the only place with import-time side effects
+  (gevent's patching, masked stdout and stderr);
+- ``cli``: arguments and the run from start to end;
+- ``state``: hosts, settings and limits made into pyinfra's state;
+- ``engine``: planning, the release resolved once, phases executed host by host;
+- ``report``: progress lines, outcomes, tables and what failed;
+- ``factcache``: facts read in one round trip per host.
+
+pyinfra's internals are reached only through ``mahaops.pyinfra_hooks``.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +80,7 @@ def deploy_command(
     quiet: bool = False,
     verbose: bool = False,
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "mahaops.deploy_run", "--env", env]
+    cmd = [sys.executable, "-m", "mahaops.runner", "--env", env]
     for role in roles:
         cmd += ["--role", role]
     for name in limit:

@@ -7,8 +7,8 @@ log_servers, workers; load_balancers stays empty (the ALB is AWS's own).
 """
 
 from mahaops.aws.inventory import hosts as _hosts
-from mahaops.inventory import current_env as _current_env
-from mahaops.inventory import group_lists as _group_lists
+from mahaops.hosts import current_env as _current_env
+from mahaops.hosts import group_lists as _group_lists
 
 _found = _hosts(_current_env("staging"))
 _groups = _group_lists(_found)

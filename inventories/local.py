@@ -7,8 +7,8 @@ Containers labelled ``maha.project=maha`` and ``maha.env=<env>`` are the hosts;
 ``maha.role`` puts each in its group. Nothing else records what exists.
 """
 
-from mahaops.inventory import current_env as _current_env
-from mahaops.inventory import group_lists as _group_lists
+from mahaops.hosts import current_env as _current_env
+from mahaops.hosts import group_lists as _group_lists
 from mahaops.local.hosts import inventory_hosts as _hosts
 
 _found = _hosts(_current_env("local"))

@@ -15,7 +15,7 @@ import boto3
 
 from mahaops.aws.config import Environment, load_environment
 from mahaops.aws.session import CLIENT_CONFIG, make_session
-from mahaops.inventory import HostSpec
+from mahaops.hosts import HostSpec
 from mahaops.roles import ROLE_BY_NAME
 from mahaops.secrets import env_dir
 from mahaops.settings import DEFAULT_GROUP_DATA

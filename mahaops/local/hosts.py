@@ -19,7 +19,7 @@ import docker
 from docker.errors import NotFound
 from docker.models.containers import Container
 
-from mahaops.inventory import HostSpec
+from mahaops.hosts import HostSpec
 from mahaops.local import keys
 from mahaops.local.aptproxy import ensure_apt_proxy
 from mahaops.local.engine import ensure_engine, raise_inotify_limits

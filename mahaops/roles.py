@@ -8,6 +8,7 @@ same names.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 
@@ -54,3 +55,10 @@ def role(name: str) -> Role:
     except KeyError:
         known = ", ".join(sorted(ROLE_BY_NAME))
         raise ValueError(f"unknown role {name!r} (known roles: {known})") from None
+
+
+def deployable_roles() -> list[str]:
+    """Roles whose deploy exists in deploys/ (base first)."""
+    return [
+        name for name in ROLE_BY_NAME if importlib.util.find_spec(f"deploys.{name}") is not None
+    ]

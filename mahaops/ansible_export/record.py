@@ -23,9 +23,8 @@ from pyinfra.api.operation import OperationMeta
 from mahaops import PROJECT_ROOT, pyinfra_hooks, secrets
 from mahaops.ansible_export.model import Call, ExportError, Host
 from mahaops.ansible_export.project import Recording, SecretSource
-from mahaops.inventory import HostSpec, discover, kind_of
-from mahaops.local.platform import deployable_roles
-from mahaops.roles import Role, role
+from mahaops.hosts import HostSpec, discover, kind_of
+from mahaops.roles import Role, deployable_roles, role
 from mahaops.runner.engine import plan
 from mahaops.runner.state import apply_limit, build_state, check_limit
 from mahaops.settings import GroupData

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +12,7 @@ from rich.table import Table
 
 from mahaops import releases
 from mahaops.local.hosts import Environment, LocalHost
-from mahaops.roles import ROLE_BY_NAME
+from mahaops.roles import deployable_roles
 from mahaops.runner import DeployResult, run_deploy
 
 # The platform's hosts, as on AWS: a load balancer, two app servers, one of each other role.
@@ -38,13 +37,6 @@ class UpResult:
     @property
     def changed(self) -> bool:
         return bool(self.created or self.deploy.changed)
-
-
-def deployable_roles() -> list[str]:
-    """Roles whose deploy exists in deploys/ (base first)."""
-    return [
-        name for name in ROLE_BY_NAME if importlib.util.find_spec(f"deploys.{name}") is not None
-    ]
 
 
 def up(

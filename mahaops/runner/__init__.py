@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mahaops import PROJECT_ROOT
-from mahaops.inventory import HostSpec
+from mahaops.hosts import HostSpec
 
 
 @dataclass(frozen=True)

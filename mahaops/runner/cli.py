@@ -13,7 +13,7 @@ from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 
 from mahaops import pyinfra_hooks, secrets
-from mahaops.inventory import kind_of
+from mahaops.hosts import kind_of
 from mahaops.runner import engine, factcache, report
 from mahaops.runner.report import console
 from mahaops.runner.state import (

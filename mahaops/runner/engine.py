@@ -20,7 +20,7 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
 from mahaops import pyinfra_hooks
-from mahaops.inventory import HostSpec
+from mahaops.hosts import HostSpec
 from mahaops.roles import PHASES, ROLE_BY_NAME, Role
 from mahaops.runner import report
 from mahaops.runner.state import host_roles

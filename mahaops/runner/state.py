@@ -9,7 +9,7 @@ from typing import Any
 
 from pyinfra.api import Config, Inventory, State
 
-from mahaops.inventory import HostSpec, discover, kind_of
+from mahaops.hosts import HostSpec, discover, kind_of
 from mahaops.roles import BASE, ROLE_BY_GROUP, ROLES, Role, role
 from mahaops.settings import GroupData, SettingsError, all_models, from_data
 

@@ -28,8 +28,7 @@ from jinja2 import Environment, meta
 from mahaops.ansible_export.model import Call, ExportError, Host, Jinja, Task, Unsafe
 from mahaops.ansible_export.modules import to_tasks
 from mahaops.roles import BASE, GROUPS, ROLE_BY_NAME, Role
-from mahaops.settings import _GROUP_MODELS as GROUP_MODELS
-from mahaops.settings import GroupData, Settings, all_models, from_data
+from mahaops.settings import GroupData, Settings, from_data, group_models
 from mahaops.templating import TEMPLATES
 
 SECRET_PREFIX = "maha_secret_"
@@ -106,17 +105,19 @@ def capitalised(name: str) -> str:
 
 def role_models(role: Role) -> list[type[Settings]]:
     """The settings models of a role: base's are registered for "all", a role's for its group."""
+    registered = group_models()
+    shared = registered.get("all", ())
     if role == BASE:
-        return list(GROUP_MODELS.get("all", []))
-    shared = GROUP_MODELS.get("all", [])
-    return [m for m in GROUP_MODELS.get(role.group, []) if m not in shared]
+        return list(shared)
+    return [m for m in registered.get(role.group, ()) if m not in shared]
 
 
 def exported_keys() -> set[str]:
     """Settings the deploys read; provisioning-only data (aws_environments) stays out."""
     keys: set[str] = set()
+    registered = group_models()
     for group in ("all", *GROUPS):
-        for model in GROUP_MODELS.get(group, []):
+        for model in registered.get(group, ()):
             keys.update(model.model_fields)
     return keys
 
@@ -149,11 +150,11 @@ class SettingsLayout:
 def layout_settings(
     group_data: GroupData, roles: Iterable[Role], overrides: Mapping[str, Any] | None = None
 ) -> SettingsLayout:
-    all_models()  # registers every model with its groups
     keys = exported_keys()
+    registered = group_models()
     models: list[type[Settings]] = []
     for group in ("all", *GROUPS):
-        models += [m for m in GROUP_MODELS.get(group, []) if m not in models]
+        models += [m for m in registered.get(group, ()) if m not in models]
     role_defaults: dict[str, dict[str, Any]] = {}
     group_vars: dict[str, dict[str, Any]] = {}
     for role in roles:

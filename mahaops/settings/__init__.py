@@ -14,22 +14,37 @@ from __future__ import annotations
 
 import difflib
 import runpy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from mahaops import PROJECT_ROOT
+from mahaops.roles import ENV_KINDS
+
+# Every role's models, registered with their groups as their modules load (they import
+# only mahaops.settings.models, never this package's names).
+from mahaops.settings import app, aws, base, cache, db, lb, log, worker  # noqa: F401
+from mahaops.settings.models import S, Settings, group_settings, registered
+
+__all__ = [
+    "DEFAULT_GROUP_DATA",
+    "GroupData",
+    "Settings",
+    "SettingsError",
+    "all_models",
+    "check_values",
+    "from_data",
+    "group_models",
+    "group_settings",
+    "models_for_group",
+    "parse_overrides",
+    "read_group_file",
+]
 
 DEFAULT_GROUP_DATA = PROJECT_ROOT / "group_data"
-
-
-class Settings(BaseModel):
-    """A role's settings: every field prefixed by the role, defaulted, documented."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class SettingsError(ValueError):
@@ -42,21 +57,10 @@ class SettingsError(ValueError):
         super().__init__(f"{source}: {key}: {message}")
 
 
-S = TypeVar("S", bound=Settings)
-
-# group name -> models whose keys may appear in that group's file
-_GROUP_MODELS: dict[str, list[type[Settings]]] = {}
-
-
-def group_settings(*groups: str) -> Callable[[type[S]], type[S]]:
-    """Register a settings model for the group_data files of ``groups``."""
-
-    def register(model: type[S]) -> type[S]:
-        for group in groups:
-            _GROUP_MODELS.setdefault(group, []).append(model)
-        return model
-
-    return register
+def group_models() -> dict[str, tuple[type[Settings], ...]]:
+    """Group -> the models registered for its file, as declared: the platform-wide ones
+    are registered for ``all`` (and the kind overlays), each role's for its own group."""
+    return registered()
 
 
 def models_for_group(group: str) -> list[type[Settings]]:
@@ -65,27 +69,19 @@ def models_for_group(group: str) -> list[type[Settings]]:
     An inventory kind's overlay (``local.py``, ``aws.py``) applies to every host of that
     kind, so it may set any role's settings (e.g. a smaller database on a laptop).
     """
-    from mahaops.roles import ENV_KINDS
-
     if group in ENV_KINDS:
         return all_models()
-    _load_models()
-    own = _GROUP_MODELS.get(group, [])
-    shared = _GROUP_MODELS.get("all", [])
-    return [*shared, *(m for m in own if m not in shared)]
+    by_group = registered()
+    shared = by_group.get("all", ())
+    return [*shared, *(m for m in by_group.get(group, ()) if m not in shared)]
 
 
 def all_models() -> list[type[Settings]]:
-    _load_models()
+    """Every settings model, once each."""
     seen: list[type[Settings]] = []
-    for models in _GROUP_MODELS.values():
+    for models in registered().values():
         seen.extend(m for m in models if m not in seen)
     return seen
-
-
-def _load_models() -> None:
-    # Importing the model modules registers them; kept lazy to avoid import cycles.
-    from mahaops.settings import models  # noqa: F401
 
 
 def read_group_file(path: Path) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from mahaops.settings import Settings, group_settings
 from mahaops.settings.base import Cidr, UserName
+from mahaops.settings.models import Settings, group_settings
 
 _NGINX_SIZE = re.compile(r"^\d+[kKmMgG]?$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")

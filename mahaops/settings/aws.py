@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mahaops.settings import Settings, group_settings
 from mahaops.settings.base import Cidr
+from mahaops.settings.models import Settings, group_settings
 
 EC2_ROLES: tuple[str, ...] = ("app", "db", "cache", "log", "worker")
 """Roles that run on EC2; on AWS the ``lb`` role is the Application Load Balancer itself."""

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from mahaops.settings import Settings, group_settings
+from mahaops.settings.models import Settings, group_settings
 
 _SIZE = re.compile(r"^\d+[KMGT]?$")
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")

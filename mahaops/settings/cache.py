@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from mahaops.settings import Settings, group_settings
+from mahaops.settings.models import Settings, group_settings
 
 _REDIS_SIZE = re.compile(r"^\d+(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
 _COMMAND = re.compile(r"^[a-z]+(\|[a-z-]+)?$")

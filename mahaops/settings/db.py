@@ -12,7 +12,7 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from mahaops.settings import Settings, group_settings
+from mahaops.settings.models import Settings, group_settings
 
 SUPPORTED_MAJORS = range(12, 18)  # PostgreSQL majors the role installs (PGDG has them all)
 

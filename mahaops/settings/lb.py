@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from mahaops.settings import Settings, group_settings
+from mahaops.settings.models import Settings, group_settings
 
 
 @group_settings("load_balancers")

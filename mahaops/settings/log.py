@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from mahaops.settings import Settings, group_settings
+from mahaops.settings.models import Settings, group_settings
 
 _SIZE = re.compile(r"^\d+[kmg]$")
 _SERIES = re.compile(r"^\d+\.\d+$")

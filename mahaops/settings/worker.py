@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mahaops.settings import Settings, group_settings
+from mahaops.settings.models import Settings, group_settings
 
 
 @group_settings("workers")

@@ -28,6 +28,7 @@ from mahaops.roles import Role, deployable_roles, role
 from mahaops.runner.engine import plan
 from mahaops.runner.state import apply_limit, build_state, check_limit
 from mahaops.settings import GroupData
+from operations.changes import AnyChanged
 
 # -- where each operation was called from (deploy file:line), keyed by op hash ---------------
 _locations: dict[str, str] = {}
@@ -110,7 +111,7 @@ def _operation_name(func: Callable[..., Any]) -> str:
 
 
 def _guards(value: Any, where: str) -> tuple[str, ...]:
-    if value in (None, []):
+    if value in (None, []) or isinstance(value, AnyChanged):  # any-of: see _triggers
         return ()
     hashes = []
     for guard in value if isinstance(value, list) else [value]:
@@ -123,8 +124,11 @@ def _guards(value: Any, where: str) -> tuple[str, ...]:
     return tuple(hashes)
 
 
-def _triggers(value: Any) -> tuple[str, ...]:
-    """The project's operations that run "when any of these changed" take ``when=[op, ...]``."""
+def _triggers(value: Any, guard: Any = None) -> tuple[str, ...]:
+    """The project's operations that run "when any of these changed" take ``when=[op, ...]``;
+    any operation can be guarded by ``_if=any_changed(op, ...)`` (operations.changes)."""
+    if isinstance(guard, AnyChanged):
+        value = guard.operations
     if (
         isinstance(value, list | tuple)
         and value
@@ -175,7 +179,7 @@ def calls_of(state: State, roles: Sequence[Role]) -> list[Call]:
                     },
                     options=options,
                     guards=_guards(globals_.get("_if"), where),
-                    triggers=_triggers(bound.arguments.get("when")),
+                    triggers=_triggers(bound.arguments.get("when"), globals_.get("_if")),
                 )
             )
     return result

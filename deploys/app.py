@@ -18,15 +18,15 @@ from pyinfra.api.exceptions import NoGroupError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 
+from deploys._common import KEYRINGS, apt_repository, template, unit
 from mahaops.context import addresses, settings
 from mahaops.releases import for_run
 from mahaops.secrets import secret
 from mahaops.settings.app import AppSettings, NginxSettings, NodejsSettings, ReleaseSettings
-from mahaops.templating import JINJA_ENV_KWARGS, template_path
 from operations import release
 from operations.files import validated_template
 
-NODESOURCE_KEYRING = "/etc/apt/keyrings/nodesource.asc"
+NODESOURCE_KEYRING = f"{KEYRINGS}/nodesource.asc"
 
 
 # -- what follows from the inventory ------------------------------------------------------------
@@ -100,32 +100,24 @@ def nodejs(n: NodejsSettings) -> None:
         )
         apt.packages(name=f"Install Node.js {n.nodejs_major} (Debian)", packages=["nodejs"])
         return
-    files.directory(name="APT keyrings directory", path="/etc/apt/keyrings", mode="755")
-    files.download(
-        name="NodeSource signing key",
-        src=n.nodejs_nodesource_key_url,
-        dest=NODESOURCE_KEYRING,
-        mode="644",
-    )
     tvars = {
         **n.model_dump(),
         "nodejs_keyring": NODESOURCE_KEYRING,
         "nodejs_nodesource_host": urlsplit(n.nodejs_nodesource_url).hostname,
     }
-    repo = files.template(
-        name=f"NodeSource repository for Node.js {n.nodejs_major}",
-        src=template_path("app/nodesource.list.j2"),
+    repo = apt_repository(
+        f"NodeSource repository for Node.js {n.nodejs_major}",
+        key_name="NodeSource signing key",
+        key_url=n.nodejs_nodesource_key_url,
+        keyring=NODESOURCE_KEYRING,
+        src="app/nodesource.list.j2",
         dest="/etc/apt/sources.list.d/nodesource.list",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
         **tvars,
     )
-    files.template(
-        name="Prefer NodeSource's nodejs over Debian's",
-        src=template_path("app/nodesource.pref.j2"),
-        dest="/etc/apt/preferences.d/nodesource",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    template(
+        "Prefer NodeSource's nodejs over Debian's",
+        "app/nodesource.pref.j2",
+        "/etc/apt/preferences.d/nodesource",
         **tvars,
     )
     apt.update(name="Read the NodeSource repository", _if=repo.did_change)
@@ -154,14 +146,13 @@ def app_user_and_directories(s: ReleaseSettings) -> None:
 
 
 def shared_environment(s: ReleaseSettings) -> OperationMeta:
-    return files.template(
-        name="Shared environment (database and Redis URLs, secrets)",
-        src=template_path("app/maha.env.j2"),
-        dest=f"{s.app_root}/shared/maha.env",
+    return template(
+        "Shared environment (database and Redis URLs, secrets)",
+        "app/maha.env.j2",
+        f"{s.app_root}/shared/maha.env",
+        mode="600",
         user=s.app_user,
         group=s.app_user,
-        mode="600",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
         **release_vars(s),
     )
 
@@ -236,20 +227,6 @@ def release_steps(
     )
 
 
-def unit(name: str, src: str, **tvars: Any) -> OperationMeta:
-    """A systemd unit file, with the daemon reloaded when it changes."""
-    op = files.template(
-        name=f"Unit {name}",
-        src=template_path(src),
-        dest=f"/etc/systemd/system/{name}.service",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
-        **tvars,
-    )
-    systemd.daemon_reload(name=f"Reload systemd for {name}", _if=op.did_change)
-    return op
-
-
 # -- the role -------------------------------------------------------------------------------------
 
 
@@ -275,8 +252,10 @@ def app() -> None:
     app_user_and_directories(r)
     env = shared_environment(r)
     web = unit(
-        "maha-web",
+        "Unit maha-web",
         "app/maha-web.service.j2",
+        "/etc/systemd/system/maha-web.service",
+        reload_name="Reload systemd for maha-web",
         **r.model_dump(),
         **a.model_dump(),
         app_server_name=host.name,

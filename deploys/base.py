@@ -12,6 +12,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
+from deploys._common import template
 from deploys.log_shipping import log_shipping
 from mahaops import firewall
 from mahaops.context import addresses, host_roles, settings
@@ -83,12 +84,10 @@ def base() -> None:
         path="/etc/localtime",
         target=f"/usr/share/zoneinfo/{s.base_timezone}",
     )
-    files.template(
-        name="Record the time zone",
-        src=template_path("base/timezone.j2"),
-        dest="/etc/timezone",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    template(
+        "Record the time zone",
+        "base/timezone.j2",
+        "/etc/timezone",
         **tvars,
     )
 
@@ -142,12 +141,10 @@ def base() -> None:
     )
 
     # -- time ------------------------------------------------------------------------------
-    chrony = files.template(
-        name="Configure time sync (chrony)",
-        src=template_path("base/chrony.conf.j2"),
-        dest="/etc/chrony/chrony.conf",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    chrony = template(
+        "Configure time sync (chrony)",
+        "base/chrony.conf.j2",
+        "/etc/chrony/chrony.conf",
         **tvars,
     )
     if not in_container:  # a container's clock is its host's: chrony cannot discipline it
@@ -160,31 +157,25 @@ def base() -> None:
         )
 
     # -- security updates ------------------------------------------------------------------
-    files.template(
-        name="Schedule unattended security upgrades",
-        src=template_path("base/20auto-upgrades.j2"),
-        dest="/etc/apt/apt.conf.d/20auto-upgrades",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    template(
+        "Schedule unattended security upgrades",
+        "base/20auto-upgrades.j2",
+        "/etc/apt/apt.conf.d/20auto-upgrades",
         **tvars,
     )
-    files.template(
-        name="Configure unattended upgrades",
-        src=template_path("base/52maha-unattended-upgrades.j2"),
-        dest="/etc/apt/apt.conf.d/52maha-unattended-upgrades",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    template(
+        "Configure unattended upgrades",
+        "base/52maha-unattended-upgrades.j2",
+        "/etc/apt/apt.conf.d/52maha-unattended-upgrades",
         **tvars,
     )
 
     # -- journald --------------------------------------------------------------------------
     files.directory(name="journald drop-in directory", path="/etc/systemd/journald.conf.d")
-    journald = files.template(
-        name="Limit the journal",
-        src=template_path("base/journald.conf.j2"),
-        dest="/etc/systemd/journald.conf.d/90-maha.conf",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    journald = template(
+        "Limit the journal",
+        "base/journald.conf.j2",
+        "/etc/systemd/journald.conf.d/90-maha.conf",
         **tvars,
     )
     systemd.service(
@@ -196,12 +187,10 @@ def base() -> None:
 
     # -- kernel ----------------------------------------------------------------------------
     if s.base_sysctl_hardening and not in_container:  # a container shares its host's kernel
-        sysctl = files.template(
-            name="Harden kernel settings",
-            src=template_path("base/sysctl-hardening.conf.j2"),
-            dest="/etc/sysctl.d/90-maha-hardening.conf",
-            mode="644",
-            jinja_env_kwargs=JINJA_ENV_KWARGS,
+        sysctl = template(
+            "Harden kernel settings",
+            "base/sysctl-hardening.conf.j2",
+            "/etc/sysctl.d/90-maha-hardening.conf",
             **tvars,
         )
         server.shell(

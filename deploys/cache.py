@@ -15,10 +15,10 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
+from deploys._common import restart, template, unit
 from mahaops.context import settings
 from mahaops.secrets import secret
 from mahaops.settings.cache import RedisClientSettings, RedisSettings
-from mahaops.templating import JINJA_ENV_KWARGS, template_path
 from operations.facts import IsContainer
 
 SERVICE = "redis-server"
@@ -54,24 +54,20 @@ def cache() -> None:
         name="Directory for Redis service settings",
         path=f"/etc/systemd/system/{SERVICE}.service.d",
     )
-    limits = files.template(
-        name="Redis service limits (open files)",
-        src=template_path("cache/redis-server.override.conf.j2"),
-        dest=f"/etc/systemd/system/{SERVICE}.service.d/90-maha.conf",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    limits = unit(
+        "Redis service limits (open files)",
+        "cache/redis-server.override.conf.j2",
+        f"/etc/systemd/system/{SERVICE}.service.d/90-maha.conf",
+        reload_name="Load the Redis service limits",
         **tvars,
     )
-    systemd.daemon_reload(name="Load the Redis service limits", _if=limits.did_change)
 
     # -- kernel settings Redis warns about (a container's kernel is its host's) -----------
     if s.redis_kernel_tuning and not in_container:
-        sysctl = files.template(
-            name="Kernel settings for Redis (overcommit, backlog)",
-            src=template_path("cache/sysctl.conf.j2"),
-            dest="/etc/sysctl.d/90-maha-redis.conf",
-            mode="644",
-            jinja_env_kwargs=JINJA_ENV_KWARGS,
+        sysctl = template(
+            "Kernel settings for Redis (overcommit, backlog)",
+            "cache/sysctl.conf.j2",
+            "/etc/sysctl.d/90-maha-redis.conf",
             **tvars,
         )
         server.shell(
@@ -79,15 +75,13 @@ def cache() -> None:
             commands=["sysctl -p /etc/sysctl.d/90-maha-redis.conf"],
             _if=sysctl.did_change,
         )
-        thp = files.template(
-            name="Transparent huge pages off at boot",
-            src=template_path("cache/thp-never.service.j2"),
-            dest="/etc/systemd/system/maha-thp-never.service",
-            mode="644",
-            jinja_env_kwargs=JINJA_ENV_KWARGS,
+        unit(
+            "Transparent huge pages off at boot",
+            "cache/thp-never.service.j2",
+            "/etc/systemd/system/maha-thp-never.service",
+            reload_name="Load the huge pages unit",
             **tvars,
         )
-        systemd.daemon_reload(name="Load the huge pages unit", _if=thp.did_change)
         systemd.service(
             name="Transparent huge pages off now",
             service="maha-thp-never.service",
@@ -103,27 +97,15 @@ def cache() -> None:
         cache_time=3600,
         no_recommends=True,
     )
-    conf = files.template(
-        name="Configure Redis (bind, auth, memory, AOF)",
-        src=template_path("cache/redis.conf.j2"),
-        dest="/etc/redis/redis.conf",
+    conf = template(
+        "Configure Redis (bind, auth, memory, AOF)",
+        "cache/redis.conf.j2",
+        "/etc/redis/redis.conf",
+        mode="640",
         user="redis",
         group="redis",
-        mode="640",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
         **tvars,
     )
     systemd.service(name="Run Redis", service=SERVICE, running=True, enabled=True)
     # Restarts only for a changed file: AOF (fsync every second) keeps the data across.
-    systemd.service(
-        name="Restart Redis for the new configuration",
-        service=SERVICE,
-        restarted=True,
-        _if=conf.did_change,
-    )
-    systemd.service(
-        name="Restart Redis for the new limits",
-        service=SERVICE,
-        restarted=True,
-        _if=limits.did_change,
-    )
+    restart("Restart Redis for the new configuration", SERVICE, when=[conf, limits])

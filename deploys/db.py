@@ -17,10 +17,11 @@ from pyinfra.facts.hardware import Cpus, Memory
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, postgres, systemd
 
+from deploys._common import KEYRINGS, apt_repository, template, unit
 from mahaops.context import addresses, settings
 from mahaops.secrets import secret
 from mahaops.settings.db import PostgresClientSettings, PostgresSettings
-from mahaops.templating import JINJA_ENV_KWARGS, render, template_path
+from mahaops.templating import render
 from operations import postgresql as pg
 
 # Parameters that only a restart applies (pg_settings.context = 'postmaster'): changing
@@ -53,7 +54,7 @@ RESTART_ONLY = frozenset(
         "cluster_name",
     }
 )
-PGDG_KEYRING = "/etc/apt/keyrings/postgresql.asc"
+PGDG_KEYRING = f"{KEYRINGS}/postgresql.asc"
 INCLUDE_CONF_D = "include_dir = 'conf.d'"  # Debian's clusters have it; adopted ones may not
 
 
@@ -131,19 +132,13 @@ def restart_reasons(current: list[str] | None, wanted: str) -> list[str]:
 
 def pgdg_repository(tvars: dict[str, Any]) -> None:
     """The PostgreSQL project's apt repository, trusted for its own key only."""
-    files.directory(name="Directory for apt signing keys", path="/etc/apt/keyrings", mode="755")
-    files.download(
-        name="Add the PGDG signing key",
-        src=tvars["postgresql_pgdg_key_url"],
-        dest=PGDG_KEYRING,
-        mode="644",
-    )
-    repo = files.template(
-        name="Add the PGDG apt repository",
-        src=template_path("db/pgdg.sources.j2"),
+    repo = apt_repository(
+        "Add the PGDG apt repository",
+        key_name="Add the PGDG signing key",
+        key_url=tvars["postgresql_pgdg_key_url"],
+        keyring=PGDG_KEYRING,
+        src="db/pgdg.sources.j2",
         dest="/etc/apt/sources.list.d/pgdg.sources",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
         **tvars,
     )
     apt.update(name="Read the PGDG package lists", _if=repo.did_change)
@@ -164,12 +159,10 @@ def db() -> None:
     files.directory(
         name="Directory for cluster defaults", path="/etc/postgresql-common/createcluster.d"
     )
-    files.template(
-        name="New clusters: UTF-8 with data checksums",
-        src=template_path("db/createcluster.conf.j2"),
-        dest="/etc/postgresql-common/createcluster.d/90-maha.conf",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    template(
+        "New clusters: UTF-8 with data checksums",
+        "db/createcluster.conf.j2",
+        "/etc/postgresql-common/createcluster.d/90-maha.conf",
         **tvars,
     )
     apt.packages(
@@ -197,24 +190,21 @@ def db() -> None:
         path=f"{conf_dir}/postgresql.conf",
         line=INCLUDE_CONF_D,
     )
-    conf = files.template(
-        name="Tune PostgreSQL and listen on the private address",
-        src=template_path("db/postgresql.conf.j2"),
-        dest=conf_path,
+    conf = template(
+        "Tune PostgreSQL and listen on the private address",
+        "db/postgresql.conf.j2",
+        conf_path,
         user="postgres",
         group="postgres",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
         **tvars,
     )
-    hba = files.template(
-        name="Admit only app servers and workers (pg_hba.conf)",
-        src=template_path("db/pg_hba.conf.j2"),
-        dest=f"{conf_dir}/pg_hba.conf",
+    hba = template(
+        "Admit only app servers and workers (pg_hba.conf)",
+        "db/pg_hba.conf.j2",
+        f"{conf_dir}/pg_hba.conf",
+        mode="640",
         user="postgres",
         group="postgres",
-        mode="640",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
         **tvars,
     )
     systemd.service(name="Run PostgreSQL", service=cluster, running=True, enabled=True)
@@ -283,39 +273,32 @@ def db() -> None:
         group="postgres",
         mode="700",
     )
-    files.template(
-        name="Backup settings",
-        src=template_path("db/backup.env.j2"),
-        dest="/etc/default/maha-pg-backup",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    template(
+        "Backup settings",
+        "db/backup.env.j2",
+        "/etc/default/maha-pg-backup",
         **tvars,
     )
-    files.template(
-        name="Backup script",
-        src=template_path("db/maha-pg-backup.py.j2"),
-        dest="/usr/local/sbin/maha-pg-backup",
+    template(
+        "Backup script",
+        "db/maha-pg-backup.py.j2",
+        "/usr/local/sbin/maha-pg-backup",
         mode="755",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
         **tvars,
     )
-    service_unit = files.template(
-        name="Backup service",
-        src=template_path("db/maha-pg-backup.service.j2"),
-        dest="/etc/systemd/system/maha-pg-backup.service",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    unit(
+        "Backup service",
+        "db/maha-pg-backup.service.j2",
+        "/etc/systemd/system/maha-pg-backup.service",
+        reload_name="Load the new backup service",
         **tvars,
     )
-    timer_unit = files.template(
-        name="Backup timer",
-        src=template_path("db/maha-pg-backup.timer.j2"),
-        dest="/etc/systemd/system/maha-pg-backup.timer",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    timer_unit = template(
+        "Backup timer",
+        "db/maha-pg-backup.timer.j2",
+        "/etc/systemd/system/maha-pg-backup.timer",
         **tvars,
     )
-    systemd.daemon_reload(name="Load the new backup service", _if=service_unit.did_change)
     systemd.service(
         name="Load the new backup schedule",
         service="maha-pg-backup.timer",

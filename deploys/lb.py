@@ -14,9 +14,9 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import NoGroupError
 from pyinfra.operations import apt, files, systemd
 
+from deploys._common import unit
 from mahaops.context import settings
 from mahaops.settings.lb import LbSettings
-from mahaops.templating import JINJA_ENV_KWARGS, template_path
 from operations.files import validated_template
 
 
@@ -43,14 +43,12 @@ def lb() -> None:
     backends = app_servers()
     apt.packages(name="Install HAProxy", packages=["haproxy"], no_recommends=True)
     files.directory(name="HAProxy drop-in directory", path="/etc/systemd/system/haproxy.service.d")
-    dropin = files.template(
-        name="HAProxy logs to the journal",
-        src=template_path("lb/haproxy-override.conf.j2"),
-        dest="/etc/systemd/system/haproxy.service.d/90-maha.conf",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    dropin = unit(
+        "HAProxy logs to the journal",
+        "lb/haproxy-override.conf.j2",
+        "/etc/systemd/system/haproxy.service.d/90-maha.conf",
+        reload_name="Reload systemd for HAProxy",
     )
-    systemd.daemon_reload(name="Reload systemd for HAProxy", _if=dropin.did_change)
     conf = validated_template(
         name="HAProxy: app servers with health checks (checked by haproxy -c)",
         src="lb/haproxy.cfg.j2",

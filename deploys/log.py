@@ -8,6 +8,7 @@ makes the host a central rsyslog receiver writing one file per host and service.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -16,19 +17,18 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Command, LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
+from deploys._common import KEYRINGS, apt_repository, restart, template
 from mahaops import masking
 from mahaops.context import settings
 from mahaops.secrets import secret, token
 from mahaops.settings.base import BaseSettings
 from mahaops.settings.log import LogServerSettings, LogShippingSettings
-from mahaops.templating import JINJA_ENV_KWARGS, template_path
 from operations import graylog
 from operations.facts import IsContainer
 from operations.files import validated_template
 
 API_URL = "http://127.0.0.1:{port}/api"
 API_CREDENTIALS = "/etc/graylog/server/maha-api.curl"
-KEYRINGS = "/usr/share/keyrings"
 REPO_HOSTS = ("packages.graylog2.org", "repo.mongodb.org", "artifacts.opensearch.org")
 
 GELF_TCP = "org.graylog2.inputs.gelf.tcp.GELFTCPInput"
@@ -113,30 +113,25 @@ def graylog_vars(s: LogServerSettings, base: BaseSettings) -> dict[str, Any]:
     }
 
 
-def _template(name: str, src: str, dest: str, mode: str = "644", **kwargs: Any) -> Any:
-    """A config file in a directory its package made. Not creating the directory keeps
-    the plan's diff: pyinfra shows it only after the mkdir a fresh host would need."""
-    return files.template(
-        name=name,
-        src=template_path(src),
-        dest=dest,
-        mode=mode,
-        create_remote_dir=False,
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
-        **kwargs,
-    )
+# A config file in a directory its package made. Not creating the directory keeps the
+# plan's diff: pyinfra shows it only after the mkdir a fresh host would need.
+_template = functools.partial(template, create_remote_dir=False)
 
 
-def _repository(name: str, key_url: str, key: str, line: str, proxy: str | None) -> None:
-    """An apt repository signed by its own key (``signed-by``), as each vendor's guide says."""
-    files.download(
-        name=f"{name}: signing key",
-        src=key_url,
-        dest=f"{KEYRINGS}/{key}",
-        mode="644",
+def _repository(name: str, key_url: str, key: str, source: str, proxy: str | None) -> None:
+    """A vendor's apt repository: ``source`` is its line after ``deb [signed-by=...]``."""
+    keyring = f"{KEYRINGS}/{key}"
+    apt_repository(
+        f"{name}: apt repository",
+        key_name=f"{name}: signing key",
+        key_url=key_url,
+        keyring=keyring,
+        src="log/apt-source.list.j2",
+        dest=f"/etc/apt/sources.list.d/{key.removesuffix('.asc')}.list",
         proxy=proxy,
+        graylog_apt_repository=name,
+        graylog_apt_source=f"deb [signed-by={keyring}] {source}",
     )
-    apt.repo(name=f"{name}: apt repository", src=line, filename=key.removesuffix(".asc"))
 
 
 def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSettings) -> None:
@@ -158,7 +153,6 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
         f"MongoDB {s.graylog_mongodb_version}",
         f"https://pgp.mongodb.com/server-{s.graylog_mongodb_version}.asc",
         f"mongodb-server-{s.graylog_mongodb_version}.asc",
-        f"deb [signed-by={KEYRINGS}/mongodb-server-{s.graylog_mongodb_version}.asc] "
         f"https://repo.mongodb.org/apt/debian {codename}/mongodb-org/"
         f"{s.graylog_mongodb_version} main",
         base.apt_proxy,
@@ -167,7 +161,6 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
         "OpenSearch 2.x",
         "https://artifacts.opensearch.org/publickeys/opensearch.pgp",
         "opensearch.asc",
-        f"deb [signed-by={KEYRINGS}/opensearch.asc] "
         "https://artifacts.opensearch.org/releases/bundle/opensearch/2.x/apt stable main",
         base.apt_proxy,
     )
@@ -175,7 +168,6 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
         f"Graylog {s.graylog_version}",
         "https://packages.graylog2.org/repo/debian/keyring.gpg",
         "graylog.asc",
-        f"deb [signed-by={KEYRINGS}/graylog.asc] "
         f"https://packages.graylog2.org/repo/debian/ stable {s.graylog_version}",
         base.apt_proxy,
     )
@@ -222,18 +214,7 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
         **tvars,
     )
     systemd.service(name="Run OpenSearch", service="opensearch", running=True, enabled=True)
-    systemd.service(
-        name="Restart OpenSearch for the new configuration",
-        service="opensearch",
-        restarted=True,
-        _if=os_conf.did_change,
-    )
-    systemd.service(
-        name="Restart OpenSearch for the new heap",
-        service="opensearch",
-        restarted=True,
-        _if=os_heap.did_change,
-    )
+    restart("Restart OpenSearch for the new configuration", "opensearch", when=[os_conf, os_heap])
 
     # -- Graylog ------------------------------------------------------------------------------
     apt.packages(name=f"Install Graylog {s.graylog_version}", packages=["graylog-server"])
@@ -252,18 +233,7 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
         **tvars,
     )
     systemd.service(name="Run Graylog", service="graylog-server", running=True, enabled=True)
-    systemd.service(
-        name="Restart Graylog for the new configuration",
-        service="graylog-server",
-        restarted=True,
-        _if=conf.did_change,
-    )
-    systemd.service(
-        name="Restart Graylog for the new heap",
-        service="graylog-server",
-        restarted=True,
-        _if=env.did_change,
-    )
+    restart("Restart Graylog for the new configuration", "graylog-server", when=[conf, env])
 
     # -- inputs, through the REST API -------------------------------------------------------
     _template(

@@ -15,9 +15,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 
+from deploys._common import template
 from mahaops.context import addresses, host_roles, settings
 from mahaops.settings.log import LogShippingSettings
-from mahaops.templating import JINJA_ENV_KWARGS, template_path
 from operations.files import command_once, validated_template
 
 FORWARD_CONF = "/etc/rsyslog.d/90-maha-forward.conf"
@@ -50,36 +50,33 @@ def log_shipping() -> None:
     tvars = template_vars(s, servers[0])  # one log server; more would need a failover action
 
     files.directory(name="Log shipping state directory", path="/var/lib/maha-log", mode="755")
-    files.template(
-        name="Release tagger script",
-        src=template_path("log/maha-log-release.j2"),
-        dest=RELEASE_SCRIPT,
+    template(
+        "Release tagger script",
+        "log/maha-log-release.j2",
+        RELEASE_SCRIPT,
         mode="755",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
         **tvars,
     )
-    unit = files.template(
-        name="Release tagger service",
-        src=template_path("log/maha-log-release.service.j2"),
-        dest="/etc/systemd/system/maha-log-release.service",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    tagger_unit = template(
+        "Release tagger service",
+        "log/maha-log-release.service.j2",
+        "/etc/systemd/system/maha-log-release.service",
         **tvars,
     )
-    path = files.template(
-        name="Retag when the release link changes",
-        src=template_path("log/maha-log-release.path.j2"),
-        dest="/etc/systemd/system/maha-log-release.path",
-        mode="644",
-        jinja_env_kwargs=JINJA_ENV_KWARGS,
+    path = template(
+        "Retag when the release link changes",
+        "log/maha-log-release.path.j2",
+        "/etc/systemd/system/maha-log-release.path",
         **tvars,
     )
-    systemd.service(  # a oneshot the path unit starts: only its definition is reloaded
+    # A oneshot the path unit starts: only its definition is reloaded, by systemd.service
+    # (idempotent, unlike systemd.daemon_reload: this runs on every host with base).
+    systemd.service(
         name="Reload systemd for the release tagger",
         service="maha-log-release.service",
         running=None,
         daemon_reload=True,
-        _if=unit.did_change,
+        _if=tagger_unit.did_change,
     )
     # The tagger owns the table from here on; the deploy only makes sure it exists.
     command_once(

@@ -8,7 +8,8 @@ import math
 
 from pyinfra.api import deploy
 
-from deploys.app import app_user_and_directories, nodejs, release_steps, shared_environment, unit
+from deploys._common import unit
+from deploys.app import app_user_and_directories, nodejs, release_steps, shared_environment
 from mahaops.context import settings
 from mahaops.settings.app import NodejsSettings, ReleaseSettings
 from mahaops.settings.worker import WorkerSettings
@@ -27,8 +28,10 @@ def worker() -> None:
     env = shared_environment(r)
     timeout = math.ceil(w.worker_stop_grace_ms / 1000) + w.worker_stop_margin_sec
     service = unit(
-        "maha-worker",
+        "Unit maha-worker",
         "worker/maha-worker.service.j2",
+        "/etc/systemd/system/maha-worker.service",
+        reload_name="Reload systemd for maha-worker",
         **r.model_dump(),
         **w.model_dump(),
         worker_timeout_stop_sec=timeout,

@@ -1,0 +1,116 @@
+"""What every deploy writes the same way: templated files, systemd units, signed apt
+repositories and restarts that several inputs share.
+
+Each helper calls pyinfra's own operations (``files.template``, ``systemd.daemon_reload``,
+``systemd.service``, ``files.download``), so plans, reports and the Ansible export see
+exactly the operations a deploy would have called itself, under the names it gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import files, systemd
+
+from mahaops.templating import JINJA_ENV_KWARGS, template_path
+from operations.changes import any_changed
+
+# The one directory of apt signing keys, each trusted only by its own repository (signed-by).
+KEYRINGS = "/etc/apt/keyrings"
+
+
+def template(
+    name: str,
+    src: str,
+    dest: str,
+    mode: str = "644",
+    user: str | None = None,
+    group: str | None = None,
+    create_remote_dir: bool = True,
+    **tvars: Any,
+) -> OperationMeta:
+    """
+    A file rendered from ``templates/<src>`` as the Ansible export renders it too.
+
+    + name: the operation's name
+    + src: template under templates/ (e.g. ``cache/redis.conf.j2``)
+    + dest: remote path of the file
+    + mode: permissions of the file
+    + user: owner of the file (None: left as it is)
+    + group: group of the file (None: left as it is)
+    + create_remote_dir: make the file's directory when it is missing
+    + tvars: template variables
+    """
+    return files.template(
+        name=name,
+        src=template_path(src),
+        dest=dest,
+        mode=mode,
+        user=user,
+        group=group,
+        create_remote_dir=create_remote_dir,
+        jinja_env_kwargs=JINJA_ENV_KWARGS,
+        **tvars,
+    )
+
+
+def unit(name: str, src: str, dest: str, *, reload_name: str, **tvars: Any) -> OperationMeta:
+    """
+    A systemd unit file (or drop-in), with systemd's daemon reloaded when it changed.
+
+    + name: the file operation's name
+    + src: template under templates/
+    + dest: remote path under /etc/systemd/system
+    + reload_name: the reload operation's name
+    + tvars: template variables
+
+    Returns the file's operation: a service that must run its new unit is gated on it.
+    """
+    op = template(name, src, dest, **tvars)
+    systemd.daemon_reload(name=reload_name, _if=op.did_change)
+    return op
+
+
+def apt_repository(
+    name: str,
+    key_name: str,
+    key_url: str,
+    keyring: str,
+    src: str,
+    dest: str,
+    proxy: str | None = None,
+    **tvars: Any,
+) -> OperationMeta:
+    """
+    An apt repository trusted for its own signing key only, as each vendor's guide says.
+
+    + name: the source file operation's name
+    + key_name: the signing key operation's name
+    + key_url: where the signing key is downloaded from
+    + keyring: the key's path, in ``KEYRINGS`` (the source file names it in signed-by)
+    + src: template of the source file (a ``.list`` line or a deb822 ``.sources``)
+    + dest: remote path of the source file under /etc/apt/sources.list.d
+    + proxy: HTTP proxy for the key's download
+    + tvars: template variables
+
+    Returns the source file's operation: the package lists are read again when it changed.
+    """
+    if keyring.rpartition("/")[0] != KEYRINGS:
+        raise ValueError(f"{name}: signing keys live in {KEYRINGS}, not {keyring}")
+    files.directory(name="APT keyrings directory", path=KEYRINGS, mode="755")
+    files.download(name=key_name, src=key_url, dest=keyring, mode="644", proxy=proxy)
+    return template(name, src, dest, **tvars)
+
+
+def restart(name: str, service: str, when: Sequence[OperationMeta]) -> OperationMeta:
+    """
+    Restart ``service`` once when any of ``when`` changed the host; a plan shows it only
+    when one of them would change (exported to Ansible as a handler each of them notifies).
+
+    + name: the operation's name
+    + service: the systemd unit
+    + when: the operations whose change the running service must pick up
+    """
+    return systemd.service(name=name, service=service, restarted=True, _if=any_changed(*when))

@@ -1,21 +1,32 @@
-"""Which ports each role opens, and to whom: the host firewall's single source of truth.
+"""Which ports each role opens, and to whom: the single source of truth for ports.
 
 The base role renders every host's nftables ruleset from these declarations, so a
 port is reachable only when a role on that host declares it, and only from the
 sources it names: the admin networks, anyone, or the private addresses of the
-hosts in given inventory groups. The AWS security groups mirror the same intent.
+hosts in given inventory groups. The AWS security groups are derived from the same
+declarations (``mahaops/aws/security.py``). Port numbers and their defaults are the
+settings models'; none is repeated here.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from mahaops.settings import from_data
+from mahaops.settings.app import NginxSettings
+from mahaops.settings.base import BaseSettings
+from mahaops.settings.cache import RedisClientSettings
+from mahaops.settings.db import PostgresClientSettings
+from mahaops.settings.lb import LbSettings
+from mahaops.settings.log import LogServerSettings, LogShippingSettings
 
 ANYONE = "anyone"
 ADMINS = "admins"
 ALL_HOSTS = "all"
+CLIENTS = ("app_servers", "workers")  # who uses the data tier
 
 
 @dataclass(frozen=True)
@@ -24,39 +35,74 @@ class Opening:
     proto: str  # tcp | udp
     sources: tuple[str, ...]  # ANYONE, ADMINS, ALL_HOSTS or inventory group names
     comment: str
+    tunnel: bool = False
+    """An admin's tool: where a security group guards the host (AWS) it stays closed
+    there, and admins reach it through an SSH tunnel (``invoke logs.ui``)."""
+
+
+def _db(data: Mapping[str, Any]) -> list[Opening]:
+    port = from_data(PostgresClientSettings, data).postgresql_port
+    return [Opening(port, "tcp", CLIENTS, "PostgreSQL")]
+
+
+def _cache(data: Mapping[str, Any]) -> list[Opening]:
+    return [Opening(from_data(RedisClientSettings, data).redis_port, "tcp", CLIENTS, "Redis")]
+
+
+def _app(data: Mapping[str, Any]) -> list[Opening]:
+    port = from_data(NginxSettings, data).nginx_listen_port
+    return [Opening(port, "tcp", ("load_balancers",), "nginx (from the LB)")]
+
+
+def _lb(data: Mapping[str, Any]) -> list[Opening]:
+    lb = from_data(LbSettings, data)
+    return [
+        Opening(lb.lb_http_port, "tcp", (ANYONE,), "HTTP"),
+        Opening(lb.lb_https_port, "tcp", (ANYONE,), "HTTPS"),
+    ]
+
+
+def _log(data: Mapping[str, Any]) -> list[Opening]:
+    shipping = from_data(LogShippingSettings, data)
+    openings = [Opening(shipping.log_syslog_tcp_port, "tcp", (ALL_HOSTS,), "syslog")]
+    if shipping.log_backend == "graylog":  # the rsyslog receiver has no GELF nor web interface
+        gelf = shipping.log_gelf_port
+        ui = from_data(LogServerSettings, data).graylog_http_port
+        openings += [
+            Opening(gelf, "tcp", (ALL_HOSTS,), "GELF"),
+            Opening(gelf, "udp", (ALL_HOSTS,), "GELF"),
+            Opening(ui, "tcp", (ADMINS,), "Graylog web interface", tunnel=True),
+        ]
+    return openings
+
+
+_BY_ROLE: dict[str, Callable[[Mapping[str, Any]], list[Opening]]] = {
+    "db": _db,
+    "cache": _cache,
+    "app": _app,
+    "lb": _lb,
+    "log": _log,
+}
+
+
+def role_openings(role: str, data: Mapping[str, Any]) -> list[Opening]:
+    """What ``role`` itself opens (none for base or worker), its settings in ``data``."""
+    declare = _BY_ROLE.get(role)
+    return declare(data) if declare else []
+
+
+def host_openings(data: Mapping[str, Any]) -> list[Opening]:
+    """What every host opens, whatever its roles: SSH and the extra ports."""
+    base = from_data(BaseSettings, data)
+    return [
+        Opening(base.base_ssh_port, "tcp", (ADMINS,), "SSH"),
+        *(Opening(p, "tcp", (ANYONE,), "extra") for p in base.base_firewall_extra_ports),
+    ]
 
 
 def declared(roles: Iterable[str], data: Mapping[str, Any]) -> list[Opening]:
     """The openings of a host with ``roles`` (role names), its settings in ``data``."""
-    openings = [Opening(int(data.get("base_ssh_port", 22)), "tcp", (ADMINS,), "SSH")]
-    openings += [
-        Opening(int(p), "tcp", (ANYONE,), "extra")
-        for p in data.get("base_firewall_extra_ports", [])
-    ]
-    clients = ("app_servers", "workers")
-    for role in roles:
-        if role == "db":
-            port = int(data.get("postgresql_port", 5432))
-            openings.append(Opening(port, "tcp", clients, "PostgreSQL"))
-        elif role == "cache":
-            port = int(data.get("redis_port", 6379))
-            openings.append(Opening(port, "tcp", clients, "Redis"))
-        elif role == "app":
-            port = int(data.get("nginx_listen_port", 80))
-            openings.append(Opening(port, "tcp", ("load_balancers",), "nginx (from the LB)"))
-        elif role == "lb":
-            openings.append(Opening(int(data.get("lb_http_port", 80)), "tcp", (ANYONE,), "HTTP"))
-            openings.append(Opening(int(data.get("lb_https_port", 443)), "tcp", (ANYONE,), "HTTPS"))
-        elif role == "log":
-            syslog = int(data.get("log_syslog_tcp_port", 1514))
-            openings.append(Opening(syslog, "tcp", (ALL_HOSTS,), "syslog"))
-            if data.get("log_backend", "graylog") == "graylog":  # the rsyslog receiver has no GELF
-                gelf = int(data.get("log_gelf_port", 12201))
-                openings.append(Opening(gelf, "tcp", (ALL_HOSTS,), "GELF"))
-                openings.append(Opening(gelf, "udp", (ALL_HOSTS,), "GELF"))
-                ui = int(data.get("graylog_http_port", 9000))
-                openings.append(Opening(ui, "tcp", (ADMINS,), "Graylog web interface"))
-    return openings
+    return [*host_openings(data), *(o for role in roles for o in role_openings(role, data))]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ def provision(
 ) -> Result:
     """Converge AWS to ``env``'s description; with ``dry``, only say what would change."""
     loaded = load_environment(env, group_data)
+    openings = security.declared_openings(loaded, group_data)
     public_key = ec2.read_public_key(env, loaded.spec)
     if session is None:
         session = make_session(loaded.spec.region, loaded.spec.profile, dry=dry)
@@ -53,7 +54,7 @@ def provision(
         console=console or Console(stderr=True),
     )
     network.ensure_network(ctx)
-    security.ensure_security_groups(ctx)
+    security.ensure_security_groups(ctx, openings)
     key_name = ec2.ensure_key_pair(ctx, public_key)
     s3.ensure_buckets(ctx)
     iam.ensure_iam(ctx)

@@ -1,30 +1,39 @@
-"""Security groups: least privilege between the platform's roles.
+"""Security groups: least privilege between the platform's roles, from the firewall's word.
 
-The load balancer takes 80/443 from anywhere and talks only to the app
-servers' port; app servers take HTTP only from the load balancer; PostgreSQL
-and Redis only from app servers and workers; the log inputs only from the
-platform's own groups; SSH only from ``admin_cidrs``. Rules are compared as
+Each role's group admits what the role's hosts declare in ``mahaops/firewall.py`` (the
+same declarations, read with the same settings, that render every host's nftables
+rules), so a port open on a host and in its security group cannot disagree. Sources
+translate as: anyone -> anywhere; admins -> the environment's ``admin_cidrs``, for SSH
+only (admin tools such as Graylog's web interface go through an SSH tunnel); a group ->
+that role's security group; all hosts -> every EC2 role's group. The ``lb`` group is
+the ALB's: it takes what the load balancer role declares (80/443 from anywhere) and
+talks only to the ports app servers open to load balancers. Rules are compared as
 sets: missing ones are authorised, extra ones revoked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
+from mahaops.aws.config import Environment
 from mahaops.aws.plan import PENDING, Context, pending, tags_of
-from mahaops.settings.aws import EC2_ROLES
+from mahaops.firewall import ADMINS, ALL_HOSTS, ANYONE, Opening, host_openings, role_openings
+from mahaops.roles import ROLE_BY_GROUP, ROLE_BY_NAME
+from mahaops.settings import GroupData, SettingsError, from_data
+from mahaops.settings.app import NginxSettings
+from mahaops.settings.aws import EC2_ROLES, AwsEnvironment
 
 SG_ROLES: tuple[str, ...] = ("lb", *EC2_ROLES)
 """One group per role; ``lb`` is the ALB's."""
 
 ANYWHERE = ("0.0.0.0/0", "::/0")
-LOG_INPUTS: tuple[tuple[str, int], ...] = (
-    ("tcp", 514),
-    ("tcp", 12201),
-    ("udp", 12201),
-    ("tcp", 1514),
-)
-"""syslog, GELF (TCP and UDP) and the log shipper's input."""
+
+UNDECLARED_LOG_INPUTS: tuple[tuple[str, int], ...] = (("tcp", 514),)
+"""Plain syslog's port, in the log group since the first provisioning though no role
+listens on it (shippers send to ``log_syslog_tcp_port``). tests/aws pins it; the one rule
+not derived from mahaops/firewall.py."""
 
 
 class Rule(NamedTuple):
@@ -33,36 +42,73 @@ class Rule(NamedTuple):
     source: str  # a CIDR, or "sg:<role>" resolved to the role's group id
 
 
-def desired_rules(ctx: Context) -> dict[str, tuple[set[Rule], set[Rule]]]:
+def declared_openings(loaded: Environment, group_data: Path) -> dict[str, list[Opening]]:
+    """Role -> what it opens on AWS, read from group_data as the hosts will read it.
+
+    Checked before any AWS call: the target group sends to ``app_port``, which must be the
+    port the app servers' nginx listens on and opens to load balancers.
+    """
+    files = GroupData(group_data)
+    openings: dict[str, list[Opening]] = {}
+    for role in SG_ROLES:
+        data = files.merged(("aws", ROLE_BY_NAME[role].group))
+        own = role_openings(role, data)
+        openings[role] = own if role == "lb" else [*host_openings(data), *own]  # ALB: no sshd
+        if role == "app":
+            nginx = from_data(NginxSettings, data).nginx_listen_port
+            if nginx != loaded.spec.app_port:
+                raise SettingsError(
+                    "group_data/aws.py",
+                    f"aws_environments.{loaded.name}.app_port",
+                    f"is {loaded.spec.app_port} but the app servers' nginx_listen_port is "
+                    f"{nginx}: the load balancer's target port must be nginx's",
+                )
+    return openings
+
+
+def _sources(opening: Opening, spec: AwsEnvironment) -> list[str]:
+    result: list[str] = []
+    for source in opening.sources:
+        if source == ANYONE:
+            result += ANYWHERE
+        elif source == ADMINS:
+            result += [] if opening.tunnel else spec.admin_cidrs
+        elif source == ALL_HOSTS:
+            result += [f"sg:{role}" for role in EC2_ROLES]
+        else:
+            result.append(f"sg:{ROLE_BY_GROUP[source].name}")
+    return result
+
+
+def desired_rules(
+    spec: AwsEnvironment, openings: Mapping[str, list[Opening]]
+) -> dict[str, tuple[set[Rule], set[Rule]]]:
     """Role -> (ingress, egress) rules, sources still named by role."""
-    spec = ctx.spec
-    ssh = {Rule("tcp", 22, cidr) for cidr in spec.admin_cidrs}
     everywhere_out = {Rule("-1", -1, "0.0.0.0/0")}  # hosts fetch packages and reach AWS APIs
-    platform = [f"sg:{r}" for r in EC2_ROLES]
-    rules: dict[str, tuple[set[Rule], set[Rule]]] = {
-        "lb": (
-            {Rule("tcp", port, src) for port in (80, 443) for src in ANYWHERE},
-            {Rule("tcp", spec.app_port, "sg:app")},
-        ),
-        "app": (ssh | {Rule("tcp", spec.app_port, "sg:lb")}, everywhere_out),
-        "worker": (set(ssh), everywhere_out),
-        "db": (ssh | {Rule("tcp", 5432, f"sg:{r}") for r in ("app", "worker")}, everywhere_out),
-        "cache": (ssh | {Rule("tcp", 6379, f"sg:{r}") for r in ("app", "worker")}, everywhere_out),
-        "log": (
-            ssh | {Rule(proto, port, src) for proto, port in LOG_INPUTS for src in platform},
-            everywhere_out,
-        ),
+    rules: dict[str, tuple[set[Rule], set[Rule]]] = {}
+    for role, declared in openings.items():
+        ingress = {Rule(o.proto, o.port, s) for o in declared for s in _sources(o, spec)}
+        rules[role] = (ingress, set(everywhere_out))
+    lb_targets = {
+        Rule(o.proto, o.port, f"sg:{role}")
+        for role, declared in openings.items()
+        for o in declared
+        if "load_balancers" in o.sources
     }
+    rules["lb"] = (rules["lb"][0], lb_targets)
+    platform = [f"sg:{r}" for r in EC2_ROLES]
+    rules["log"][0].update(Rule(p, port, s) for p, port in UNDECLARED_LOG_INPUTS for s in platform)
     return rules
 
 
-def ensure_security_groups(ctx: Context) -> None:
+def ensure_security_groups(ctx: Context, openings: Mapping[str, list[Opening]]) -> None:
+    """Converge each role's security group to ``openings`` (from :func:`declared_openings`)."""
     ctx.step("security groups")
     vpc = ctx.ids["vpc"]
     existing = _existing_groups(ctx, vpc)
     for role in SG_ROLES:
         ctx.ids[f"sg:{role}"] = _ensure_group(ctx, vpc, role, existing.get(role))
-    for role, (ingress, egress) in desired_rules(ctx).items():
+    for role, (ingress, egress) in desired_rules(ctx.spec, openings).items():
         group = existing.get(role)
         _ensure_rules(ctx, role, group, _resolve(ctx, ingress), _resolve(ctx, egress))
 

@@ -20,7 +20,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from deploys._common import KEYRINGS, apt_repository, template, unit
 from mahaops.context import addresses, settings
-from mahaops.releases import for_run
+from mahaops.release import for_run
 from mahaops.secrets import secret
 from mahaops.settings.app import AppSettings, NginxSettings, NodejsSettings, ReleaseSettings
 from operations import release

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from mahaops import releases
 from mahaops.local.hosts import Environment
 from mahaops.local.platform import deployable_roles
+from mahaops.release import current_build
 from mahaops.runner import run_deploy
 
 
@@ -72,7 +72,7 @@ def measure_platform(rounds: int = 3) -> PlatformFigures:
     try:
         started = time.perf_counter()
         image = env.prepare()
-        releases.current_build()
+        current_build()
         fresh["prepare"] = time.perf_counter() - started
         mark = time.perf_counter()
         for role, count in platform.PLATFORM:

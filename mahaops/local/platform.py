@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from mahaops import releases
 from mahaops.local.hosts import Environment, LocalHost
+from mahaops.release import current_build
 from mahaops.roles import deployable_roles
 from mahaops.runner import DeployResult, run_deploy
 
@@ -67,7 +67,7 @@ def up(
     if {"app", "worker"} & set(roles):
         mark = time.monotonic()
         say("Release of app/ (built only when app/ changed)")
-        built = releases.current_build()
+        built = current_build()
         release_id = built.id
         say(f"Release [bold]{built.id}[/]")
         timings["release"] = time.monotonic() - mark

@@ -25,7 +25,7 @@ import pytest
 from rich.console import Console
 
 from mahaops import release as release_build
-from mahaops import releases
+from mahaops import release as releases
 from mahaops.local import platform
 from mahaops.local.hosts import Environment, LocalHost
 from mahaops.release import APP_DIR

@@ -1,4 +1,4 @@
-"""Invoke tasks for database backups: ``invoke db.backup`` and ``invoke db.restore``.
+"""Tasks for database backups: ``invoke db.backup`` and ``invoke db.restore``.
 
 Both reach the db host over SSH with Fabric, using what the inventory says about it
 (the same connection data pyinfra uses), and work as the ``postgres`` user there.
@@ -9,29 +9,22 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit, UnexpectedExit
 from invoke.tasks import task
-from rich.console import Console
 from rich.table import Table
 
-from mahaops.inventory import HostSpec, discover, kind_of
-from mahaops.masking import MaskingStream
+from mahaops.hosts import HostSpec, discover, kind_of
 from mahaops.settings import GroupData, SettingsError, from_data
 from mahaops.settings.db import PostgresClientSettings, PostgresSettings
+from mahaops.tasks._common import ENV_HELP, connect, masked_console
 
-ENV_HELP = "environment: 'local' (Docker on this machine) or one from group_data/aws.py"
 HOST_HELP = "db host to work on (default: the first of db_servers)"
 SERVICE = "maha-pg-backup.service"
-
-
-def _console() -> Console:
-    return Console(file=MaskingStream(sys.stdout), highlight=False)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -66,30 +59,6 @@ def db_host(env: str, name: str = "") -> DbHost:
         from_data(PostgresSettings, data),
         from_data(PostgresClientSettings, data).postgresql_port,
     )
-
-
-@contextmanager
-def connect(spec: HostSpec) -> Iterator[object]:
-    """A Fabric connection to ``spec`` as its inventory describes it (user, port, key)."""
-    from fabric import Config, Connection
-
-    data = spec.data
-    config = Config(
-        overrides={"load_ssh_configs": bool(data.get("ssh_config_file"))},
-        runtime_ssh_path=data.get("ssh_config_file"),
-    )
-    conn = Connection(
-        host=str(data.get("ssh_hostname", spec.name)),
-        user=data.get("ssh_user"),
-        port=int(data.get("ssh_port", 22)),
-        connect_timeout=15,
-        connect_kwargs={"key_filename": data["ssh_key"]} if data.get("ssh_key") else {},
-        config=config,
-    )
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def _as_postgres(command: str) -> str:
@@ -130,14 +99,14 @@ def _table(title: str, dumps: list[Dump]) -> Table:
 @task(help={"env": ENV_HELP, "host": HOST_HELP})
 def backup(c: Context, env: str = "local", host: str = "") -> None:
     """Back up every database now: pg_dump -Fc, exactly as the nightly timer does."""
-    console = _console()
+    console = masked_console()
     target = db_host(env, host)
     with connect(target.spec) as conn:
         with console.status(f"Backing up on {target.spec.name}"):
             try:  # a oneshot service: `start` returns once the dumps are written
-                conn.sudo(f"systemctl start {SERVICE}", hide=True)  # type: ignore[attr-defined]
+                conn.sudo(f"systemctl start {SERVICE}", hide=True)
             except UnexpectedExit:
-                log = conn.sudo(  # type: ignore[attr-defined]
+                log = conn.sudo(
                     f"journalctl -u {SERVICE} -n 20 --no-pager", hide=True, warn=True
                 ).stdout
                 raise Exit(
@@ -166,7 +135,7 @@ def restore(
     yes: bool = False,
 ) -> None:
     """Restore databases from their dumps, replacing what they hold now (asks first)."""
-    console = _console()
+    console = masked_console()
     try:
         target = db_host(env, host)
     except SettingsError as exc:
@@ -196,7 +165,7 @@ def restore(
         for dump in chosen:
             with console.status(f"Restoring {dump.database}"):
                 # One transaction: a failed restore leaves the database as it was.
-                conn.sudo(  # type: ignore[attr-defined]
+                conn.sudo(
                     _as_postgres(
                         f"pg_restore -p {target.port} --clean --if-exists --single-transaction "
                         f"--exit-on-error -d {shlex.quote(dump.database)} "
@@ -205,3 +174,6 @@ def restore(
                     hide=True,
                 )
             console.print(f"Restored [bold]{dump.database}[/] from {dump.path}")
+
+
+ns = Collection("db", backup, restore)

@@ -1,6 +1,7 @@
-"""Release builds: the app and its production dependencies as one reproducible tarball.
+"""The release build: the app and its production dependencies as one reproducible tarball.
 
-The operator's machine builds a release once (``invoke build``); deploys push
+The operator's machine builds a release once (``invoke build``, or a deploy through
+``cache.current_build``); deploys push
 those exact bytes to every host, which unpacks them into
 ``/srv/maha/releases/<id>`` (entries are relative: ``tar -xzf … -C <dir>``).
 Hosts therefore need neither npm nor registry access.
@@ -132,8 +133,13 @@ def _source_date_epoch(app_dir: Path) -> int:
 # -- staging -------------------------------------------------------------------------------------
 
 
+def excluded(name: str) -> bool:
+    """True for a file or directory name a release never ships (nor its content digest reads)."""
+    return name in EXCLUDED_NAMES or name.endswith(EXCLUDED_SUFFIXES)
+
+
 def _excluded(_directory: str, names: list[str]) -> set[str]:
-    return {name for name in names if name in EXCLUDED_NAMES or name.endswith(EXCLUDED_SUFFIXES)}
+    return {name for name in names if excluded(name)}
 
 
 def _copy_app(app_dir: Path, staging: Path) -> None:

@@ -1,9 +1,12 @@
-"""Invoke tasks for releases: ``invoke build``, ``invoke release``, ``invoke rollback``."""
+"""Tasks for releases: ``build``, ``release`` and ``rollback``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
@@ -11,23 +14,30 @@ from rich.console import Console
 from rich.table import Table
 
 from mahaops import PROJECT_ROOT
-from mahaops import release as release_module
+from mahaops import release as releases
+from mahaops.tasks._common import ENV_HELP
 
 
 def _shown(path: Path) -> str:
     return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
+@contextmanager
+def _build_errors() -> Iterator[None]:
+    """A failed build ends the task with its reason, not a traceback."""
+    try:
+        yield
+    except releases.ReleaseError as exc:
+        raise Exit(f"Release build failed: {exc}", code=1) from exc
+
+
 @task(help={"out": "Directory for the tarball and its .sha256 (default: build/releases)"})
 def build(c: Context, out: str = "") -> None:
     """Build a release: app/ with production dependencies as a reproducible tarball."""
     console = Console()
-    out_dir = Path(out).resolve() if out else release_module.DEFAULT_OUT_DIR
-    try:
-        with console.status("Building release (npm ci --omit=dev)…"):
-            built = release_module.build(out_dir)
-    except release_module.ReleaseError as exc:
-        raise Exit(f"Release build failed: {exc}", code=1) from exc
+    out_dir = Path(out).resolve() if out else releases.DEFAULT_OUT_DIR
+    with _build_errors(), console.status("Building release (npm ci --omit=dev)…"):
+        built = releases.build(out_dir)  # recorded: a deploy of the same app/ reuses it
     table = Table(title="Release built", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -38,9 +48,6 @@ def build(c: Context, out: str = "") -> None:
     console.print(table)
 
 
-ENV_HELP = "environment: 'local' (Docker on this machine) or one from group_data/aws.py"
-
-
 @task(
     help={
         "env": ENV_HELP,
@@ -49,18 +56,9 @@ ENV_HELP = "environment: 'local' (Docker on this machine) or one from group_data
 )
 def release(c: Context, env: str = "local", tarball: str = "") -> None:
     """Deploy a release to the app servers and workers: push, migrate, switch, check."""
-    from mahaops import releases
-
     console = Console()
-    try:
-        with console.status("Preparing the release…"):
-            built = (
-                releases.for_run(str(Path(tarball).resolve()))
-                if tarball
-                else releases.current_build()
-            )
-    except release_module.ReleaseError as exc:
-        raise Exit(f"Release build failed: {exc}", code=1) from exc
+    with _build_errors(), console.status("Preparing the release…"):
+        built = releases.chosen(tarball)
     console.print(f"Deploying release [bold]{built.id}[/] ({_shown(built.tarball)}) to {env}")
     _, result = releases.deploy(env, built.tarball)
     if not result.ok:
@@ -75,9 +73,10 @@ def release(c: Context, env: str = "local", tarball: str = "") -> None:
 @task(help={"env": ENV_HELP})
 def rollback(c: Context, env: str = "local") -> None:
     """Go back one release on the app servers and workers, then check their health."""
-    from mahaops import releases
-
     result = releases.rollback(env)
     if not result.ok:
         raise Exit("rollback failed: see the tables above", code=result.returncode or 1)
     Console().print(f"Rolled back one release on {env}")
+
+
+ns = Collection("release", build, release, rollback)

@@ -1,19 +1,22 @@
-"""Invoke task: ``invoke export-ansible --env NAME --out DIR``."""
+"""Tasks for the Ansible exporter: ``export-ansible`` and ``bench-ansible``."""
 
 from __future__ import annotations
 
+from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
+
+from mahaops.tasks._common import ENV_HELP, LIMIT_HELP, ROLES
 
 
 @task(
     name="export-ansible",
     help={
-        "env": "environment to export: 'local' (Docker) or one from group_data/aws.py",
+        "env": ENV_HELP,
         "out": "directory to write the Ansible project into (replaced if it holds an export)",
-        "role": "export only this role (repeatable): base, db, cache, log, app, worker, lb",
-        "limit": "only these hosts or groups (repeatable), e.g. app-1 or app_servers",
+        "role": f"export only this role (repeatable): {ROLES}",
+        "limit": LIMIT_HELP,
     },
     iterable=["role", "limit"],
 )
@@ -42,3 +45,6 @@ def bench_ansible(c: Context, roles: str = "", rounds: int = 3):
     from mahaops import bench_ansible as benchmark
 
     benchmark.main([r for r in roles.split(",") if r], rounds=rounds)
+
+
+ns = Collection("ansible", export_ansible, bench_ansible)

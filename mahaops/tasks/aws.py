@@ -1,13 +1,13 @@
-"""Invoke tasks for AWS: ``provision`` and ``teardown`` of one environment."""
+"""Tasks for AWS: ``provision`` and ``teardown`` of one environment."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+from invoke.collection import Collection
 from invoke.context import Context as InvokeContext
 from invoke.exceptions import Exit
 from invoke.tasks import task
@@ -15,13 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mahaops.aws.plan import Plan, ProvisionError
-from mahaops.masking import MaskingStream
 from mahaops.settings import SettingsError
-
-
-def _console(stderr: bool = False) -> Console:
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(file=MaskingStream(stream), highlight=False)  # type: ignore[arg-type]
+from mahaops.tasks._common import masked_console
 
 
 @contextmanager
@@ -54,7 +49,7 @@ def provision(c: InvokeContext, env: str, dry: bool = False) -> None:
     """Create or update an AWS environment to match group_data/aws.py."""
     from mahaops.aws.provision import provision as run
 
-    out, progress = _console(), _console(stderr=True)
+    out, progress = masked_console(), masked_console(stderr=True)
     with _errors():
         result = run(env, dry=dry, console=progress)
     title = f"{'Plan' if dry else 'Provisioned'}: {env} ({result.plan.summary()})"
@@ -85,10 +80,13 @@ def teardown(c: InvokeContext, env: str, yes: bool = False) -> None:
     """Delete every AWS resource tagged for an environment (refuses protected ones)."""
     from mahaops.aws.teardown import teardown as run
 
-    out = _console()
+    out = masked_console()
     with _errors():
-        plan = run(env, yes=yes, confirm=_ask(out), console=_console(stderr=True))
+        plan = run(env, yes=yes, confirm=_ask(out), console=masked_console(stderr=True))
     if not plan.changes:
         out.print(f"Nothing removed for {env}.")
         return
     out.print(plan.table(f"Removed from {env} ({len(plan.changes)} resource(s))"))
+
+
+ns = Collection("aws", provision, teardown)

@@ -1,0 +1,28 @@
+"""The Invoke tasks, one collection module per subject; ``tasks.py`` builds the command line.
+
+Operator tasks: ``platform`` (up, down, deploy, plan, hosts), ``release`` (build, release,
+rollback), ``aws`` (provision, teardown), ``ansible`` (export-ansible, bench-ansible), and
+the namespaced ``db`` (db.backup, db.restore) and ``logs`` (logs.ui). Developer tasks:
+``dev`` (test, lint, bench). Help texts shared by several tasks are in ``_common``.
+"""
+
+from __future__ import annotations
+
+from invoke.collection import Collection
+
+from mahaops.tasks import ansible, aws, db, dev, logs, platform, release
+
+# Top-level names (`invoke up`, `invoke build`, ...): the command line predates the modules.
+FLAT = (platform, release, aws, ansible, dev)
+NAMESPACED = (db, logs)  # `invoke db.backup`, `invoke logs.ui`
+
+
+def root() -> Collection:
+    """The command line: every flat subject's tasks at the top, the others by their name."""
+    ns = Collection()
+    for module in FLAT:
+        for name, body in module.ns.tasks.items():
+            ns.add_task(body, name=name)
+    for module in NAMESPACED:
+        ns.add_collection(module.ns)
+    return ns

@@ -1,0 +1,48 @@
+"""What the task modules share: help texts written once, consoles, SSH to an inventory host."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+
+from mahaops.hosts import HostSpec
+from mahaops.masking import MaskingStream
+
+ENV_HELP = "environment: 'local' (Docker on this machine) or one from group_data/aws.py"
+LOCAL_ENV_HELP = "local environment name (default: local)"
+ROLES = "base, db, cache, log, app, worker, lb"
+LIMIT_HELP = "only these hosts or groups (repeatable), e.g. app-1 or app_servers"
+
+
+def masked_console(stderr: bool = False) -> Console:
+    """A console that masks every known secret (for tasks printing what hosts answer)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=MaskingStream(stream), highlight=False)  # type: ignore[arg-type]
+
+
+@contextmanager
+def connect(spec: HostSpec) -> Iterator[Any]:
+    """A Fabric connection to ``spec`` as its inventory describes it (user, port, key)."""
+    from fabric import Config, Connection
+
+    data = spec.data
+    config = Config(
+        overrides={"load_ssh_configs": bool(data.get("ssh_config_file"))},
+        runtime_ssh_path=data.get("ssh_config_file"),
+    )
+    conn = Connection(
+        host=str(data.get("ssh_hostname", spec.name)),
+        user=data.get("ssh_user"),
+        port=int(data.get("ssh_port", 22)),
+        connect_timeout=15,
+        connect_kwargs={"key_filename": data["ssh_key"]} if data.get("ssh_key") else {},
+        config=config,
+    )
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -1,0 +1,118 @@
+"""Tasks for the platform: ``up``/``down``/``hosts`` on Docker, ``deploy`` and ``plan`` anywhere."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+from rich.console import Console
+
+from mahaops.tasks._common import ENV_HELP, LIMIT_HELP, LOCAL_ENV_HELP, ROLES
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "role": f"deploy only this role (repeatable): {ROLES}",
+        "limit": LIMIT_HELP,
+        "dry": "show what would change, with diffs, and change nothing",
+        "set": "override a setting for this run, KEY=VALUE (repeatable; VALUE may be JSON)",
+        "verbose": "show pyinfra's per-host lines instead of one line per operation",
+    },
+    iterable=["role", "limit", "set"],
+)
+def deploy(
+    c: Context,
+    env: str = "local",
+    role=None,
+    limit=None,
+    dry: bool = False,
+    set=None,
+    verbose: bool = False,
+):
+    """Converge the environment's hosts to their roles (``--dry`` plans with diffs)."""
+    from mahaops.runner import run_deploy
+
+    result = run_deploy(
+        env,
+        roles=role or (),
+        limit=limit or (),
+        dry=dry,
+        overrides=_overrides(set),
+        capture=False,
+        verbose=verbose,
+    )
+    if not result.ok:
+        raise Exit(code=result.returncode)
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, Any]:
+    from mahaops.settings import SettingsError, parse_overrides
+
+    try:
+        return parse_overrides(pairs or [])
+    except SettingsError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "role": "plan only this role (repeatable)",
+        "limit": "hosts or groups (repeatable)",
+    },
+    iterable=["role", "limit"],
+)
+def plan(c: Context, env: str = "local", role=None, limit=None):
+    """Dry run: what a deploy would change, with unified diffs; changes nothing."""
+    deploy(c, env=env, role=role, limit=limit, dry=True)
+
+
+@task(help={"env": LOCAL_ENV_HELP})
+def up(c: Context, env: str = "local"):
+    """Create the local platform on Docker (if missing) and deploy every role to it."""
+    from mahaops.local import platform
+
+    console = Console()
+    result = platform.up(env, console=console)
+    console.print(platform.hosts_table(result.hosts))
+    address = platform.url(result.hosts)
+    if address:
+        console.print(f"The platform answers at [bold]{address}[/]")
+    if not result.deploy.ok:
+        raise Exit("deploy failed: see the tables above", code=result.deploy.returncode or 1)
+
+
+@task(
+    help={
+        "env": LOCAL_ENV_HELP,
+        "volumes": "also delete data volumes (databases, queues, logs)",
+        "yes": "do not ask for confirmation",
+    }
+)
+def down(c: Context, env: str = "local", volumes: bool = False, yes: bool = False):
+    """Remove the local platform's hosts; data volumes survive unless --volumes."""
+    from mahaops.local import platform
+
+    if volumes and not yes and sys.stdin.isatty():
+        answer = input(f"Delete environment {env!r} AND its data volumes? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise Exit("aborted", code=1)
+    removed = platform.down(env, volumes=volumes)
+    Console().print(f"Removed {len(removed)} host(s): {', '.join(removed) or '-'}")
+
+
+@task(help={"env": LOCAL_ENV_HELP})
+def hosts(c: Context, env: str = "local"):
+    """List the local environment's hosts, roles and ports."""
+    from mahaops.local import platform
+    from mahaops.local.hosts import Environment
+
+    Console().print(platform.hosts_table(Environment(env).hosts()))
+
+
+ns = Collection("platform", up, down, deploy, plan, hosts)

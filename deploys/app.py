@@ -16,14 +16,14 @@ from pyinfra import host, inventory, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import NoGroupError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
 from deploys._common import KEYRINGS, apt_repository, template, unit
 from mahaops.context import addresses, settings
 from mahaops.release import for_run
 from mahaops.secrets import secret
 from mahaops.settings.app import AppSettings, NginxSettings, NodejsSettings, ReleaseSettings
-from operations import release
+from operations import apt, release
 from operations.files import validated_template
 
 NODESOURCE_KEYRING = f"{KEYRINGS}/nodesource.asc"

@@ -10,14 +10,14 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
 from deploys._common import template
 from deploys.log_shipping import log_shipping
 from mahaops import firewall
 from mahaops.context import addresses, host_roles, settings
 from mahaops.settings.base import BaseSettings
-from mahaops.templating import JINJA_ENV_KWARGS, template_path
+from operations import apt
 from operations.facts import IsContainer, Users
 from operations.files import validated_template
 
@@ -55,12 +55,10 @@ def base() -> None:
 
     # -- packages ---------------------------------------------------------------------------
     if s.apt_proxy:
-        files.template(
-            name="Send apt through the package cache",
-            src=template_path("base/apt-proxy.conf.j2"),
-            dest="/etc/apt/apt.conf.d/01maha-proxy",
-            mode="644",
-            jinja_env_kwargs=JINJA_ENV_KWARGS,
+        template(
+            "Send apt through the package cache",
+            "base/apt-proxy.conf.j2",
+            "/etc/apt/apt.conf.d/01maha-proxy",
             **tvars,
         )
     else:
@@ -69,6 +67,12 @@ def base() -> None:
             path="/etc/apt/apt.conf.d/01maha-proxy",
             present=False,
         )
+    template(
+        "Bound every apt fetch",
+        "base/apt-bounds.conf.j2",
+        "/etc/apt/apt.conf.d/02maha-bounds",
+        **tvars,
+    )
     apt.packages(
         name="Install base packages",
         packages=sorted({*PACKAGES, *s.base_packages}),

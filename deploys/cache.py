@@ -13,12 +13,13 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
 from deploys._common import restart, template, unit
 from mahaops.context import settings
 from mahaops.secrets import secret
 from mahaops.settings.cache import RedisClientSettings, RedisSettings
+from operations import apt
 from operations.facts import IsContainer
 
 SERVICE = "redis-server"

@@ -15,13 +15,14 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.facts.hardware import Cpus, Memory
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, files, postgres, systemd
+from pyinfra.operations import files, postgres, systemd
 
 from deploys._common import KEYRINGS, apt_repository, template, unit
 from mahaops.context import addresses, settings
 from mahaops.secrets import secret
 from mahaops.settings.db import PostgresClientSettings, PostgresSettings
 from mahaops.templating import render
+from operations import apt
 from operations import postgresql as pg
 
 # Parameters that only a restart applies (pg_settings.context = 'postmaster'): changing

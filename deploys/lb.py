@@ -12,11 +12,12 @@ from typing import Any
 from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import NoGroupError
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import files, systemd
 
 from deploys._common import unit
 from mahaops.context import settings
 from mahaops.settings.lb import LbSettings
+from operations import apt
 from operations.files import validated_template
 
 

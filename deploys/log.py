@@ -15,7 +15,7 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Command, LinuxDistribution
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
 from deploys._common import KEYRINGS, apt_repository, restart, template
 from mahaops import masking
@@ -23,7 +23,7 @@ from mahaops.context import settings
 from mahaops.secrets import secret, token
 from mahaops.settings.base import BaseSettings
 from mahaops.settings.log import LogServerSettings, LogShippingSettings
-from operations import graylog
+from operations import apt, graylog
 from operations.facts import IsContainer
 from operations.files import validated_template
 

@@ -1,8 +1,9 @@
 """Overlay for the local platform (Docker hosts on this machine)."""
 
-# Containers have no route out: packages come through apt-cacher-ng on this machine,
-# which `invoke up` starts. Set to None where containers reach a mirror themselves.
-apt_proxy = "http://host.docker.internal:3142"
+# Containers have no route out: packages come through the package cache on this machine
+# (nginx, mahaops/local/pkgcache.py), which `invoke up` starts. Set to None where
+# containers reach a mirror themselves.
+apt_proxy = "http://host.docker.internal:3150"
 base_admin_cidrs = ["0.0.0.0/0"]  # SSH arrives from docker-proxy on 127.0.0.1 only
 log_backend = "rsyslog"  # Graylog's repositories are out of reach here; a central rsyslog is not
 # Seven hosts share this machine: size PostgreSQL for a small share of it, not all of it.

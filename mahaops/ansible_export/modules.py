@@ -240,12 +240,20 @@ def line(call: Call) -> list[Task]:
 # -- packages ----------------------------------------------------------------------------------
 
 
-@maps("apt.packages")
+def _apt_timeout(call: Call) -> dict[str, Any]:
+    """The project's bounded apt: the same bound as Ansible's task ``timeout``."""
+    if not call.operation.startswith("operations."):
+        return {}
+    timeout = call.arguments.get("timeout")
+    return {"timeout": timeout if timeout is not None else Jinja("{{ base_apt_timeout }}")}
+
+
+@maps("apt.packages", "operations.apt.packages")
 def apt_packages(call: Call) -> list[Task]:
     only(
         call,
         ["packages", "present", "latest", "update", "cache_time", "no_recommends", "upgrade"],
-        ["force", "allow_downgrades", "purge"],
+        ["force", "allow_downgrades", "purge", "timeout"],
     )
     a = call.arguments
     packages = a["packages"]
@@ -259,24 +267,24 @@ def apt_packages(call: Call) -> list[Task]:
             args["cache_valid_time"] = a["cache_time"]
     if a["no_recommends"]:
         args["install_recommends"] = False
-    if a["upgrade"]:
+    if a.get("upgrade"):
         args["upgrade"] = "yes"
-    if a["force"]:
+    if a.get("force"):
         args["force"] = True
-    if a["allow_downgrades"]:
+    if a.get("allow_downgrades"):
         args["allow_downgrade"] = True
-    if a["purge"]:
+    if a.get("purge"):
         args["purge"] = True
-    return [Task(call.name, "ansible.builtin.apt", args)]
+    return [Task(call.name, "ansible.builtin.apt", args, keywords=_apt_timeout(call))]
 
 
-@maps("apt.update")
+@maps("apt.update", "operations.apt.update")
 def apt_update(call: Call) -> list[Task]:
-    only(call, ["cache_time"])
+    only(call, ["cache_time", "timeout"])
     args: dict[str, Any] = {"update_cache": True}
     if call.arguments["cache_time"]:
         args["cache_valid_time"] = call.arguments["cache_time"]
-    return [Task(call.name, "ansible.builtin.apt", args)]
+    return [Task(call.name, "ansible.builtin.apt", args, keywords=_apt_timeout(call))]
 
 
 # -- server ------------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from docker.models.containers import Container
 
 from mahaops.hosts import HostSpec
 from mahaops.local import keys
-from mahaops.local.aptproxy import ensure_apt_proxy
 from mahaops.local.engine import ensure_engine, raise_inotify_limits
 from mahaops.local.image import ensure_image
+from mahaops.local.pkgcache import ensure_package_cache
 from mahaops.roles import ROLE_BY_NAME, role
 
 PROJECT = "maha"
@@ -150,11 +150,11 @@ class Environment:
         return _gateway(network.attrs)
 
     def prepare(self, progress: Callable[[str], None] = lambda _m: None) -> str:
-        """Engine, apt proxy, image and network ready; returns the host image tag."""
+        """Engine, package cache, image and network ready; returns the host image tag."""
         for limit in raise_inotify_limits():
             progress(f"warning: could not raise {limit}; many hosts may fail to start")
         bridge = _gateway(self.client.networks.get("bridge").attrs)
-        ensure_apt_proxy(bind=["127.0.0.1", bridge])
+        ensure_package_cache(bind=["127.0.0.1", bridge])
         tag = ensure_image(self.client, DEPLOY_USER, progress)
         self.ensure_network()
         keys.deploy_key(self.env)

@@ -101,13 +101,17 @@ def find_mirror(root: Path = Path("/etc/apt")) -> Mirror:
     return Mirror(debian, security)
 
 
+def _through_cache(url: str) -> str:
+    """Hosts name the mirror in plain HTTP: the package cache speaks HTTP to them and
+    fetches from the mirror over whatever scheme it has (mahaops/local/pkgcache.py)."""
+    return "http://" + url.removeprefix("https://").removeprefix("http://")
+
+
 def sources_list(mirror: Mirror) -> str:
-    lines = [
-        f"deb {mirror.debian} {SUITE} main",
-        f"deb {mirror.debian} {SUITE}-updates main",
-    ]
+    debian = _through_cache(mirror.debian)
+    lines = [f"deb {debian} {SUITE} main", f"deb {debian} {SUITE}-updates main"]
     if mirror.security:
-        lines.append(f"deb {mirror.security} {SUITE}-security main")
+        lines.append(f"deb {_through_cache(mirror.security)} {SUITE}-security main")
     return "\n".join(lines) + "\n"
 
 

@@ -75,6 +75,9 @@ class BaseSettings(Settings):
 
     # -- packages and upgrades -------------------------------------------------------------
     base_packages: list[str] = ["ca-certificates", "curl", "less", "vim-tiny", "htop"]
+    base_apt_timeout: int = Field(600, ge=30, le=7200)  # seconds one apt command may run
+    base_apt_fetch_timeout: int = Field(30, ge=5, le=600)  # seconds apt waits on a connection
+    base_apt_retries: int = Field(3, ge=0, le=10)  # times apt retries a failed download
     base_unattended_upgrades: bool = True  # security updates, applied daily
     base_unattended_reboot: bool = False  # reboot automatically when an upgrade needs it
     base_unattended_reboot_time: str = "03:30"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mahaops.local.hosts import LocalHost
+from mahaops.local.pkgcache import PORT as PACKAGE_CACHE_PORT
 from mahaops.secrets import LocalSecretStore, get_or_create
 
 APP_ROOT = "/srv/maha"
@@ -21,7 +22,7 @@ _BACKING: dict[str, dict[str, Any]] = {}
 
 _INSTALL = (
     "export DEBIAN_FRONTEND=noninteractive; "
-    "P='-o Acquire::http::Proxy=http://host.docker.internal:3142'; "
+    f"P='-o Acquire::http::Proxy=http://host.docker.internal:{PACKAGE_CACHE_PORT}'; "
     "apt-get $P update -q >/dev/null && "
     "apt-get $P install -y -q --no-install-recommends {packages} >/dev/null"
 )

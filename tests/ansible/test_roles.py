@@ -14,7 +14,7 @@ import pytest
 from mahaops.ansible_export import export
 from mahaops.ansible_export.playbook import PlaybookRun, check, run_playbook
 from mahaops.local.hosts import LocalHost
-from mahaops.local.platform import deployable_roles
+from mahaops.roles import deployable_roles
 from mahaops.secrets import LocalSecretStore
 from tests.checks import app as app_checks
 from tests.checks import cache as cache_checks

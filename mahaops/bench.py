@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mahaops.local.hosts import Environment
-from mahaops.local.platform import deployable_roles
 from mahaops.release import current_build
+from mahaops.roles import deployable_roles
 from mahaops.runner import run_deploy
 
 

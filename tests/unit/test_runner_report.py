@@ -15,7 +15,7 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import server
 
 from mahaops import masking, pyinfra_hooks
-from mahaops.inventory import HostSpec
+from mahaops.hosts import HostSpec
 from mahaops.roles import BASE, role
 from mahaops.runner import engine, report
 from mahaops.runner.state import build_state

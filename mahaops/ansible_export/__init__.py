@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mahaops import PROJECT_ROOT
+from mahaops.runner import selection_args
 
 
 @dataclass
@@ -40,16 +41,10 @@ def export_command(
     group_data: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "mahaops.ansible_export", "--env", env, "--out", str(out)]
-    for name in limit:
-        cmd += ["--limit", name]
-    for name in roles:
-        cmd += ["--role", name]
-    for key, value in (overrides or {}).items():
-        cmd += ["--set", f"{key}={json.dumps(value)}"]
-    if group_data:
-        cmd += ["--group-data", str(group_data)]
-    return cmd
+    return [
+        sys.executable, "-m", "mahaops.ansible_export", "--env", env, "--out", str(out),
+        *selection_args(roles, limit, overrides, group_data),
+    ]  # fmt: skip
 
 
 def export(

@@ -70,6 +70,26 @@ class DeployResult:
         ]
 
 
+def selection_args(
+    roles: Sequence[str] = (),
+    limit: Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+    group_data: Path | None = None,
+) -> list[str]:
+    """The command-line options that choose roles, hosts and settings, shared by the
+    runner's and the exporter's command lines."""
+    args: list[str] = []
+    for role in roles:
+        args += ["--role", role]
+    for name in limit:
+        args += ["--limit", name]
+    for key, value in (overrides or {}).items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    if group_data:
+        args += ["--group-data", str(group_data)]
+    return args
+
+
 def deploy_command(
     env: str,
     roles: Sequence[str] = (),
@@ -80,17 +100,12 @@ def deploy_command(
     quiet: bool = False,
     verbose: bool = False,
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "mahaops.runner", "--env", env]
-    for role in roles:
-        cmd += ["--role", role]
-    for name in limit:
-        cmd += ["--limit", name]
-    for key, value in (overrides or {}).items():
-        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    cmd = [
+        sys.executable, "-m", "mahaops.runner", "--env", env,
+        *selection_args(roles, limit, overrides, group_data),
+    ]  # fmt: skip
     if dry:
         cmd.append("--dry")
-    if group_data:
-        cmd += ["--group-data", str(group_data)]
     if quiet:
         cmd.append("--quiet")
     if verbose:

@@ -16,6 +16,19 @@ ENV_HELP = "environment: 'local' (Docker on this machine) or one from group_data
 LOCAL_ENV_HELP = "local environment name (default: local)"
 ROLES = "base, db, cache, log, app, worker, lb"
 LIMIT_HELP = "only these hosts or groups (repeatable), e.g. app-1 or app_servers"
+SET_HELP = "override a setting for this run, KEY=VALUE (repeatable; VALUE may be JSON)"
+
+
+def overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set`` pairs as settings, or the task stops naming the bad one (before any host)."""
+    from invoke.exceptions import Exit
+
+    from mahaops.settings import SettingsError, parse_overrides
+
+    try:
+        return parse_overrides(pairs or [])
+    except SettingsError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
 
 
 def masked_console(stderr: bool = False) -> Console:

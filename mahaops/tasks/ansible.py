@@ -7,7 +7,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from mahaops.tasks._common import ENV_HELP, LIMIT_HELP, ROLES
+from mahaops.tasks._common import ENV_HELP, LIMIT_HELP, ROLES, SET_HELP, overrides
 
 
 @task(
@@ -17,10 +17,11 @@ from mahaops.tasks._common import ENV_HELP, LIMIT_HELP, ROLES
         "out": "directory to write the Ansible project into (replaced if it holds an export)",
         "role": f"export only this role (repeatable): {ROLES}",
         "limit": LIMIT_HELP,
+        "set": SET_HELP,
     },
-    iterable=["role", "limit"],
+    iterable=["role", "limit", "set"],
 )
-def export_ansible(c: Context, env: str = "local", out: str = "", role=None, limit=None):
+def export_ansible(c: Context, env: str = "local", out: str = "", role=None, limit=None, set=None):
     """Export every role deploy as a runnable Ansible project (recorded from the hosts)."""
     from pathlib import Path
 
@@ -28,7 +29,14 @@ def export_ansible(c: Context, env: str = "local", out: str = "", role=None, lim
 
     if not out:
         raise Exit("error: --out DIR is required", code=2)
-    result = export(env, Path(out), limit=limit or (), roles=role or (), capture=False)
+    result = export(
+        env,
+        Path(out),
+        limit=limit or (),
+        roles=role or (),
+        overrides=overrides(set),
+        capture=False,
+    )
     if not result.ok:
         raise Exit(code=result.returncode)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -11,7 +10,14 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
 
-from mahaops.tasks._common import ENV_HELP, LIMIT_HELP, LOCAL_ENV_HELP, ROLES
+from mahaops.tasks._common import (
+    ENV_HELP,
+    LIMIT_HELP,
+    LOCAL_ENV_HELP,
+    ROLES,
+    SET_HELP,
+    overrides,
+)
 
 
 @task(
@@ -20,7 +26,7 @@ from mahaops.tasks._common import ENV_HELP, LIMIT_HELP, LOCAL_ENV_HELP, ROLES
         "role": f"deploy only this role (repeatable): {ROLES}",
         "limit": LIMIT_HELP,
         "dry": "show what would change, with diffs, and change nothing",
-        "set": "override a setting for this run, KEY=VALUE (repeatable; VALUE may be JSON)",
+        "set": SET_HELP,
         "verbose": "show pyinfra's per-host lines instead of one line per operation",
     },
     iterable=["role", "limit", "set"],
@@ -42,21 +48,12 @@ def deploy(
         roles=role or (),
         limit=limit or (),
         dry=dry,
-        overrides=_overrides(set),
+        overrides=overrides(set),
         capture=False,
         verbose=verbose,
     )
     if not result.ok:
         raise Exit(code=result.returncode)
-
-
-def _overrides(pairs: list[str] | None) -> dict[str, Any]:
-    from mahaops.settings import SettingsError, parse_overrides
-
-    try:
-        return parse_overrides(pairs or [])
-    except SettingsError as exc:
-        raise Exit(f"error: {exc}", code=2) from None
 
 
 @task(

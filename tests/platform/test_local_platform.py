@@ -13,6 +13,7 @@ import json
 import secrets as _random
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -198,6 +199,41 @@ def test_a_second_up_changes_nothing(plat: Platform) -> None:
     assert again.deploy.ok, again.deploy.output[-4000:]
     assert again.created == []
     assert [(op.host, op.name) for op in again.deploy.changed] == []
+
+
+def _fresh_clone(tmp_path: Path) -> Path:
+    """The project as `git clone` gives it: no build/, so no record of any release built."""
+    root = Path(__file__).resolve().parents[2]
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
+    assert not (clone / "build").exists()
+    return clone
+
+
+def _invoke_in(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """An invoke task run from ``clone``, as an operator there would; a hang fails it."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=clone, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"`invoke {' '.join(args)}` in a fresh clone hung: {exc}") from None
+
+
+def test_a_fresh_clone_plans_and_exports_without_building_first(
+    plat: Platform, tmp_path: Path
+) -> None:
+    """App and worker hosts planned side by side once needed the release built by two
+    greenlets at once, and the build lock deadlocked the process (issue 11)."""
+    clone = _fresh_clone(tmp_path)
+    plan = _invoke_in(clone, "deploy", "--env", plat.env, "--dry")
+    assert plan.returncode == 0, (plan.stdout + plan.stderr)[-4000:]
+    assert "Plan (" in plan.stdout and "worker-1" in plan.stdout, plan.stdout[-4000:]
+    out = tmp_path / "ansible"
+    export = _invoke_in(clone, "export-ansible", "--env", plat.env, "--out", str(out))
+    assert export.returncode == 0, (export.stdout + export.stderr)[-4000:]
+    assert (out / "site.yml").is_file() and (out / "roles" / "worker").is_dir()
 
 
 def _lb_log(plat: Platform) -> str:

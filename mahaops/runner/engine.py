@@ -9,6 +9,7 @@ balancer), and within a phase each host goes on through its own operations.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ from typing import Any
 
 import gevent
 from pyinfra.api import State
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
@@ -166,7 +168,8 @@ def _run_host(state: State, host: Any, hashes: list[str], progress: bool) -> Non
                     apt_proxy=str(host.data.get("apt_proxy") or ""),
                 )
             )
-            state.fail_hosts({host})
+            with contextlib.suppress(PyinfraError):  # "No hosts remaining!": the summary says it
+                state.fail_hosts({host})
             return
     if current:
         line(current)

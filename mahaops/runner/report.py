@@ -144,7 +144,7 @@ def print_failures(failures: list[Failure], kind: str) -> None:
         for line in failure.lines or ["(nothing printed: see the log above)"]:
             console.print(f"  [red]|[/] {escape(line)}")
         text = "\n".join(failure.lines)
-        if failure.operation.startswith("apt.") or _APT_FAILURE.search(text):
+        if "apt." in failure.operation or _APT_FAILURE.search(text):
             console.print(f"  [yellow]hint:[/] {escape(apt_hint(failure.apt_proxy, kind))}")
 
 

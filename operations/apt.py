@@ -26,8 +26,13 @@ def bounded(command: Any, timeout: int) -> Any:
         command = command.get_raw_value()
     if not isinstance(command, str):
         return command
+    stopped = shlex.quote(
+        f"apt stopped after {int(timeout)}s (base_apt_timeout): is the package cache or "
+        "mirror answering?"
+    )
     return StringCommand(
-        f"timeout --kill-after={KILL_AFTER} {int(timeout)} sh -c {shlex.quote(command)}"
+        f"timeout --kill-after={KILL_AFTER} {int(timeout)} sh -c {shlex.quote(command)}; "
+        f"rc=$?; if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo {stopped} >&2; fi; exit $rc"
     )
 
 

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import boto3
 from rich.console import Console
 from rich.table import Table
 
-from mahaops.aws.session import Clients
+from mahaops.aws.config import Environment
+from mahaops.aws.session import Clients, instrument, make_session
 from mahaops.settings.aws import AwsEnvironment, AwsSettings
 
 Action = Literal["create", "update", "replace", "delete", "no change"]
@@ -135,3 +137,28 @@ def tags_of(resource: dict[str, Any]) -> dict[str, str]:
 
 def pending(value: Any) -> bool:
     return value == PENDING or (isinstance(value, list | tuple) and PENDING in value)
+
+
+def context_of(
+    loaded: Environment,
+    session: boto3.Session | None = None,
+    *,
+    dry: bool = False,
+    console: Console | None = None,
+) -> Context:
+    """The context of one run on ``loaded``: clients of ``session`` (by default a new one
+    for the environment's region and profile) that log every call and, with ``dry``,
+    refuse mutating ones."""
+    if session is None:
+        session = make_session(loaded.spec.region, loaded.spec.profile, dry=dry)
+    else:
+        instrument(session, dry=dry)
+    return Context(
+        env=loaded.name,
+        spec=loaded.spec,
+        settings=loaded.settings,
+        clients=Clients(session),
+        project=loaded.project,
+        dry=dry,
+        console=console or Console(stderr=True),
+    )

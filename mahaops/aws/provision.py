@@ -17,8 +17,7 @@ from rich.console import Console
 
 from mahaops.aws import cloudfront, ec2, elb, iam, network, s3, security
 from mahaops.aws.config import load_environment
-from mahaops.aws.plan import Context, Plan, pending
-from mahaops.aws.session import Clients, instrument, make_session
+from mahaops.aws.plan import Plan, context_of, pending
 from mahaops.settings import DEFAULT_GROUP_DATA
 
 
@@ -40,19 +39,7 @@ def provision(
     loaded = load_environment(env, group_data)
     openings = security.declared_openings(loaded, group_data)
     public_key = ec2.read_public_key(env, loaded.spec)
-    if session is None:
-        session = make_session(loaded.spec.region, loaded.spec.profile, dry=dry)
-    else:
-        instrument(session, dry=dry)
-    ctx = Context(
-        env=env,
-        spec=loaded.spec,
-        settings=loaded.settings,
-        clients=Clients(session),
-        project=loaded.project,
-        dry=dry,
-        console=console or Console(stderr=True),
-    )
+    ctx = context_of(loaded, session, dry=dry, console=console)
     network.ensure_network(ctx)
     security.ensure_security_groups(ctx, openings)
     key_name = ec2.ensure_key_pair(ctx, public_key)

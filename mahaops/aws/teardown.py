@@ -21,9 +21,8 @@ from rich.console import Console
 from mahaops.aws import cloudfront, s3
 from mahaops.aws.config import load_environment
 from mahaops.aws.ec2 import LIVE_STATES
-from mahaops.aws.plan import Context, Plan, tags_of
+from mahaops.aws.plan import Context, Plan, context_of, tags_of
 from mahaops.aws.secrets import SsmSecretStore
-from mahaops.aws.session import Clients, instrument, make_session
 from mahaops.settings import DEFAULT_GROUP_DATA, SettingsError
 
 
@@ -49,15 +48,7 @@ def teardown(
         raise SettingsError(
             "group_data/aws.py", "aws_environments", f"{env}.protected: teardown refused"
         )
-    session = instrument(session or make_session(loaded.spec.region, loaded.spec.profile))
-    ctx = Context(
-        env=env,
-        spec=loaded.spec,
-        settings=loaded.settings,
-        clients=Clients(session),
-        project=loaded.project,
-        console=console or Console(stderr=True),
-    )
+    ctx = context_of(loaded, session, console=console)
     ctx.step(f"finding what carries Environment={env}")
     doomed = find_doomed(ctx)
     plan = Plan()

@@ -411,19 +411,7 @@ class _RoleBuilder:
         variants: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
         for call in sorted(group, key=lambda c: c.host):
             host = self.hosts[call.host]
-            entries = [
-                _entry(
-                    call,
-                    task,
-                    host,
-                    self.settings,
-                    self.secrets,
-                    self.host_vars,
-                    self.derived_from,
-                    self.out,
-                )
-                for task in to_tasks(call)
-            ]
+            entries = [self._entry(call, task, host) for task in to_tasks(call)]
             key = canonical(entries)
             variants.setdefault(key, (entries, []))[1].append(call.host)
         is_handler = op_hash in self.topics
@@ -464,81 +452,62 @@ class _RoleBuilder:
     def registered_names(self) -> list[str]:
         return [v for names in self.registered.values() for v in names]
 
+    def _entry(self, call: Call, task: Task, host: Host) -> dict[str, Any]:
+        """One task as a YAML mapping, for one host: the host's own values made generic."""
 
-def _entry(
-    call: Call,
-    task: Task,
-    host: Host,
-    settings: SettingsLayout,
-    secrets: Mapping[str, str],
-    host_vars: dict[str, dict[str, Any]],
-    derived_from: dict[tuple[str, str], str],
-    out: RoleOutput,
-) -> dict[str, Any]:
-    """One task as a YAML mapping, for one host: the host's own values made generic."""
+        def generic(value: Any) -> Any:
+            if isinstance(value, str) and value == host.name:
+                return Jinja("{{ inventory_hostname }}")
+            if isinstance(value, list):
+                return [generic(v) for v in value]
+            if isinstance(value, dict):
+                return {k: generic(v) for k, v in value.items()}
+            return value
 
-    def generic(value: Any) -> Any:
-        if isinstance(value, str) and value == host.name:
-            return Jinja("{{ inventory_hostname }}")
-        if isinstance(value, list):
-            return [generic(v) for v in value]
-        if isinstance(value, dict):
-            return {k: generic(v) for k, v in value.items()}
-        return value
-
-    try:
-        args = substitute_secrets(generic(plain(task.args)), secrets)
-    except TypeError as exc:
-        raise ExportError(f"{call.where()}: {exc}") from None
-    if task.template:
-        role_path = task.template.removeprefix(f"{call.role}/")
-        args["src"] = role_path
-        out.templates[role_path] = task.template
-        _derive_template_vars(call, task, host, settings, secrets, host_vars, derived_from)
-    for name, content in task.files.items():
-        if out.files.get(name, content) != content:
-            raise ExportError(f"{call.where()}: two different files named {name}")
-        out.files[name] = content
-    out.modules.add(task.module)
-    entry: dict[str, Any] = {"name": capitalised(task.name), task.module: args}
-    entry.update(plain(task.keywords))
-    entry.update(_options(call))
-    if "become_user" in entry:
-        entry.setdefault("become", True)  # explicit beside become_user (partial-become)
-    return entry
-
-
-def _derive_template_vars(
-    call: Call,
-    task: Task,
-    host: Host,
-    settings: SettingsLayout,
-    secrets: Mapping[str, str],
-    host_vars: dict[str, dict[str, Any]],
-    derived_from: dict[tuple[str, str], str],
-) -> None:
-    """Template variables that group_vars/defaults do not already give: into host_vars."""
-    assert task.template is not None
-    wanted = referenced_variables(task.template)
-    visible = settings.visible(call.role, host)
-    mine = host_vars.setdefault(host.name, {})
-    for key, value in sorted(task.template_vars.items()):
-        if wanted is not None and key not in wanted:
-            continue
         try:
-            value = plain(value)
+            args = substitute_secrets(generic(plain(task.args)), self.secrets)
         except TypeError as exc:
-            raise ExportError(f"{call.where()}: template variable {key}: {exc}") from None
-        if canonical(value) == canonical(visible.get(key, object())) and key not in mine:
-            continue
-        value = substitute_secrets(value, secrets)
-        if key in mine and canonical(mine[key]) != canonical(value):
-            raise ExportError(
-                f"{call.where()}: template variable {key} differs from the value "
-                f"{derived_from[(host.name, key)]} gives it on {host.name}"
-            )
-        mine[key] = value
-        derived_from[(host.name, key)] = call.where()
+            raise ExportError(f"{call.where()}: {exc}") from None
+        if task.template:
+            role_path = task.template.removeprefix(f"{call.role}/")
+            args["src"] = role_path
+            self.out.templates[role_path] = task.template
+            self._derive_template_vars(call, task, host)
+        for name, content in task.files.items():
+            if self.out.files.get(name, content) != content:
+                raise ExportError(f"{call.where()}: two different files named {name}")
+            self.out.files[name] = content
+        self.out.modules.add(task.module)
+        entry: dict[str, Any] = {"name": capitalised(task.name), task.module: args}
+        entry.update(plain(task.keywords))
+        entry.update(_options(call))
+        if "become_user" in entry:
+            entry.setdefault("become", True)  # explicit beside become_user (partial-become)
+        return entry
+
+    def _derive_template_vars(self, call: Call, task: Task, host: Host) -> None:
+        """Template variables that group_vars/defaults do not already give: into host_vars."""
+        assert task.template is not None
+        wanted = referenced_variables(task.template)
+        visible = self.settings.visible(call.role, host)
+        mine = self.host_vars.setdefault(host.name, {})
+        for key, value in sorted(task.template_vars.items()):
+            if wanted is not None and key not in wanted:
+                continue
+            try:
+                value = plain(value)
+            except TypeError as exc:
+                raise ExportError(f"{call.where()}: template variable {key}: {exc}") from None
+            if canonical(value) == canonical(visible.get(key, object())) and key not in mine:
+                continue
+            value = substitute_secrets(value, self.secrets)
+            if key in mine and canonical(mine[key]) != canonical(value):
+                raise ExportError(
+                    f"{call.where()}: template variable {key} differs from the value "
+                    f"{self.derived_from[(host.name, key)]} gives it on {host.name}"
+                )
+            mine[key] = value
+            self.derived_from[(host.name, key)] = call.where()
 
 
 # -- the whole project -------------------------------------------------------------------------

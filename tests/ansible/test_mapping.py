@@ -31,9 +31,8 @@ HOSTS = {
 
 
 def call(operation: str, name: str, host: str = "base-1", op_hash: str = "h1", **kw: Any) -> Call:
-    guards = tuple(kw.pop("guards", ()))
-    triggers = tuple(kw.pop("triggers", ()))
-    defaults = kw.pop("defaults", {})
+    """A recorded call of ``operation`` whose arguments are ``kw``, but for ``guards``,
+    ``triggers``, ``defaults`` and ``options``, which are the call's own."""
     return Call(
         host=host,
         role="base",
@@ -41,11 +40,22 @@ def call(operation: str, name: str, host: str = "base-1", op_hash: str = "h1", *
         operation=operation,
         name=name,
         location="deploys/base.py:42",
+        defaults=kw.pop("defaults", {}),
+        options=kw.pop("options", {}),
+        guards=tuple(kw.pop("guards", ())),
+        triggers=tuple(kw.pop("triggers", ())),
         arguments=kw,
-        defaults=defaults,
-        guards=guards,
-        triggers=triggers,
     )
+
+
+# A systemd.service call's arguments as pyinfra binds them when only the service is named.
+SERVICE: dict[str, Any] = {
+    "running": True,
+    "restarted": False,
+    "reloaded": False,
+    "enabled": None,
+    "daemon_reload": False,
+}
 
 
 def role_of(calls: list[Call]) -> Any:
@@ -87,11 +97,7 @@ def test_a_restart_gated_on_a_change_becomes_a_handler_notified_by_that_task() -
         op_hash="restart",
         guards=["conf"],
         service="x",
-        running=True,
-        restarted=True,
-        reloaded=False,
-        enabled=None,
-        daemon_reload=False,
+        **{**SERVICE, "restarted": True},
     )
     out = role_of([conf, restart])
     assert out.errors == []
@@ -320,20 +326,13 @@ def test_a_handler_runs_where_the_deploy_runs_it_even_past_another_handler() -> 
     def file(op_hash: str, path: str) -> Call:
         return call("files.file", f"File {path}", op_hash=op_hash, path=path, present=False)
 
-    service: dict[str, Any] = {
-        "running": True,
-        "reloaded": False,
-        "enabled": None,
-        "daemon_reload": False,
-    }
     reload = call(
         "systemd.service",
         "Reload web",
         op_hash="reload",
         guards=["unit"],
         service="web",
-        restarted=False,
-        **{**service, "reloaded": True},
+        **{**SERVICE, "reloaded": True},
     )
     restart = call(
         "operations.release.restarted",
@@ -366,15 +365,12 @@ def test_a_handler_runs_where_the_deploy_runs_it_even_past_another_handler() -> 
 
 
 def test_pyinfra_retries_become_ansible_retries_until_success() -> None:
-    flaky = Call(
-        host="base-1",
-        role="base",
+    flaky = call(
+        "files.file",
+        "Flaky",
         op_hash="abcdef0123",
-        operation="files.file",
-        name="Flaky",
-        location="deploys/base.py:42",
-        arguments={"path": "/x", "present": False},
-        defaults={},
+        path="/x",
+        present=False,
         options={"_retries": 10, "_retry_delay": 3},
     )
     [task] = role_of([flaky]).tasks

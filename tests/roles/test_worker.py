@@ -9,6 +9,7 @@ import pytest
 
 from mahaops.local.hosts import LocalHost
 from tests.checks import app as app_checks
+from tests.checks import converge
 from tests.checks import worker as checks
 from tests.conftest import Testbed, infra
 from tests.roles.test_app import JUSTIFIED_NON_IDEMPOTENT
@@ -21,9 +22,7 @@ ROLES = ["base", "worker"]
 @pytest.fixture(scope="module")
 def converged(testbed: Testbed) -> tuple[LocalHost, dict[str, Any]]:
     backing = app_checks.backing_services(testbed)
-    host = testbed.host("worker", name="worker-r1")
-    first = testbed.deploy(roles=ROLES, limit=[host.name], overrides=backing)
-    assert first.ok, first.output
+    host, _ = converge.fresh_host(testbed, "worker", "worker-r1", ROLES, backing)
     return host, backing
 
 
@@ -34,33 +33,27 @@ def test_fresh_worker_runs_the_release_hardened(converged) -> None:
 
 def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:
     host, backing = converged
-    second = testbed.deploy(roles=ROLES, limit=[host.name], overrides=backing)
-    assert second.ok, second.output
-    assert [op.name for op in second.changed] == []
-    used = {op.operation for op in second.operations if not op.idempotent}
-    assert used <= set(JUSTIFIED_NON_IDEMPOTENT), used - set(JUSTIFIED_NON_IDEMPOTENT)
+    converge.assert_idempotent(
+        testbed, [host.name], ROLES, overrides=backing, justified=JUSTIFIED_NON_IDEMPOTENT
+    )
 
 
 def test_dry_run_shows_the_unit_diff_and_changes_nothing(testbed: Testbed, converged) -> None:
     host, backing = converged
-    before = testbed.exec(host, "sha1sum /etc/systemd/system/maha-worker.service")
-
-    plan = testbed.deploy(
+    converge.assert_dry_run(
+        testbed,
+        host,
+        "/etc/systemd/system/maha-worker.service",
         roles=["worker"],
-        limit=[host.name],
-        dry=True,
         overrides={**backing, "worker_concurrency": 4},
+        changed=[
+            "Worker | Unit maha-worker",
+            "Worker | Reload systemd for maha-worker",
+            "Worker | Restart maha-worker",
+            "Worker | Check maha-worker; switch back if unhealthy",
+        ],
+        shows=["WORKER_CONCURRENCY=2", "WORKER_CONCURRENCY=4"],
     )
-
-    assert plan.ok, plan.output
-    assert [op.name for op in plan.changed] == [
-        "Worker | Unit maha-worker",
-        "Worker | Reload systemd for maha-worker",
-        "Worker | Restart maha-worker",
-        "Worker | Check maha-worker; switch back if unhealthy",
-    ]
-    assert "WORKER_CONCURRENCY=2" in plan.output and "WORKER_CONCURRENCY=4" in plan.output
-    assert testbed.exec(host, "sha1sum /etc/systemd/system/maha-worker.service") == before
 
 
 def test_worker_stops_gracefully_on_sigterm(testbed: Testbed, converged) -> None:

@@ -329,6 +329,20 @@ def wait_in_service(
 ) -> None:
     """After a rolling step on AWS: wait until the load balancer sends traffic to these
     app servers again, so the next one only leaves once this one is back."""
+    elbv2, arn = _app_target_group(env, session, group_data)
+    wait_healthy(
+        elbv2,
+        arn,
+        instance_ids=instance_ids,
+        timeout=timeout,
+        interval=interval,
+        sleep=sleep,
+        clock=clock,
+    )
+
+
+def _app_target_group(env: str, session: Any, group_data: Path | None) -> tuple[Any, str]:
+    """The ELB client and the ARN of ``env``'s app target group (raises if none)."""
     from mahaops.aws.config import load_environment
     from mahaops.aws.session import CLIENT_CONFIG, make_session
     from mahaops.settings import DEFAULT_GROUP_DATA
@@ -340,13 +354,14 @@ def wait_in_service(
     groups = _absent(elbv2.describe_target_groups, "TargetGroupNotFound", Names=[name])
     if not groups:
         raise ProvisionError(f"no target group {name}: is {env} provisioned?")
-    arn = groups["TargetGroups"][0]["TargetGroupArn"]
-    wait_healthy(
-        elbv2,
-        arn,
-        instance_ids=instance_ids,
-        timeout=timeout,
-        interval=interval,
-        sleep=sleep,
-        clock=clock,
-    )
+    return elbv2, groups["TargetGroups"][0]["TargetGroupArn"]
+
+
+def app_target_health(
+    env: str, *, session: Any = None, group_data: Path | None = None
+) -> dict[str, str]:
+    """Instance id -> target state (healthy, draining, unhealthy...) in the app target group,
+    for ``invoke status``."""
+    elbv2, arn = _app_target_group(env, session, group_data)
+    found = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in found}

@@ -40,21 +40,9 @@ def masked_console(stderr: bool = False) -> Console:
 @contextmanager
 def connect(spec: HostSpec) -> Iterator[Any]:
     """A Fabric connection to ``spec`` as its inventory describes it (user, port, key)."""
-    from fabric import Config, Connection
+    from mahaops.fleet.ssh import connection
 
-    data = spec.data
-    config = Config(
-        overrides={"load_ssh_configs": bool(data.get("ssh_config_file"))},
-        runtime_ssh_path=data.get("ssh_config_file"),
-    )
-    conn = Connection(
-        host=str(data.get("ssh_hostname", spec.name)),
-        user=data.get("ssh_user"),
-        port=int(data.get("ssh_port", 22)),
-        connect_timeout=15,
-        connect_kwargs={"key_filename": data["ssh_key"]} if data.get("ssh_key") else {},
-        config=config,
-    )
+    conn = connection(spec)
     try:
         yield conn
     finally:

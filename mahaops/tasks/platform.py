@@ -10,6 +10,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
 
+from mahaops.fleet.audit import guarded
 from mahaops.tasks._common import (
     ENV_HELP,
     LIMIT_HELP,
@@ -31,6 +32,7 @@ from mahaops.tasks._common import (
     },
     iterable=["role", "limit", "set"],
 )
+@guarded("deploy")
 def deploy(
     c: Context,
     env: str = "local",
@@ -70,6 +72,7 @@ def plan(c: Context, env: str = "local", role=None, limit=None):
 
 
 @task(help={"env": LOCAL_ENV_HELP})
+@guarded("up")
 def up(c: Context, env: str = "local"):
     """Create the local platform on Docker (if missing) and deploy every role to it."""
     from mahaops.local import platform

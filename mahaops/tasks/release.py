@@ -15,6 +15,7 @@ from rich.table import Table
 
 from mahaops import PROJECT_ROOT
 from mahaops import release as releases
+from mahaops.fleet.audit import guarded
 from mahaops.tasks._common import ENV_HELP
 
 
@@ -54,6 +55,7 @@ def build(c: Context, out: str = "") -> None:
         "tarball": "a built maha-<id>.tar.gz to deploy (default: build app/ as it is now)",
     }
 )
+@guarded("release", roles=releases.RELEASE_ROLES)
 def release(c: Context, env: str = "local", tarball: str = "") -> None:
     """Deploy a release to the app servers and workers: push, migrate, switch, check."""
     console = Console()
@@ -71,6 +73,7 @@ def release(c: Context, env: str = "local", tarball: str = "") -> None:
 
 
 @task(help={"env": ENV_HELP})
+@guarded("rollback", roles=releases.RELEASE_ROLES)
 def rollback(c: Context, env: str = "local") -> None:
     """Go back one release on the app servers and workers, then check their health."""
     result = releases.rollback(env)

@@ -10,6 +10,7 @@ import pytest
 from mahaops.local.hosts import LocalHost
 from mahaops.secrets import LocalSecretStore
 from tests.checks import app as checks
+from tests.checks import converge
 from tests.conftest import Testbed, infra
 
 pytestmark = pytest.mark.testbed
@@ -28,9 +29,7 @@ JUSTIFIED_NON_IDEMPOTENT = {
 @pytest.fixture(scope="module")
 def converged(testbed: Testbed) -> tuple[LocalHost, dict[str, Any]]:
     backing = checks.backing_services(testbed)
-    host = testbed.host("app", name="app-r1")
-    first = testbed.deploy(roles=ROLES, limit=[host.name], overrides=backing)
-    assert first.ok, first.output
+    host, _ = converge.fresh_host(testbed, "app", "app-r1", ROLES, backing)
     return host, backing
 
 
@@ -41,32 +40,25 @@ def test_fresh_app_server_serves_its_release_through_nginx(converged) -> None:
 
 def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:
     host, backing = converged
-    second = testbed.deploy(roles=ROLES, limit=[host.name], overrides=backing)
-    assert second.ok, second.output
-    assert [op.name for op in second.changed] == []
-    used = {op.operation for op in second.operations if not op.idempotent}
-    assert used <= set(JUSTIFIED_NON_IDEMPOTENT), used - set(JUSTIFIED_NON_IDEMPOTENT)
+    converge.assert_idempotent(
+        testbed, [host.name], ROLES, overrides=backing, justified=JUSTIFIED_NON_IDEMPOTENT
+    )
 
 
 def test_dry_run_shows_the_nginx_diff_and_changes_nothing(testbed: Testbed, converged) -> None:
     host, backing = converged
-    before = testbed.exec(host, "sha1sum /etc/nginx/nginx.conf")
-
-    plan = testbed.deploy(
+    converge.assert_dry_run(
+        testbed,
+        host,
+        "/etc/nginx/nginx.conf",
         roles=["app"],
-        limit=[host.name],
-        dry=True,
         overrides={**backing, "nginx_client_max_body_size": "20m"},
+        changed=[
+            "App server | nginx: proxy, WebSockets, static files (checked by nginx -t)",
+            "App server | Reload nginx for the new configuration",
+        ],
+        shows=["- client_max_body_size 10m;", "+ client_max_body_size 20m;"],
     )
-
-    assert plan.ok, plan.output
-    assert [op.name for op in plan.changed] == [
-        "App server | nginx: proxy, WebSockets, static files (checked by nginx -t)",
-        "App server | Reload nginx for the new configuration",
-    ]
-    diff = " ".join(plan.output.split())
-    assert "- client_max_body_size 10m;" in diff and "+ client_max_body_size 20m;" in diff
-    assert testbed.exec(host, "sha1sum /etc/nginx/nginx.conf") == before
 
 
 def test_secrets_in_the_environment_file_never_show_in_a_diff(testbed: Testbed, converged) -> None:

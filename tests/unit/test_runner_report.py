@@ -9,7 +9,6 @@ import gevent
 import pytest
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
-from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import server
@@ -171,8 +170,10 @@ def test_a_failing_operation_stops_its_host_and_is_reported_with_its_output(
     logger = logging.getLogger("pyinfra")
     logger.addHandler(report.host_errors)
     try:
-        with report.console.capture(), pytest.raises(PyinfraError, match="No hosts remaining"):
-            engine.execute(state, progress=True)  # as the runner's last failing host does
+        with report.console.capture():
+            # The last host failing ends the run quietly (no "No hosts remaining!" traceback
+            # from its greenlet): the failure summary says what failed.
+            engine.execute(state, progress=True)
     finally:
         logger.removeHandler(report.host_errors)
     [failure] = engine.failures

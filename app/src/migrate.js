@@ -16,6 +16,9 @@ const log = require('./log');
 const MIGRATIONS_DIR = path.join(__dirname, '..', 'migrations');
 const FILE_PATTERN = /^(\d{3})_([a-z0-9_]+)\.sql$/;
 const LOCK_KEY = 0x4d414841; // "MAHA": one lock for every host migrating this database
+// A first line `-- maha: breaking` marks a migration the previous release cannot run
+// against (a drop, a rename): refused unless MAHA_ALLOW_BREAKING=1 (see README.md).
+const BREAKING = /^--\s*maha:\s*breaking\b/;
 
 function readMigrations() {
   return fs
@@ -26,7 +29,7 @@ function readMigrations() {
       const [, version, name] = FILE_PATTERN.exec(file);
       const sql = fs.readFileSync(path.join(MIGRATIONS_DIR, file), 'utf8');
       const checksum = crypto.createHash('sha256').update(sql).digest('hex');
-      return { version, name, sql, checksum };
+      return { version, name, sql, checksum, breaking: BREAKING.test(sql) };
     });
 }
 
@@ -58,8 +61,18 @@ async function apply(client, migration) {
 
 async function migrate(client) {
   const applied = await appliedChecksums(client);
+  const migrations = readMigrations();
+  // Checked before any is applied: a refused release leaves the schema as it was.
+  const breaking = migrations.filter((m) => m.breaking && !applied.has(m.version));
+  if (breaking.length && process.env.MAHA_ALLOW_BREAKING !== '1') {
+    const names = breaking.map((m) => `${m.version}_${m.name}`).join(', ');
+    throw new Error(
+      `migration ${names} is marked breaking: hosts still on the old release would fail during the roll; ` +
+        'expand then contract (app/README.md), or release with --allow-breaking',
+    );
+  }
   let count = 0;
-  for (const migration of readMigrations()) {
+  for (const migration of migrations) {
     const known = applied.get(migration.version);
     if (known === migration.checksum) continue;
     // An applied migration is history: editing it would leave databases

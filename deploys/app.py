@@ -170,8 +170,15 @@ def release_steps(
     ``restart_when``: the unit and environment operations whose change also needs a restart.
     """
     if s.app_rollback:
+        if not s.app_rollback_to:
+            raise ValueError("app_rollback needs app_rollback_to: the release id to go back to")
         back = release.rolled_back(
-            name="Roll back one release", services=[service], root=s.app_root
+            name=f"Roll back to {s.app_rollback_to}",
+            target=s.app_rollback_to,
+            services=[service],
+            user=s.app_user,
+            root=s.app_root,
+            force=s.app_rollback_force,
         )
         release.healthy(
             name=f"Check {service} after the rollback",
@@ -200,16 +207,24 @@ def release_steps(
             release_id=built.id,
             user=s.app_user,
             root=s.app_root,
+            allow_breaking=s.app_allow_breaking,
             # On a fresh platform the db server may still be on its way: give it time.
             _retries=10,
             _retry_delay=3,
         )
     switched = release.current(
-        name=f"Switch to release {built.id}", release_id=built.id, root=s.app_root
+        name=f"Switch to release {built.id}",
+        release_id=built.id,
+        root=s.app_root,
+        services=[service],
     )
     systemd.service(name=f"Enable {service}", service=service, enabled=True)
+    # Also owed after a run that died between the switch and a passing check.
     restart = release.restarted(
-        name=f"Restart {service}", service=service, when=[*restart_when, switched]
+        name=f"Restart {service}",
+        service=service,
+        when=[*restart_when, switched],
+        root=s.app_root,
     )
     release.healthy(
         name=f"Check {service}; switch back if unhealthy",

@@ -589,7 +589,7 @@ def release_unpacked(call: Call) -> list[Task]:
 def release_migrated(call: Call) -> list[Task]:
     from operations.release import MIGRATED, migrated
 
-    only(call, ["release_id", "user", "root", "command"])
+    only(call, ["release_id", "user", "root", "command", "allow_breaking"])
     a = call.arguments
     command = _one_command(call, own_commands(migrated, **a))
     marker = f"{a['root']}/releases/{a['release_id']}/{MIGRATED}"
@@ -598,16 +598,31 @@ def release_migrated(call: Call) -> list[Task]:
 
 @maps("operations.release.current")
 def release_current(call: Call) -> list[Task]:
-    only(call, ["release_id", "root"])
+    from operations.release import HISTORY, owed_command
+
+    only(call, ["release_id", "root", "services"])
     a = call.arguments
     root, target = a["root"], f"releases/{a['release_id']}"
     seen = f"{call.role}_current_release"  # ansible-lint: registered names carry the role
+    before = f"{{{{ ({seen}.stat.lnk_target | default('-')) | basename }}}}"
+    record = (
+        f"{owed_command(root, a.get('services', ()), a['release_id'])} && "
+        f'printf \'%s %s %s\\n\' "$(date +%s)" {shlex.quote(a["release_id"])} "{before}" '
+        f">> {shlex.quote(f'{root}/{HISTORY}')}"
+    )
     return [
         Task(
             f"{call.name}: read the current release",
             "ansible.builtin.stat",
             {"path": f"{root}/current"},
             keywords={"register": seen},
+        ),
+        # As the operation: restarts owed and the history line, before the switch.
+        Task(
+            f"{call.name}: record the restart owed and the release before",
+            "ansible.builtin.shell",
+            {"cmd": Jinja(record)},
+            keywords={"when": f"({seen}.stat.lnk_target | default('')) != {target!r}"},
         ),
         Task(
             f"{call.name}: keep the current release as the rollback target",
@@ -636,7 +651,7 @@ def release_current(call: Call) -> list[Task]:
 @maps("operations.release.restarted")
 def release_restarted(call: Call) -> list[Task]:
     # A handler notified by every operation in ``when`` (see project.build_role).
-    only(call, ["service", "when"])
+    only(call, ["service", "when", "root"])
     return [
         Task(
             call.name,

@@ -9,7 +9,7 @@ What a host does with a release is the project operations in ``operations/releas
 """
 
 from mahaops.release.cache import build, chosen, current_build, for_run, source_digest
-from mahaops.release.rollout import RELEASE_ROLES, deploy, rollback
+from mahaops.release.rollout import RELEASE_ROLES, RollbackError, deploy, fleet, rollback
 from mahaops.release.tarball import (
     APP_DIR,
     DEFAULT_OUT_DIR,
@@ -25,11 +25,13 @@ __all__ = [
     "RELEASE_ROLES",
     "Release",
     "ReleaseError",
+    "RollbackError",
     "build",
     "checksum_path",
     "chosen",
     "current_build",
     "deploy",
+    "fleet",
     "for_run",
     "rollback",
     "source_digest",

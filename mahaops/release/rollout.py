@@ -1,19 +1,30 @@
 """The operator's release steps: a rolling deploy of a release, and a rollback.
 
-Both run the app and worker deploys through the deploy runner; what a host does (push,
-unpack, migrate, switch, check) is in ``operations/release.py``.
+Both run the app and worker deploys through the deploy runner, one host at a time; what
+a host does (push, unpack, migrate, switch, check) is in ``operations/release.py``.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mahaops import PROJECT_ROOT
 from mahaops.release.cache import chosen
 from mahaops.release.tarball import Release
 
 RELEASE_ROLES = ("app", "worker")
+FLEET_FACT = "operations.release.ReleasesJson"
+
+
+class RollbackError(Exception):
+    """No rollback target can be chosen, or the one given is not on every host."""
 
 
 def _members(env: str, group: str) -> list[tuple[str, str | None]]:
@@ -26,26 +37,26 @@ def _members(env: str, group: str) -> list[tuple[str, str | None]]:
     return [(h.name, h.data.get("instance_id") if kind == "aws" else None) for h in hosts]
 
 
-def deploy(
-    env: str,
-    tarball: Path | None = None,
-    capture: bool = False,
-    overrides: Mapping[str, Any] | None = None,
-) -> tuple[Release, Any]:
-    """Deploy a release (``tarball``, or a build of app/): a rolling deploy.
-
-    App servers one at a time, so the others keep serving while one restarts; the first
-    whose check fails switches back by itself and stops the rollout. Workers move only
-    once every app server runs the release healthily. On AWS the next app server only
-    goes once the load balancer sends traffic to the previous one again.
-    """
-    from mahaops.runner import run_deploy
-
-    built = chosen(tarball or "")
-    settings = {**(overrides or {}), "app_release_tarball": str(built.tarball)}
+def _steps(env: str, workers_together: bool) -> list[tuple[str, list[str], str | None]]:
+    """(role, limit, instance id): each app server alone, then the workers (all at once,
+    or, unless ``workers_together``, each alone too)."""
     steps: list[tuple[str, list[str], str | None]] = [
         ("app", [name], instance_id) for name, instance_id in _members(env, "app_servers")
-    ] + [("worker", [], None)]
+    ]
+    if workers_together:
+        return [*steps, ("worker", [], None)]
+    return steps + [("worker", [name], None) for name, _ in _members(env, "workers")]
+
+
+def _rolled(
+    env: str,
+    steps: list[tuple[str, list[str], str | None]],
+    settings: Mapping[str, Any],
+    capture: bool,
+) -> Any:
+    """Run ``steps`` in order, stopping at the first that fails; one result for all."""
+    from mahaops.runner import run_deploy
+
     result = None
     for role_name, limit, instance_id in steps:
         step = run_deploy(env, roles=[role_name], limit=limit, overrides=settings, capture=capture)
@@ -62,7 +73,28 @@ def deploy(
             print(note, end="", flush=True)
         if not step.ok:
             break
-    return built, result
+    return result
+
+
+def deploy(
+    env: str,
+    tarball: Path | None = None,
+    capture: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    allow_breaking: bool = False,
+) -> tuple[Release, Any]:
+    """Deploy a release (``tarball``, or a build of app/): a rolling deploy.
+
+    App servers one at a time, so the others keep serving while one restarts; the first
+    whose check fails switches back by itself and stops the rollout. Workers move only
+    once every app server runs the release healthily. On AWS the next app server only
+    goes once the load balancer sends traffic to the previous one again.
+    """
+    built = chosen(tarball or "")
+    settings = {**(overrides or {}), "app_release_tarball": str(built.tarball)}
+    if allow_breaking:
+        settings["app_allow_breaking"] = True
+    return built, _rolled(env, _steps(env, workers_together=True), settings, capture)
 
 
 def _back_in_service(env: str, name: str, instance_id: str) -> tuple[int, str]:
@@ -76,8 +108,86 @@ def _back_in_service(env: str, name: str, instance_id: str) -> tuple[int, str]:
     return 0, f"Load balancer: {name} back in service\n"
 
 
-def rollback(env: str, capture: bool = False) -> Any:
-    """Go back one release on every app server and worker, then check health."""
-    from mahaops.runner import run_deploy
+@dataclass(frozen=True)
+class HostRelease:
+    """What one app server or worker says of its releases (the ``Releases`` fact)."""
 
-    return run_deploy(env, roles=RELEASE_ROLES, overrides={"app_rollback": True}, capture=capture)
+    name: str
+    current: str | None
+    releases: tuple[str, ...]
+    pending: Mapping[str, str]
+    running: Mapping[str, str]
+    last_release: str | None
+    last_before: str | None
+    last_at: int
+
+    @classmethod
+    def of(cls, name: str, fact: Mapping[str, Any]) -> HostRelease:
+        return cls(
+            name,
+            fact.get("current"),
+            tuple(fact.get("releases") or ()),
+            dict(fact.get("pending") or {}),
+            dict(fact.get("running") or {}),
+            fact.get("last_release"),
+            fact.get("last_before"),
+            int(fact.get("last_at") or 0),
+        )
+
+
+def fleet(env: str, root: str = "/srv/maha") -> list[HostRelease]:
+    """Every app server's and worker's releases, read with pyinfra's ``fact`` command (one
+    round trip per host, side by side)."""
+    from mahaops.hosts import kind_of
+    from mahaops.settings import GroupData
+
+    kind = kind_of(env, GroupData().files)
+    names = {name for group in ("app_servers", "workers") for name, _ in _members(env, group)}
+    cmd = [
+        sys.executable, "-m", "pyinfra", "-y", "--sudo", "--json",
+        str(PROJECT_ROOT / "inventories" / f"{kind}.py"),
+        "fact", FLEET_FACT, f"root={root}",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=PROJECT_ROOT, env={**os.environ, "MAHA_ENV": env},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RollbackError(f"could not read the hosts' releases: {proc.stderr[-2000:]}")
+    facts: dict[str, Any] = next(iter(json.loads(proc.stdout).values()), {})
+    missing = names - {name for name, fact in facts.items() if fact is not None}
+    if missing:
+        raise RollbackError(f"could not read the releases of {', '.join(sorted(missing))}")
+    return [HostRelease.of(name, facts[name]) for name in sorted(names)]
+
+
+def default_target(hosts: list[HostRelease]) -> str:
+    """The release that was current on every host before the last release began: the
+    "before" recorded with the newest switch any host made."""
+    moved = [h for h in hosts if h.last_release]
+    if not moved:
+        raise RollbackError("no host records a release: give the release id with --to")
+    last = max(moved, key=lambda h: h.last_at).last_release
+    befores = {h.last_before for h in moved if h.last_release == last}
+    if len(befores) != 1 or None in befores:
+        shown = ", ".join(sorted(f"{h.name}: {h.last_before or 'nothing'}" for h in moved))
+        raise RollbackError(
+            f"the hosts ran different releases (or none) before {last} ({shown}): "
+            "give the release id with --to"
+        )
+    (target,) = befores
+    assert target is not None
+    return target
+
+
+def rollback(env: str, to: str = "", force: bool = False, capture: bool = False) -> tuple[str, Any]:
+    """Move every app server and worker to release ``to`` (default: the release current
+    before the last release began), one host at a time, each checked before the next;
+    ``force`` goes below the database's schema. Returns the target and the result."""
+    hosts = fleet(env)
+    target = to or default_target(hosts)
+    lacking = [h.name for h in hosts if target not in h.releases]
+    if lacking:
+        raise RollbackError(f"release {target} is not on {', '.join(lacking)}")
+    settings = {"app_rollback": True, "app_rollback_to": target, "app_rollback_force": force}
+    return target, _rolled(env, _steps(env, workers_together=False), settings, capture)

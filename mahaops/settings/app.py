@@ -40,7 +40,10 @@ class ReleaseSettings(Settings):
 
     # -- the release --------------------------------------------------------------------------
     app_release_tarball: str = ""  # a built maha-<id>.tar.gz; "" = build app/ once per run
-    app_rollback: bool = False  # one-shot (`invoke rollback`): go back one release, build none
+    app_rollback: bool = False  # one-shot (`invoke rollback`): go back, build none
+    app_rollback_to: str = ""  # the release id a rollback goes back to (set by `invoke rollback`)
+    app_rollback_force: bool = False  # roll back below the database's schema version
+    app_allow_breaking: bool = False  # apply migrations marked `-- maha: breaking`
     app_root: str = "/srv/maha"  # releases/<id>, shared/, current -> releases/<id>
     app_keep_releases: int = Field(5, ge=2, le=50)  # unpacked releases kept per host
     app_user: UserName = "maha-app"  # runs the app; no login, owns only the env file

@@ -53,16 +53,19 @@ def build(c: Context, out: str = "") -> None:
     help={
         "env": ENV_HELP,
         "tarball": "a built maha-<id>.tar.gz to deploy (default: build app/ as it is now)",
+        "allow-breaking": "apply migrations marked '-- maha: breaking' (refused otherwise)",
     }
 )
 @guarded("release", roles=releases.RELEASE_ROLES)
-def release(c: Context, env: str = "local", tarball: str = "") -> None:
+def release(
+    c: Context, env: str = "local", tarball: str = "", allow_breaking: bool = False
+) -> None:
     """Deploy a release to the app servers and workers: push, migrate, switch, check."""
     console = Console()
     with _build_errors(), console.status("Preparing the release…"):
         built = releases.chosen(tarball)
     console.print(f"Deploying release [bold]{built.id}[/] ({_shown(built.tarball)}) to {env}")
-    _, result = releases.deploy(env, built.tarball)
+    _, result = releases.deploy(env, built.tarball, allow_breaking=allow_breaking)
     if not result.ok:
         raise Exit(
             f"release {built.id} failed; hosts whose check failed are back on their previous "
@@ -72,14 +75,25 @@ def release(c: Context, env: str = "local", tarball: str = "") -> None:
     console.print(f"Release [bold]{built.id}[/] is live on {env}")
 
 
-@task(help={"env": ENV_HELP})
+@task(
+    help={
+        "env": ENV_HELP,
+        "to": "release id to go back to (default: the one current before the last release)",
+        "force": "roll back even below the database's schema version",
+    }
+)
 @guarded("rollback", roles=releases.RELEASE_ROLES)
-def rollback(c: Context, env: str = "local") -> None:
-    """Go back one release on the app servers and workers, then check their health."""
-    result = releases.rollback(env)
+def rollback(c: Context, env: str = "local", to: str = "", force: bool = False) -> None:
+    """Move app servers and workers, one at a time, to an earlier release and check them."""
+    try:
+        target, result = releases.rollback(env, to=to, force=force)
+    except releases.RollbackError as exc:
+        raise Exit(f"rollback refused: {exc}", code=1) from exc
     if not result.ok:
-        raise Exit("rollback failed: see the tables above", code=result.returncode or 1)
-    Console().print(f"Rolled back one release on {env}")
+        raise Exit(
+            f"rollback to {target} failed: see the tables above", code=result.returncode or 1
+        )
+    Console().print(f"Every app server and worker of {env} runs [bold]{target}[/]")
 
 
 ns = Collection("release", build, release, rollback)

@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 
 from mahaops.local.hosts import LocalHost
+from tests.checks import converge
 from tests.checks import lb as checks
 from tests.conftest import Testbed, infra
 
@@ -51,22 +52,19 @@ def test_lb_answers_on_its_published_port_without_hanging(converged) -> None:
 
 
 def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:
-    second = testbed.deploy(roles=ROLES, limit=[converged.name])
-    assert second.ok, second.output
-    assert [op.name for op in second.changed] == []
+    converge.assert_idempotent(testbed, [converged.name], ROLES)
 
 
 def test_dry_run_shows_the_config_diff_and_changes_nothing(testbed: Testbed, converged) -> None:
-    before = testbed.exec(converged, "sha1sum /etc/haproxy/haproxy.cfg")
-
-    plan = testbed.deploy(
-        roles=["lb"], limit=[converged.name], dry=True, overrides={"lb_check_interval_ms": 500}
+    converge.assert_dry_run(
+        testbed,
+        converged,
+        "/etc/haproxy/haproxy.cfg",
+        roles=["lb"],
+        overrides={"lb_check_interval_ms": 500},
+        changed=[
+            "Load balancer | HAProxy: app servers with health checks (checked by haproxy -c)",
+            "Load balancer | Reload HAProxy for the new configuration",
+        ],
+        shows=["inter 1000ms", "inter 500ms"],
     )
-
-    assert plan.ok, plan.output
-    assert [op.name for op in plan.changed] == [
-        "Load balancer | HAProxy: app servers with health checks (checked by haproxy -c)",
-        "Load balancer | Reload HAProxy for the new configuration",
-    ]
-    assert "inter 1000ms" in plan.output and "inter 500ms" in plan.output
-    assert testbed.exec(converged, "sha1sum /etc/haproxy/haproxy.cfg") == before

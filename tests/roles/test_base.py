@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from mahaops import PROJECT_ROOT
 from mahaops.local import keys
 from mahaops.local.hosts import LocalHost
 from tests.checks import base as checks
+from tests.checks import converge
 from tests.conftest import Testbed, infra
 
 pytestmark = pytest.mark.testbed
@@ -24,9 +24,7 @@ JUSTIFIED_NON_IDEMPOTENT = {
 
 @pytest.fixture(scope="module")
 def converged(testbed: Testbed) -> tuple[LocalHost, object]:
-    host = testbed.host("base", name="base-1")
-    first = testbed.deploy(roles=["base"], limit=[host.name])
-    assert first.ok, first.output
+    host, first = converge.fresh_host(testbed, "base", "base-1", ["base"])
     assert first.changed, "a fresh host must need changes"
     return host, first
 
@@ -38,12 +36,7 @@ def test_fresh_host_converges_to_the_base_promises(converged) -> None:
 
 def test_second_converge_changes_nothing(testbed: Testbed, converged) -> None:
     host, _ = converged
-    second = testbed.deploy(roles=["base"], limit=[host.name])
-    assert second.ok, second.output
-    assert [op.name for op in second.changed] == []
-    used_non_idempotent = {op.operation for op in second.operations if not op.idempotent}
-    unexplained = used_non_idempotent - set(JUSTIFIED_NON_IDEMPOTENT)
-    assert not unexplained, f"non-idempotent operations without a justification: {unexplained}"
+    converge.assert_idempotent(testbed, [host.name], ["base"], justified=JUSTIFIED_NON_IDEMPOTENT)
 
 
 def test_a_file_edited_by_hand_since_the_last_run_is_put_back(testbed: Testbed, converged) -> None:
@@ -115,20 +108,15 @@ def test_only_declared_ports_are_reachable(testbed: Testbed, converged) -> None:
 
 def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, converged) -> None:
     host, _ = converged
-    before = testbed.exec(host, "sha1sum /etc/ssh/sshd_config")
-
-    plan = testbed.deploy(
-        roles=["base"], limit=[host.name], dry=True, overrides={"base_ssh_max_auth_tries": 2}
+    converge.assert_dry_run(
+        testbed,
+        host,
+        "/etc/ssh/sshd_config",
+        roles=["base"],
+        overrides={"base_ssh_max_auth_tries": 2},
+        changed=["Base | Harden sshd", "Base | Reload sshd for the new configuration"],
+        shows=["Will modify /etc/ssh/sshd_config", "- MaxAuthTries 3", "+ MaxAuthTries 2"],
     )
-
-    assert plan.ok, plan.output
-    assert [op.name for op in plan.changed] == [
-        "Base | Harden sshd",
-        "Base | Reload sshd for the new configuration",
-    ]
-    assert "Will modify /etc/ssh/sshd_config" in plan.output
-    assert "- MaxAuthTries 3" in plan.output and "+ MaxAuthTries 2" in plan.output
-    assert testbed.exec(host, "sha1sum /etc/ssh/sshd_config") == before
     assert "MaxAuthTries 3" in testbed.exec(host, "cat /etc/ssh/sshd_config")
 
 
@@ -136,32 +124,16 @@ def test_wrong_type_in_group_data_stops_before_any_host_is_touched(
     testbed: Testbed, converged, tmp_path: Path
 ) -> None:
     host, _ = converged
-    group_data = tmp_path / "group_data"
-    shutil.copytree(PROJECT_ROOT / "group_data", group_data)
-    with (group_data / "all.py").open("a") as handle:
-        handle.write('\nbase_ssh_max_auth_tries = "many"\n')
-    # From the next whole second on: `date +%s` rounds down, and the previous
-    # test's own logins may share the current second.
-    since = int(testbed.exec(host, "date +%s")) + 1
-    time.sleep(1)
-
-    result = testbed.deploy(roles=["base"], limit=[host.name], group_data=group_data)
-
-    assert result.returncode == 2
-    assert "all.py: base_ssh_max_auth_tries:" in result.output
-    assert result.operations == []
-    logins = testbed.exec(host, f"journalctl -u ssh --since @{since} --no-pager", check=False)
-    assert "Accepted publickey" not in logins
+    group_data = converge.group_data_with(tmp_path, "all.py", 'base_ssh_max_auth_tries = "many"')
+    output = converge.assert_stopped_before_login(testbed, host, ["base"], group_data)
+    assert "all.py: base_ssh_max_auth_tries:" in output
 
 
 def test_unknown_key_in_group_data_is_named_with_a_suggestion(
     testbed: Testbed, converged, tmp_path: Path
 ) -> None:
     host, _ = converged
-    group_data = tmp_path / "group_data"
-    shutil.copytree(PROJECT_ROOT / "group_data", group_data)
-    with (group_data / "local.py").open("a") as handle:
-        handle.write("\nbase_timezon = 'Europe/Paris'\n")
+    group_data = converge.group_data_with(tmp_path, "local.py", "base_timezon = 'Europe/Paris'")
 
     result = testbed.deploy(roles=["base"], limit=[host.name], group_data=group_data)
 

@@ -3,15 +3,14 @@ dangerous commands denied, keys that survive re-deploys, restarts and setting ch
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from mahaops import PROJECT_ROOT
 from mahaops.secrets import LocalSecretStore
 from tests.checks import cache as checks
+from tests.checks import converge
 from tests.conftest import ServiceTier, Testbed, service_tier
 
 pytestmark = pytest.mark.testbed
@@ -21,6 +20,12 @@ JUSTIFIED_NON_IDEMPOTENT = {
     "systemd.daemon_reload": "guarded by _if on the service drop-in changing",
     "server.shell": "only `sysctl -p`, guarded by _if on its file changing (not in containers)",
 }
+
+# What a change to redis.conf plans and does.
+CONFIGURED = [
+    "Redis | Configure Redis (bind, auth, memory, AOF)",
+    "Redis | Restart Redis for the new configuration",
+]
 
 
 def passwords(testbed: Testbed) -> tuple[str, str]:
@@ -49,12 +54,13 @@ def test_kernel_settings_are_left_to_the_container_host(
 
 
 def test_second_converge_changes_nothing(testbed: Testbed, tier: ServiceTier) -> None:
-    second = tier.record(testbed.deploy(roles=["base", "cache"], limit=[tier.server.name]))
-    assert second.ok, second.output
-    assert [op.name for op in second.changed] == []
-    used = {op.operation for op in second.operations if not op.idempotent}
-    unexplained = used - set(JUSTIFIED_NON_IDEMPOTENT)
-    assert not unexplained, f"non-idempotent operations without a justification: {unexplained}"
+    converge.assert_idempotent(
+        testbed,
+        [tier.server.name],
+        ["base", "cache"],
+        justified=JUSTIFIED_NON_IDEMPOTENT,
+        record=tier.record,
+    )
 
 
 def test_hosts_outside_app_servers_and_workers_cannot_reach_redis(
@@ -68,25 +74,16 @@ def test_hosts_outside_app_servers_and_workers_cannot_reach_redis(
 
 
 def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: ServiceTier) -> None:
-    before = testbed.exec(tier.server, "sha1sum /etc/redis/redis.conf")
-
-    plan = tier.record(
-        testbed.deploy(
-            roles=["cache"],
-            limit=[tier.server.name],
-            dry=True,
-            overrides={"redis_maxmemory": "128mb"},
-        )
+    converge.assert_dry_run(
+        testbed,
+        tier.server,
+        "/etc/redis/redis.conf",
+        roles=["cache"],
+        overrides={"redis_maxmemory": "128mb"},
+        changed=CONFIGURED,
+        shows=["Will modify /etc/redis/redis.conf", "- maxmemory 256mb", "+ maxmemory 128mb"],
+        record=tier.record,
     )
-
-    assert plan.ok, plan.output
-    assert [op.name for op in plan.changed] == [
-        "Redis | Configure Redis (bind, auth, memory, AOF)",
-        "Redis | Restart Redis for the new configuration",
-    ]
-    assert "Will modify /etc/redis/redis.conf" in plan.output
-    assert "- maxmemory 256mb" in plan.output and "+ maxmemory 128mb" in plan.output
-    assert testbed.exec(tier.server, "sha1sum /etc/redis/redis.conf") == before
 
 
 def test_keys_survive_redeploy_restart_and_setting_changes(
@@ -120,10 +117,7 @@ def test_keys_survive_redeploy_restart_and_setting_changes(
         )
     )
     assert changed.ok, changed.output
-    assert [op.name for op in changed.changed] == [
-        "Redis | Configure Redis (bind, auth, memory, AOF)",
-        "Redis | Restart Redis for the new configuration",
-    ]
+    assert [op.name for op in changed.changed] == CONFIGURED
     assert get("job:1") == "queued"
     _, out = checks.redis(
         testbed, tier.app, address, "LRANGE", "queue", "0", "-1", password=password
@@ -142,22 +136,6 @@ def test_no_secret_appears_in_any_output(testbed: Testbed, tier: ServiceTier) ->
 def test_maxmemory_that_is_not_a_size_stops_before_any_host_is_touched(
     testbed: Testbed, tier: ServiceTier, tmp_path: Path
 ) -> None:
-    group_data = tmp_path / "group_data"
-    shutil.copytree(PROJECT_ROOT / "group_data", group_data)
-    with (group_data / "cache_servers.py").open("a") as handle:
-        handle.write('\nredis_maxmemory = "lots"\n')
-    # From the next whole second on: `date +%s` rounds down, and the previous
-    # test's own logins may share the current second.
-    since = int(testbed.exec(tier.server, "date +%s")) + 1
-    time.sleep(1)
-
-    result = testbed.deploy(roles=["cache"], limit=[tier.server.name], group_data=group_data)
-
-    assert result.returncode == 2
-    output = " ".join(result.output.split())
+    group_data = converge.group_data_with(tmp_path, "cache_servers.py", 'redis_maxmemory = "lots"')
+    output = converge.assert_stopped_before_login(testbed, tier.server, ["cache"], group_data)
     assert "cache_servers.py: redis_maxmemory:" in output and "is not a Redis size" in output
-    assert result.operations == []
-    logins = testbed.exec(
-        tier.server, f"journalctl -u ssh --since @{since} --no-pager", check=False
-    )
-    assert "Accepted publickey" not in logins

@@ -3,16 +3,15 @@ survives re-deploys, restarts and setting changes, restart-or-reload, backups, s
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from mahaops import PROJECT_ROOT
 from mahaops.secrets import LocalSecretStore
+from tests.checks import converge
 from tests.checks import db as checks
 from tests.conftest import ServiceTier, Testbed, service_tier
 
@@ -23,6 +22,12 @@ JUSTIFIED_NON_IDEMPOTENT = {
     "operations.postgresql.reload": "guarded by _if on the settings drop-in changing",
     "systemd.daemon_reload": "guarded by _if on the backup unit file changing",
 }
+
+# What a change to a reload-only setting plans and does.
+RELOADED = [
+    "PostgreSQL | Tune PostgreSQL and listen on the private address",
+    "PostgreSQL | Reload PostgreSQL for new settings",
+]
 
 
 def password(testbed: Testbed) -> str:
@@ -52,12 +57,13 @@ def test_fresh_host_converges_to_the_db_promises(testbed: Testbed, tier: Service
 
 
 def test_second_converge_changes_nothing(testbed: Testbed, tier: ServiceTier) -> None:
-    second = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.server.name]))
-    assert second.ok, second.output
-    assert [op.name for op in second.changed] == []
-    used = {op.operation for op in second.operations if not op.idempotent}
-    unexplained = used - set(JUSTIFIED_NON_IDEMPOTENT)
-    assert not unexplained, f"non-idempotent operations without a justification: {unexplained}"
+    converge.assert_idempotent(
+        testbed,
+        [tier.server.name],
+        ["base", "db"],
+        justified=JUSTIFIED_NON_IDEMPOTENT,
+        record=tier.record,
+    )
 
 
 def test_hosts_outside_app_servers_and_workers_are_refused(
@@ -86,25 +92,16 @@ def test_hosts_outside_app_servers_and_workers_are_refused(
 
 def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: ServiceTier) -> None:
     conf = "/etc/postgresql/15/main/conf.d/90-maha.conf"
-    before = testbed.exec(tier.server, f"sha1sum {conf}")
-
-    plan = tier.record(
-        testbed.deploy(
-            roles=["db"],
-            limit=[tier.server.name],
-            dry=True,
-            overrides={"postgresql_work_mem": "8MB"},
-        )
+    converge.assert_dry_run(
+        testbed,
+        tier.server,
+        conf,
+        roles=["db"],
+        overrides={"postgresql_work_mem": "8MB"},
+        changed=RELOADED,
+        shows=[f"Will modify {conf}", "+ work_mem = 8MB", "- work_mem = "],
+        record=tier.record,
     )
-
-    assert plan.ok, plan.output
-    assert [op.name for op in plan.changed] == [
-        "PostgreSQL | Tune PostgreSQL and listen on the private address",
-        "PostgreSQL | Reload PostgreSQL for new settings",
-    ]
-    assert f"Will modify {conf}" in plan.output
-    assert "+ work_mem = 8MB" in plan.output and "- work_mem = " in plan.output
-    assert testbed.exec(tier.server, f"sha1sum {conf}") == before
 
 
 def test_backup_and_restore_bring_rows_back(testbed: Testbed, tier: ServiceTier) -> None:
@@ -170,10 +167,7 @@ def test_rows_survive_redeploy_restart_and_setting_changes(
         )
     )
     assert reloaded.ok, reloaded.output
-    assert [op.name for op in reloaded.changed] == [
-        "PostgreSQL | Tune PostgreSQL and listen on the private address",
-        "PostgreSQL | Reload PostgreSQL for new settings",
-    ]
+    assert [op.name for op in reloaded.changed] == RELOADED
     assert checks.superuser_sql(testbed, tier.server, "SHOW work_mem") == "8MB"
     assert checks.started_at(testbed, tier.server) == started
     assert rows() == "1000"
@@ -287,25 +281,9 @@ def test_other_majors_come_from_pgdg_planned_on_a_fresh_host(testbed: Testbed) -
 def test_unsupported_major_stops_before_any_host_is_touched(
     testbed: Testbed, tier: ServiceTier, tmp_path: Path, line: str, message: str
 ) -> None:
-    group_data = tmp_path / "group_data"
-    shutil.copytree(PROJECT_ROOT / "group_data", group_data)
-    with (group_data / "db_servers.py").open("a") as handle:
-        handle.write(f"\n{line}\n")
-    # From the next whole second on: `date +%s` rounds down, and the previous
-    # test's own logins may share the current second.
-    since = int(testbed.exec(tier.server, "date +%s")) + 1
-    time.sleep(1)
-
-    result = testbed.deploy(roles=["db"], limit=[tier.server.name], group_data=group_data)
-
-    assert result.returncode == 2
-    output = " ".join(result.output.split())
+    group_data = converge.group_data_with(tmp_path, "db_servers.py", line)
+    output = converge.assert_stopped_before_login(testbed, tier.server, ["db"], group_data)
     assert "db_servers.py: postgresql_version:" in output and message in output, output
-    assert result.operations == []
-    logins = testbed.exec(
-        tier.server, f"journalctl -u ssh --since @{since} --no-pager", check=False
-    )
-    assert "Accepted publickey" not in logins
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess[str]:

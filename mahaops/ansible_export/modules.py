@@ -19,6 +19,7 @@ from typing import Any
 
 from mahaops.ansible_export.model import Call, ExportError, Jinja, Task
 from mahaops.templating import JINJA_ENV_KWARGS, TEMPLATES
+from operations import apt
 
 Mapper = Callable[[Call], list[Task]]
 MAPPERS: dict[str, Mapper] = {}
@@ -245,7 +246,9 @@ def _apt_timeout(call: Call) -> dict[str, Any]:
     if not call.operation.startswith("operations."):
         return {}
     timeout = call.arguments.get("timeout")
-    return {"timeout": timeout if timeout is not None else Jinja("{{ base_apt_timeout }}")}
+    if timeout is None:  # the host's setting; base's role defaults are not seen by other roles
+        timeout = Jinja(f"{{{{ base_apt_timeout | default({apt.DEFAULT_TIMEOUT}) }}}}")
+    return {"timeout": timeout}
 
 
 @maps("apt.packages", "operations.apt.packages")

@@ -403,3 +403,24 @@ def test_a_postgresql_role_installs_the_driver_first_and_never_logs_its_password
         "login_port": 5432,
     }
     assert (user["become"], user["become_user"], user["no_log"]) == (True, "postgres", True)
+
+
+def test_bounded_apt_keeps_its_bound_as_the_task_timeout() -> None:
+    """operations.apt: the same bound on Ansible's side; from the host's setting when the
+    deploy names none, with the setting's default where a role does not see base's."""
+    apt_args = {
+        "packages": ["nginx"],
+        "present": True,
+        "latest": False,
+        "update": True,
+        "cache_time": 3600,
+        "no_recommends": True,
+    }
+    [given] = to_tasks(call("operations.apt.packages", "Install", timeout=120, **apt_args))
+    assert given.module == "ansible.builtin.apt"
+    assert given.args["name"] == ["nginx"] and given.args["cache_valid_time"] == 3600
+    assert given.keywords == {"timeout": 120}
+    [setting] = to_tasks(call("operations.apt.update", "Update", timeout=None, cache_time=None))
+    assert setting.keywords == {"timeout": "{{ base_apt_timeout | default(600) }}"}
+    [plain] = to_tasks(call("apt.update", "Update", cache_time=None))
+    assert plain.keywords == {}

@@ -15,6 +15,7 @@ import pytest
 from mahaops.local.hosts import LocalHost
 from mahaops.runner import DeployResult
 from mahaops.secrets import LocalSecretStore
+from tests.checks import converge
 from tests.checks import log as checks
 from tests.conftest import Testbed
 
@@ -127,12 +128,13 @@ def test_received_logs_are_rotated(testbed: Testbed, platform: Platform) -> None
 
 
 def test_second_converge_changes_nothing(testbed: Testbed, platform: Platform) -> None:
-    second = testbed.deploy(roles=["base", "log"], limit=platform.names, overrides=RSYSLOG)
-    assert second.ok, second.output
-    assert [op.name for op in second.changed] == []
-    used_non_idempotent = {op.operation for op in second.operations if not op.idempotent}
-    unexplained = used_non_idempotent - set(JUSTIFIED_NON_IDEMPOTENT)
-    assert not unexplained, f"non-idempotent operations without a justification: {unexplained}"
+    converge.assert_idempotent(
+        testbed,
+        platform.names,
+        ["base", "log"],
+        overrides=RSYSLOG,
+        justified=JUSTIFIED_NON_IDEMPOTENT,
+    )
 
 
 def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, platform: Platform) -> None:

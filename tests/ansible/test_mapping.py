@@ -408,7 +408,7 @@ def test_a_postgresql_role_installs_the_driver_first_and_never_logs_its_password
 def test_bounded_apt_keeps_its_bound_as_the_task_timeout() -> None:
     """operations.apt: the same bound on Ansible's side; from the host's setting when the
     deploy names none, with the setting's default where a role does not see base's."""
-    apt_args = {
+    apt_args: dict[str, Any] = {
         "packages": ["nginx"],
         "present": True,
         "latest": False,

@@ -13,10 +13,10 @@ import functools
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from mahaops.settings.base import Cidr
-from mahaops.settings.models import Settings, group_settings
+from mahaops.settings.models import Record, Settings, group_settings
 
 EC2_ROLES: tuple[str, ...] = ("app", "db", "cache", "log", "worker")
 """Roles that run on EC2; on AWS the ``lb`` role is the Application Load Balancer itself."""
@@ -80,10 +80,8 @@ Domain = Annotated[str, AfterValidator(_domain)]
 CertificateArn = Annotated[str, AfterValidator(_acm_arn)]
 
 
-class AwsRole(BaseModel):
+class AwsRole(Record):
     """How many instances of a role, of which type, with which disk."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     count: int = Field(1, ge=0, le=50)  # 0 leaves an optional role (log, worker) out
     instance_type: InstanceType = "t3.small"  # any type botocore knows
@@ -99,10 +97,10 @@ _ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class AwsEnvironment(BaseModel):
+class AwsEnvironment(Record):
     """One AWS environment: everything ``invoke provision --env NAME`` converges to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(validate_default=True)
 
     # -- where ------------------------------------------------------------------------------
     region: Region  # required: no silent default region

@@ -6,9 +6,9 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
-from mahaops.settings.models import Settings, group_settings
+from mahaops.settings.models import Record, Settings, group_settings
 
 _SIZE = re.compile(r"^\d+[KMGT]?$")
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -38,10 +38,8 @@ Cidr = Annotated[str, AfterValidator(_cidr)]
 UserName = Annotated[str, AfterValidator(_username)]
 
 
-class AdminUser(BaseModel):
+class AdminUser(Record):
     """A person who administers the hosts: a sudo user let in by SSH key only."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: UserName
     public_keys: list[str] = Field(min_length=1)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from mahaops.settings.models import Settings, group_settings
+from mahaops.settings.models import Record, Settings, group_settings
 
 SUPPORTED_MAJORS = range(12, 18)  # PostgreSQL majors the role installs (PGDG has them all)
 
@@ -55,20 +55,16 @@ PgName = Annotated[str, AfterValidator(_pg_name)]
 PgSize = Annotated[str, AfterValidator(_pg_size)]
 
 
-class PostgresDatabase(BaseModel):
+class PostgresDatabase(Record):
     """A database the role creates: ``{"name": "maha", "owner": "maha_app"}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: PgName
     owner: PgName = "postgres"  # a user from postgresql_users (or postgres)
     encoding: str = "UTF8"  # fixed at creation; never changed afterwards
 
 
-class PostgresUser(BaseModel):
+class PostgresUser(Record):
     """A login role; its password is the secret ``postgresql_password_<name>``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: PgName
     connection_limit: int = Field(-1, ge=-1)  # -1 = no limit of its own

@@ -52,3 +52,56 @@ def test_command_line_overrides_are_checked_too() -> None:
     assert err.value.source == "--set" and err.value.key == "base_ssh_max_auth_tries"
     with pytest.raises(SettingsError):
         parse_overrides(["no_such_setting=1"])
+
+
+@pytest.mark.parametrize(
+    ("file", "line", "key"),
+    [
+        ("all.py", "base_ssh_port = True", "base_ssh_port"),  # not the port 1
+        ("all.py", "base_ssh_port = 22.0", "base_ssh_port"),
+        ("all.py", "base_firewall = 0", "base_firewall"),  # not False
+        ("all.py", "base_unattended_upgrades = 'yes'", "base_unattended_upgrades"),
+        ("all.py", "base_sysctl_extra = {'vm.swappiness': True}", "base_sysctl_extra"),
+        ("workers.py", "worker_concurrency = '4'", "worker_concurrency"),
+    ],
+)
+def test_no_value_is_coerced(tmp_path: Path, file: str, line: str, key: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        GroupData(_group_data(tmp_path, file, line))
+    assert err.value.source.endswith(file) and err.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("file", "line", "key", "where"),
+    [
+        ("cache_servers.py", "redis_save = '60 1\\nrename-command CONFIG x'", "redis_save", ""),
+        ("all.py", "base_ntp_servers = ['a.example', 'b.example\\r']", "base_ntp_servers", "[1]"),
+        ("all.py", "base_sysctl_extra = {'vm.swappiness': '1\\x00'}", "base_sysctl_extra", ""),
+        ("all.py", "base_sysctl_extra = {'vm.swappiness\\n': 1}", "base_sysctl_extra", ""),
+        ("all.py", "base_timezone = 'Etc/UTC\\x1b[2J'", "base_timezone", ""),
+        (
+            "local.py",
+            "base_admin_users = [{'name': 'ann', 'public_keys': ['ssh-ed25519 AAAA\\nx']}]",
+            "base_admin_users",
+            "[0]['public_keys'][0]",
+        ),
+    ],
+)
+def test_control_characters_are_refused(
+    tmp_path: Path, file: str, line: str, key: str, where: str
+) -> None:
+    """A newline would write a second directive (or sysctl) into the file the value lands in."""
+    with pytest.raises(SettingsError) as err:
+        GroupData(_group_data(tmp_path, file, line))
+    assert err.value.source.endswith(file) and err.value.key == key
+    assert "control character" in err.value.message and f"{key}{where}" in err.value.message
+
+
+def test_command_line_overrides_are_strict_and_single_line() -> None:
+    with pytest.raises(SettingsError) as err:
+        parse_overrides(["base_ssh_port=true"])
+    assert err.value.key == "base_ssh_port"
+    with pytest.raises(SettingsError) as err:
+        parse_overrides(['redis_save="60 1\\nappendonly no"'])
+    assert err.value.key == "redis_save" and "control character" in err.value.message
+    assert parse_overrides(["redis_save=60 1"]) == {"redis_save": "60 1"}

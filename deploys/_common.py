@@ -1,9 +1,10 @@
 """What every deploy writes the same way: templated files, systemd units, signed apt
-repositories and restarts that several inputs share.
+repositories and restarts for a changed configuration.
 
 Each helper calls pyinfra's own operations (``files.template``, ``systemd.daemon_reload``,
-``systemd.service``, ``files.download``), so plans, reports and the Ansible export see
-exactly the operations a deploy would have called itself, under the names it gives.
+``files.download``) or the project's (``services.restart_owed``), so plans, reports and the
+Ansible export see exactly the operations a deploy would have called itself, under the
+names it gives.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, systemd
 
 from mahaops.templating import JINJA_ENV_KWARGS, template_path
-from operations.changes import any_changed
+from operations.services import restart_owed
 
 # The one directory of apt signing keys, each trusted only by its own repository (signed-by).
 KEYRINGS = "/etc/apt/keyrings"
@@ -104,13 +105,17 @@ def apt_repository(
     return template(name, src, dest, **tvars)
 
 
-def restart(name: str, service: str, when: Sequence[OperationMeta]) -> OperationMeta:
+def restart(
+    name: str, service: str, when: Sequence[OperationMeta], daemon_reload: bool = False
+) -> OperationMeta:
     """
-    Restart ``service`` once when any of ``when`` changed the host; a plan shows it only
-    when one of them would change (exported to Ansible as a handler each of them notifies).
+    Restart ``service`` once when any of ``when`` changed the host, or when an earlier run
+    died or failed before its restart (a marker in ``/var/lib/maha/pending-restart``); a
+    plan shows it only then (exported to Ansible as a handler flushed from the marker).
 
     + name: the operation's name
     + service: the systemd unit
     + when: the operations whose change the running service must pick up
+    + daemon_reload: reload systemd's units first (one of ``when`` is a unit file)
     """
-    return systemd.service(name=name, service=service, restarted=True, _if=any_changed(*when))
+    return restart_owed(name=name, service=service, when=list(when), daemon_reload=daemon_reload)

@@ -17,13 +17,14 @@ from pyinfra.facts.hardware import Cpus, Memory
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files, postgres, systemd
 
-from deploys._common import KEYRINGS, apt_repository, template, unit
+from deploys._common import KEYRINGS, apt_repository, restart, template, unit
 from mahaops.context import addresses, settings
 from mahaops.secrets import secret
 from mahaops.settings.db import PostgresClientSettings, PostgresSettings
 from mahaops.templating import render
 from operations import apt
 from operations import postgresql as pg
+from operations.services import RestartsOwed
 
 # Parameters that only a restart applies (pg_settings.context = 'postmaster'): changing
 # one of these restarts the server, any other change only reloads it. The reload also
@@ -216,12 +217,11 @@ def db() -> None:
             service=cluster,
             restarted=True,
         )
-    elif restart_for:
-        systemd.service(
-            name=f"Restart PostgreSQL for {', '.join(restart_for)}",
-            service=cluster,
-            restarted=True,
-            _if=include.did_change if restart_for == ["include_dir"] else conf.did_change,
+    elif restart_for or cluster in host.get_fact(RestartsOwed):  # owed: an earlier run died
+        restart(
+            f"Restart PostgreSQL for {', '.join(restart_for or ['a restart still owed'])}",
+            cluster,
+            when=[include if restart_for == ["include_dir"] else conf],
         )
     else:
         pg.reload(
@@ -300,12 +300,11 @@ def db() -> None:
         "/etc/systemd/system/maha-pg-backup.timer",
         **tvars,
     )
-    systemd.service(
-        name="Load the new backup schedule",
-        service="maha-pg-backup.timer",
-        restarted=True,
+    restart(
+        "Load the new backup schedule",
+        "maha-pg-backup.timer",
+        when=[timer_unit],
         daemon_reload=True,
-        _if=timer_unit.did_change,
     )
     systemd.service(
         name="Schedule nightly backups",

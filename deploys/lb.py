@@ -14,7 +14,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import NoGroupError
 from pyinfra.operations import files, systemd
 
-from deploys._common import unit
+from deploys._common import restart, unit
 from mahaops.context import settings
 from mahaops.settings.lb import LbSettings
 from operations import apt
@@ -66,9 +66,4 @@ def lb() -> None:
         reloaded=True,
         _if=conf.did_change,
     )
-    systemd.service(
-        name="Restart HAProxy for its new unit settings",
-        service="haproxy",
-        restarted=True,
-        _if=dropin.did_change,
-    )
+    restart("Restart HAProxy for its new unit settings", "haproxy", when=[dropin])

@@ -284,12 +284,7 @@ def rsyslog_receiver(s: LogServerSettings, ship: LogShippingSettings) -> None:
         **tvars,
     )
     systemd.service(name="Run rsyslog", service="rsyslog", running=True, enabled=True)
-    systemd.service(
-        name="Restart rsyslog to receive",
-        service="rsyslog",
-        restarted=True,
-        _if=conf.did_change,
-    )
+    restart("Restart rsyslog to receive", "rsyslog", when=[conf])
 
 
 @deploy("Log server")

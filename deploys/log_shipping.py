@@ -15,7 +15,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 
-from deploys._common import template
+from deploys._common import restart, template
 from mahaops.context import addresses, host_roles, settings
 from mahaops.settings.log import LogShippingSettings
 from operations.files import command_once, validated_template
@@ -87,12 +87,11 @@ def log_shipping() -> None:
     systemd.service(
         name="Watch the release link", service="maha-log-release.path", running=True, enabled=True
     )
-    systemd.service(
-        name="Restart the release watch for its new unit",
-        service="maha-log-release.path",
-        restarted=True,
+    restart(
+        "Restart the release watch for its new unit",
+        "maha-log-release.path",
+        when=[path],
         daemon_reload=True,
-        _if=path.did_change,
     )
 
     forward = validated_template(
@@ -104,9 +103,4 @@ def log_shipping() -> None:
         **tvars,
     )
     systemd.service(name="Run rsyslog", service="rsyslog", running=True, enabled=True)
-    systemd.service(
-        name="Restart rsyslog for the new forwarding",
-        service="rsyslog",
-        restarted=True,
-        _if=forward.did_change,
-    )
+    restart("Restart rsyslog for the new forwarding", "rsyslog", when=[forward])

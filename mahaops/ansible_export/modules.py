@@ -423,6 +423,27 @@ def systemd_service(call: Call) -> list[Task]:
     return [Task(call.name, "ansible.builtin.systemd_service", args)]
 
 
+@maps("operations.services.restart_owed")
+def restart_owed(call: Call) -> list[Task]:
+    # A handler flushed from the host's marker (see project._RoleBuilder.owed_marker): the
+    # restart, then the marker's removal, only reached when the restart succeeded.
+    from operations.services import marker
+
+    only(call, ["service", "when", "daemon_reload"])
+    a = call.arguments
+    args = compact(
+        {"name": a["service"], "state": "restarted", "daemon_reload": a["daemon_reload"] or None}
+    )
+    return [
+        Task(call.name, "ansible.builtin.systemd_service", args),
+        Task(
+            f"{call.name}: no longer owed",
+            "ansible.builtin.file",
+            {"path": marker(a["service"]), "state": "absent"},
+        ),
+    ]
+
+
 @maps("systemd.daemon_reload")
 def systemd_daemon_reload(call: Call) -> list[Task]:
     only(call, [])
@@ -575,6 +596,19 @@ def command_once(call: Call) -> list[Task]:
     )
     module = "ansible.builtin.shell" if "cmd" in args else "ansible.builtin.command"
     return [Task(call.name, module, {**args, "creates": call.arguments["creates"]})]
+
+
+@maps("operations.sshd.effective")
+def sshd_effective(call: Call) -> list[Task]:
+    # A check after the reload handler's flush: changes nothing, fails naming what differs.
+    from operations.sshd import check_command
+
+    only(call, ["expected", "pending"])
+    task = Task(
+        call.name, "ansible.builtin.shell", {"cmd": check_command(call.arguments["expected"])}
+    )
+    task.keywords["changed_when"] = False
+    return [task]
 
 
 @maps("operations.release.unpacked")

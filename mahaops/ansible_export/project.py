@@ -18,6 +18,7 @@ becomes one task per variant, each limited with ``when: inventory_hostname in [.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from mahaops.ansible_export.modules import to_tasks
 from mahaops.roles import BASE, GROUPS, ROLE_BY_NAME, Role
 from mahaops.settings import GroupData, Settings, from_data, group_models
 from mahaops.templating import TEMPLATES
+from operations.services import marker as owed_marker_path
 
 SECRET_PREFIX = "maha_secret_"
 # community.postgresql's modules speak to the server through psycopg; pyinfra uses psql.
@@ -41,6 +43,7 @@ RETRY_DELAY = 5  # pyinfra's default _retry_delay (Config.RETRY_DELAY)
 FLUSH = {"name": "Apply the changes notified so far", "ansible.builtin.meta": "flush_handlers"}
 KIND_PRIORITY = 1  # ansible_group_priority: role groups override the kind overlay, as pyinfra
 ROLE_PRIORITY = 2
+OWED_RESTART = "operations.services.restart_owed"  # a handler flushed from its host marker
 
 
 # -- YAML: deterministic, yamllint-clean, Jinja only where we put it ---------------------------
@@ -347,7 +350,9 @@ def build_role(
     deferred: dict[str, list[str]] = {}  # gated op hash -> its gates, read at its place
     for handler, its_gates in gates.items():
         first_gate = min(order[g] for g in its_gates)
-        if any(first_gate < place < order[handler] for place in handler_places):
+        if by_hash[handler][0].operation == OWED_RESTART:
+            deferred[handler] = list(its_gates)  # flushed from its marker: see owed_marker
+        elif any(first_gate < place < order[handler] for place in handler_places):
             deferred[handler] = list(its_gates)
         else:
             for gate in its_gates:
@@ -361,7 +366,9 @@ def build_role(
     )
     for op_hash, group in by_hash.items():
         try:
-            if op_hash in deferred:
+            if op_hash in deferred and group[0].operation == OWED_RESTART:
+                builder.owed_marker(op_hash, deferred[op_hash], group[0])
+            elif op_hash in deferred:
                 builder.notifier(op_hash, deferred[op_hash])
             builder.add(op_hash, group)
         except ExportError as exc:
@@ -384,17 +391,52 @@ class _RoleBuilder:
     derived_from: dict[tuple[str, str], str] = field(default_factory=dict)
     psycopg: bool = False  # the PostgreSQL driver community.postgresql needs is installed
 
+    def _changed(self, gates: list[str]) -> str:
+        """A condition: one of the tasks of ``gates`` changed the host this run."""
+        # A result is undefined where its task never ran (a gate that is itself a handler).
+        return (
+            " or ".join(
+                f"({var} | default({{}})) is changed" for g in gates for var in self.registered[g]
+            )
+            or "false"
+        )
+
+    def owed_marker(self, handler: str, gates: list[str], call: Call) -> None:
+        """At an owed restart's place (operations.services.restart_owed): its marker is
+        written when one of its gates changed, and the handler is notified whenever the
+        marker is there, so a restart a crashed run owed is flushed by the next one. The
+        handler removes the marker after restarting."""
+        path = owed_marker_path(call.arguments["service"])
+        seen = f"{self.role}_owed_{handler[:8]}"  # ansible-lint: registered names carry the role
+        topic = self.topics[handler]
+        self.out.add_task(
+            {
+                "name": f"{topic}: record the restart as owed",
+                "ansible.builtin.shell": {
+                    "cmd": f"mkdir -p {shlex.quote(path.rpartition('/')[0])} && "
+                    f"touch {shlex.quote(path)}",
+                    "creates": path,
+                },
+                "when": self._changed(gates),
+            }
+        )
+        self.out.add_task(
+            {
+                "name": f"{topic}: due while it is owed",
+                "ansible.builtin.stat": {"path": path},
+                "register": seen,
+                "changed_when": f"{seen}.stat.exists",
+                "notify": [topic],
+            }
+        )
+
     def notifier(self, handler: str, gates: list[str]) -> None:
         """At a handler's place: notify it when one of its gates changed (see build_role)."""
-        # A result is undefined where its task never ran (a gate that is itself a handler).
-        results = [
-            f"({var} | default({{}})) is changed" for g in gates for var in self.registered[g]
-        ]
         self.out.add_task(
             {
                 "name": f"{self.topics[handler]}: due when its inputs changed",
                 "ansible.builtin.debug": {"msg": f"{self.topics[handler]}: its inputs changed"},
-                "changed_when": " or ".join(results),
+                "changed_when": self._changed(gates),
                 "notify": [self.topics[handler]],
             }
         )

@@ -139,3 +139,53 @@ def test_maxmemory_that_is_not_a_size_stops_before_any_host_is_touched(
     group_data = converge.group_data_with(tmp_path, "cache_servers.py", 'redis_maxmemory = "lots"')
     output = converge.assert_stopped_before_login(testbed, tier.server, ["cache"], group_data)
     assert "cache_servers.py: redis_maxmemory:" in output and "is not a Redis size" in output
+
+
+def test_a_restart_a_failed_run_left_owed_is_done_by_the_next_run(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    """A run writes redis.conf, then its restart does not happen; the next plain run, with
+    no file left to write, restarts Redis. The restart is kept from happening by systemd
+    refusing it (RefuseManualStop): the host is left as a run killed before its restart
+    leaves it, the new config on disk and the old process serving the old one."""
+    server, owed = tier.server, "/var/lib/maha/pending-restart/redis-server"
+    _, admin = passwords(testbed)
+    refuse = "/etc/systemd/system/redis-server.service.d/99-test-refuse-stop.conf"
+    new = {"redis_maxmemory": "64mb"}
+
+    def live_maxmemory() -> str:
+        code, out = checks.redis(
+            testbed, server, "127.0.0.1", "CONFIG", "GET", "maxmemory", user="admin", password=admin
+        )
+        assert code == 0, out
+        return out.split()[-1]
+
+    def main_pid() -> str:
+        return testbed.exec(server, "systemctl show -p MainPID --value redis-server").strip()
+
+    old_pid, old_maxmemory = main_pid(), live_maxmemory()
+    assert old_maxmemory != "67108864"
+    testbed.exec(server, f"printf '[Unit]\\nRefuseManualStop=yes\\n' > {refuse}")
+    testbed.exec(server, "systemctl daemon-reload")
+    try:
+        died = tier.record(testbed.deploy(roles=["cache"], limit=[server.name], overrides=new))
+        assert not died.ok
+        assert [op.status for op in died.named("Restart Redis")] == ["failed"], died.output
+        assert "maxmemory 64mb" in testbed.exec(server, "cat /etc/redis/redis.conf")
+        assert (main_pid(), live_maxmemory()) == (old_pid, old_maxmemory)
+        assert testbed.exec(server, f"test -f {owed} && echo owed").strip() == "owed"
+
+        plan = tier.record(
+            testbed.deploy(roles=["cache"], limit=[server.name], overrides=new, dry=True)
+        )
+        assert [op.name for op in plan.changed] == CONFIGURED[1:], plan.output
+    finally:
+        testbed.exec(server, f"rm -f {refuse} && systemctl daemon-reload")
+
+    again = tier.record(testbed.deploy(roles=["cache"], limit=[server.name], overrides=new))
+    assert again.ok, again.output
+    assert [op.name for op in again.changed] == CONFIGURED[1:]
+    assert main_pid() != old_pid and live_maxmemory() == "67108864"
+    assert testbed.exec(server, f"test -f {owed} || echo done").strip() == "done"
+    settled = tier.record(testbed.deploy(roles=["cache"], limit=[server.name], overrides=new))
+    assert settled.ok and settled.changed == [], settled.output

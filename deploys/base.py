@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 
-from deploys._common import template
+from deploys._common import restart, template
 from deploys.log_shipping import log_shipping
 from mahaops import firewall
 from mahaops.context import addresses, host_roles, settings
@@ -153,12 +153,7 @@ def base() -> None:
     )
     if not in_container:  # a container's clock is its host's: chrony cannot discipline it
         systemd.service(name="Run chrony", service="chrony", running=True, enabled=True)
-        systemd.service(
-            name="Restart chrony for the new configuration",
-            service="chrony",
-            restarted=True,
-            _if=chrony.did_change,
-        )
+        restart("Restart chrony for the new configuration", "chrony", when=[chrony])
 
     # -- security updates ------------------------------------------------------------------
     template(
@@ -182,12 +177,7 @@ def base() -> None:
         "/etc/systemd/journald.conf.d/90-maha.conf",
         **tvars,
     )
-    systemd.service(
-        name="Restart journald for the new limits",
-        service="systemd-journald",
-        restarted=True,
-        _if=journald.did_change,
-    )
+    restart("Restart journald for the new limits", "systemd-journald", when=[journald])
 
     # -- kernel ----------------------------------------------------------------------------
     if s.base_sysctl_hardening and not in_container:  # a container shares its host's kernel

@@ -20,6 +20,7 @@ from mahaops.settings.base import BaseSettings
 from operations import apt
 from operations.facts import IsContainer, Users
 from operations.files import validated_template
+from operations.sshd import effective as sshd_applies
 
 PACKAGES = [
     "netbase",
@@ -44,6 +45,25 @@ def template_vars(s: BaseSettings) -> dict[str, Any]:
         "base_sudo_users": [s.base_deploy_user] + [u.name for u in s.base_admin_users if u.sudo],
         "base_ssh_allow_groups": [s.base_ssh_group],
         "base_firewall_rules": [rule.__dict__ for rule in rules],
+    }
+
+
+def sshd_expected(s: BaseSettings) -> dict[str, str]:
+    """What ``sshd -T`` must print for the settings that keep intruders out."""
+    yes_no = {True: "yes", False: "no"}
+    return {
+        "port": str(s.base_ssh_port),
+        "permitrootlogin": "no",
+        "passwordauthentication": "no",
+        "kbdinteractiveauthentication": "no",
+        "permitemptypasswords": "no",
+        "authenticationmethods": "publickey",
+        "maxauthtries": str(s.base_ssh_max_auth_tries),
+        "allowgroups": s.base_ssh_group,
+        "allowtcpforwarding": yes_no[s.base_ssh_allow_tcp_forwarding],
+        "allowagentforwarding": yes_no[s.base_ssh_allow_agent_forwarding],
+        "permituserenvironment": "no",
+        "x11forwarding": "no",
     }
 
 
@@ -142,6 +162,12 @@ def base() -> None:
         service="ssh",
         reloaded=True,
         _if=sshd.did_change,
+    )
+    sshd_applies(
+        name="sshd applies the hardened settings (sshd -T)",
+        expected=sshd_expected(s),
+        # A plan cannot judge a configuration not written yet; the run checks it.
+        pending=host.state.should_check_for_changes() and bool(sshd.will_change),
     )
 
     # -- time ------------------------------------------------------------------------------

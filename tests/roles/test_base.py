@@ -78,6 +78,38 @@ def test_password_login_is_refused_even_with_the_right_password(
     assert checks.login_refused(host, "pwtest", password="Correct-Horse-9")
 
 
+def test_an_sshd_drop_in_cannot_turn_password_login_back_on(testbed: Testbed, converged) -> None:
+    from deploys.base import sshd_expected
+    from mahaops.settings.base import BaseSettings
+    from operations.sshd import check_command
+
+    host, _ = converged
+    evil = "/etc/ssh/sshd_config.d/50-evil.conf"
+    testbed.exec(
+        host,
+        f"printf 'PasswordAuthentication yes\\nPermitRootLogin yes\\n' > {evil}; "
+        "id pwtest >/dev/null 2>&1 || useradd -m -G ssh-users pwtest; "
+        "echo 'pwtest:Correct-Horse-9' | chpasswd",
+    )
+    try:
+        again = testbed.deploy(roles=["base"], limit=[host.name])
+        assert again.ok, again.output
+        th = infra(host)
+        assert checks.sshd_effective(th, "PasswordAuthentication") == "no"
+        assert checks.sshd_effective(th, "PermitRootLogin") == "no"
+        assert checks.login_refused(host, "pwtest", password="Correct-Horse-9")
+        # The exported playbook's check, on the same sshd: passes, and fails on a difference.
+        expected = sshd_expected(BaseSettings())
+        assert testbed.exec(host, f"{check_command(expected)} && echo checked").strip() == (
+            "checked"
+        )
+        wrong = check_command({**expected, "passwordauthentication": "yes"})
+        out = testbed.exec(host, f"{wrong} || echo refused")
+        assert "expected passwordauthentication yes" in out and out.strip().endswith("refused")
+    finally:
+        testbed.exec(host, f"rm -f {evil}")
+
+
 def test_deploy_key_login_works_and_has_sudo(converged) -> None:
     host, _ = converged
     out = checks.key_login_works(host)

@@ -611,19 +611,6 @@ def sshd_effective(call: Call) -> list[Task]:
     return [task]
 
 
-@maps("operations.sshd.effective")
-def sshd_effective(call: Call) -> list[Task]:
-    # A check after the reload handler's flush: changes nothing, fails naming what differs.
-    from operations.sshd import check_command
-
-    only(call, ["expected", "pending"])
-    task = Task(
-        call.name, "ansible.builtin.shell", {"cmd": check_command(call.arguments["expected"])}
-    )
-    task.keywords["changed_when"] = False
-    return [task]
-
-
 @maps("operations.release.unpacked")
 def release_unpacked(call: Call) -> list[Task]:
     from operations.release import MARKER, unpacked

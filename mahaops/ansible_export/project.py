@@ -46,6 +46,11 @@ ROLE_PRIORITY = 2
 OWED_RESTART = "operations.services.restart_owed"  # a handler flushed from its host marker
 
 
+def owed_topic(topic: str) -> str:
+    """The handler recording on the host that ``topic``'s restart is owed."""
+    return f"{topic}: record the restart as owed"
+
+
 # -- YAML: deterministic, yamllint-clean, Jinja only where we put it ---------------------------
 
 
@@ -351,7 +356,8 @@ def build_role(
     for handler, its_gates in gates.items():
         first_gate = min(order[g] for g in its_gates)
         if by_hash[handler][0].operation == OWED_RESTART:
-            deferred[handler] = list(its_gates)  # flushed from its marker: see owed_marker
+            for gate in its_gates:  # they record it owed; the marker notifies the restart
+                notifies.setdefault(gate, []).append(owed_topic(topics[handler]))
         elif any(first_gate < place < order[handler] for place in handler_places):
             deferred[handler] = list(its_gates)
         else:
@@ -366,8 +372,8 @@ def build_role(
     )
     for op_hash, group in by_hash.items():
         try:
-            if op_hash in deferred and group[0].operation == OWED_RESTART:
-                builder.owed_marker(op_hash, deferred[op_hash], group[0])
+            if group[0].operation == OWED_RESTART and op_hash in topics:
+                builder.owed_marker(op_hash, group[0])
             elif op_hash in deferred:
                 builder.notifier(op_hash, deferred[op_hash])
             builder.add(op_hash, group)
@@ -391,33 +397,22 @@ class _RoleBuilder:
     derived_from: dict[tuple[str, str], str] = field(default_factory=dict)
     psycopg: bool = False  # the PostgreSQL driver community.postgresql needs is installed
 
-    def _changed(self, gates: list[str]) -> str:
-        """A condition: one of the tasks of ``gates`` changed the host this run."""
-        # A result is undefined where its task never ran (a gate that is itself a handler).
-        return (
-            " or ".join(
-                f"({var} | default({{}})) is changed" for g in gates for var in self.registered[g]
-            )
-            or "false"
-        )
-
-    def owed_marker(self, handler: str, gates: list[str], call: Call) -> None:
-        """At an owed restart's place (operations.services.restart_owed): its marker is
-        written when one of its gates changed, and the handler is notified whenever the
-        marker is there, so a restart a crashed run owed is flushed by the next one. The
-        handler removes the marker after restarting."""
+    def owed_marker(self, handler: str, call: Call) -> None:
+        """At an owed restart's place (operations.services.restart_owed): the handler its
+        inputs notify records the restart as owed on the host (flushed here at the latest),
+        and the restart's handler is notified whenever that marker is there, also when a
+        run that died before its restart left it. The restart's handler clears it."""
         path = owed_marker_path(call.arguments["service"])
         seen = f"{self.role}_owed_{handler[:8]}"  # ansible-lint: registered names carry the role
         topic = self.topics[handler]
-        self.out.add_task(
+        self.out.add_handler(
             {
-                "name": f"{topic}: record the restart as owed",
+                "name": owed_topic(topic),
                 "ansible.builtin.shell": {
                     "cmd": f"mkdir -p {shlex.quote(path.rpartition('/')[0])} && "
                     f"touch {shlex.quote(path)}",
                     "creates": path,
                 },
-                "when": self._changed(gates),
             }
         )
         self.out.add_task(
@@ -432,11 +427,15 @@ class _RoleBuilder:
 
     def notifier(self, handler: str, gates: list[str]) -> None:
         """At a handler's place: notify it when one of its gates changed (see build_role)."""
+        # A result is undefined where its task never ran (a gate that is itself a handler).
+        results = [
+            f"({var} | default({{}})) is changed" for g in gates for var in self.registered[g]
+        ]
         self.out.add_task(
             {
                 "name": f"{self.topics[handler]}: due when its inputs changed",
                 "ansible.builtin.debug": {"msg": f"{self.topics[handler]}: its inputs changed"},
-                "changed_when": self._changed(gates),
+                "changed_when": " or ".join(results),
                 "notify": [self.topics[handler]],
             }
         )

@@ -1,6 +1,7 @@
-"""The export of an owed restart (operations.services.restart_owed): the marker written on
-the host when an input changed, the handler flushed whenever the marker is there (also
-one a crashed run left), the marker removed by the handler after the restart."""
+"""The export of an owed restart (operations.services.restart_owed): a changed input
+records the restart as owed on the host (a handler, flushed before the restart's place),
+the restart's handler is notified whenever the marker is there (also one a crashed run
+left), and it removes the marker after the restart."""
 
 from __future__ import annotations
 
@@ -38,27 +39,28 @@ def exported() -> Any:
     return build_role("base", [conf, restart, after], HOSTS, settings, {}, {})
 
 
-def test_the_marker_is_written_when_an_input_changed_and_read_on_every_run() -> None:
+def test_an_input_records_the_restart_owed_and_the_marker_notifies_the_restart() -> None:
     out = exported()
     assert out.errors == []
-    conf, write, due, flush, after = out.tasks
-    assert conf["register"] == "base_changed_0" and "notify" not in conf
-    assert write["ansible.builtin.shell"] == {
-        "cmd": f"mkdir -p /var/lib/maha/pending-restart && touch {MARKER}",
-        "creates": MARKER,
-    }
-    assert write["when"] == "(base_changed_0 | default({})) is changed"
-    # The handler is notified from the marker, not from the input: a marker left by a run
-    # that died before its restart flushes it too.
+    conf, flush, due, flush_again, after = out.tasks
+    assert conf["notify"] == ["Restart chrony: record the restart as owed"]
+    assert flush["ansible.builtin.meta"] == "flush_handlers"  # the marker is on the host...
+    # ...before the restart is notified, from the marker, not from the input: a marker left
+    # by a run that died before its restart notifies it too.
     assert due["ansible.builtin.stat"] == {"path": MARKER}
     assert due["changed_when"] == f"{due['register']}.stat.exists"
     assert due["notify"] == ["Restart chrony"]
-    assert flush["ansible.builtin.meta"] == "flush_handlers"  # where the deploy restarts
+    assert flush_again["ansible.builtin.meta"] == "flush_handlers"  # where the deploy restarts
     assert after["name"] == "Next"
 
 
-def test_the_handler_restarts_then_clears_the_marker() -> None:
-    restart, clear = exported().handlers
+def test_the_handlers_record_the_marker_restart_then_clear_it() -> None:
+    record, restart, clear = exported().handlers
+    assert record["name"] == "Restart chrony: record the restart as owed"
+    assert record["ansible.builtin.shell"] == {
+        "cmd": f"mkdir -p /var/lib/maha/pending-restart && touch {MARKER}",
+        "creates": MARKER,
+    }
     assert restart["ansible.builtin.systemd_service"] == {"name": "chrony", "state": "restarted"}
     assert clear["ansible.builtin.file"] == {"path": MARKER, "state": "absent"}
     assert restart["listen"] == clear["listen"] == "Restart chrony"

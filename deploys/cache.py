@@ -8,7 +8,6 @@ dangerous commands, AOF persistence, and the kernel settings Redis asks for.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from pyinfra import host
@@ -17,16 +16,13 @@ from pyinfra.operations import files, server, systemd
 
 from deploys._common import restart, template, unit
 from mahaops.context import settings
+from mahaops.masking import digest
 from mahaops.secrets import secret
 from mahaops.settings.cache import RedisClientSettings, RedisSettings
 from operations import apt
 from operations.facts import IsContainer
 
 SERVICE = "redis-server"
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def template_vars(s: RedisSettings, port: int, in_container: bool) -> dict[str, Any]:
@@ -37,9 +33,12 @@ def template_vars(s: RedisSettings, port: int, in_container: bool) -> dict[str, 
         "redis_port": port,
         "redis_bind": [*([str(private)] if private else []), "127.0.0.1"],
         "redis_in_container": in_container,
-        # Redis compares SHA-256 digests: the passwords themselves are never written.
-        "redis_password_sha256": _sha256(secret("redis_password")),
-        "redis_admin_password_sha256": _sha256(secret("redis_admin_password")),
+        # Redis compares SHA-256 digests: the passwords themselves are never written, and
+        # the digests are masked and exported as computed from the secrets' lookups.
+        "redis_password_sha256": digest("redis_password", secret("redis_password")),
+        "redis_admin_password_sha256": digest(
+            "redis_admin_password", secret("redis_admin_password")
+        ),
     }
 
 

@@ -7,6 +7,7 @@ stdout, stderr and pyinfra's logger so a registered value is replaced by
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from typing import TextIO
@@ -20,6 +21,27 @@ def register(value: str) -> str:
     if value and len(value) >= 6:  # very short values would mask ordinary words
         _secrets.add(value)
     return value
+
+
+class SecretDigest(str):
+    """A secret's hex digest, as a host's configuration stores it (Redis ACL passwords):
+    secret too (it logs in wherever the server compares digests), so it is masked like the
+    secret, and it names its secret and algorithm so the Ansible export computes it from
+    the secret's lookup instead of writing it."""
+
+    secret: str
+    algorithm: str
+
+
+def digest(name: str, value: str, algorithm: str = "sha256") -> SecretDigest:
+    """The masked hex digest of the secret ``name`` (whose value is ``value``).
+
+    **Example:** ``"user default on #" + digest("redis_password", secret("redis_password"))``
+    """
+    result = SecretDigest(hashlib.new(algorithm, value.encode()).hexdigest())
+    result.secret, result.algorithm = name, algorithm
+    register(result)
+    return result
 
 
 def mask(text: str) -> str:

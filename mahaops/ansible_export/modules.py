@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mahaops.ansible_export.model import Call, ExportError, Jinja, Task
+from mahaops.masking import SecretDigest
 from mahaops.templating import JINJA_ENV_KWARGS, TEMPLATES
 from operations import apt
 
@@ -98,9 +99,19 @@ def _template_source(call: Call, src: Any) -> str:
 _ANSIBLE_JINJA = {"trim_blocks": True, "lstrip_blocks": False, "keep_trailing_newline": True}
 
 
+def _template_var(value: Any) -> Any:
+    """A template variable as the export writes it: a secret's digest is computed from the
+    secret's lookup (``ansible.builtin.hash``), never written."""
+    if isinstance(value, SecretDigest):
+        from mahaops.ansible_export.project import SECRET_PREFIX
+
+        return Jinja(f"{{{{ {SECRET_PREFIX}{value.secret} | hash({value.algorithm!r}) }}}}")
+    return value
+
+
 def _template_task(call: Call, source: str, args: dict[str, Any]) -> Task:
     """An ``ansible.builtin.template`` task carrying the template and what the deploy passed."""
-    template_vars = dict(call.arguments.get("data") or {})
+    template_vars = {k: _template_var(v) for k, v in (call.arguments.get("data") or {}).items()}
     return Task(
         call.name, "ansible.builtin.template", args, template=source, template_vars=template_vars
     )

@@ -3,6 +3,7 @@ dangerous commands denied, keys that survive re-deploys, restarts and setting ch
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def passwords(testbed: Testbed) -> tuple[str, str]:
     password, admin = store.get("redis_password"), store.get("redis_admin_password")
     assert password and admin, "the cache deploy did not create the Redis passwords"
     return password, admin
+
+
+def digests(testbed: Testbed) -> list[str]:
+    """The passwords as redis.conf's ACL holds them (SHA-256, hex)."""
+    return [hashlib.sha256(p.encode()).hexdigest() for p in passwords(testbed)]
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +131,27 @@ def test_keys_survive_redeploy_restart_and_setting_changes(
     assert out.split() == ["a", "b"]
 
 
+def test_a_changed_acl_is_shown_with_the_password_digests_masked(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    # The ACL lines carry the passwords' digests, which log in as well as the passwords
+    # wherever Redis compares digests (a copied redis.conf, say).
+    plan = converge.assert_dry_run(
+        testbed,
+        tier.server,
+        "/etc/redis/redis.conf",
+        roles=["cache"],
+        overrides={"redis_disabled_commands": ["flushall", "config"]},
+        changed=CONFIGURED,
+        shows=["- user default on #********", "+ user default on #******** ~* &* +@all -flushall"],
+        record=tier.record,
+    )
+    for digest in digests(testbed):
+        assert digest not in plan.output
+
+
 def test_no_secret_appears_in_any_output(testbed: Testbed, tier: ServiceTier) -> None:
-    secrets = passwords(testbed)
+    secrets = [*passwords(testbed), *digests(testbed)]
     assert tier.outputs
     for output in tier.outputs:
         for value in secrets:

@@ -21,12 +21,22 @@ def _nginx_size(value: str) -> str:
     return value
 
 
+# maha.env is read by systemd (EnvironmentFile) and sourced by sh for the migrations
+# (operations/release.py): a value must mean the same to both, so nothing the shell would
+# run, expand or split on (`x; rm -rf /` would run as a command) is accepted.
+_SHELL_SPECIAL = frozenset(" \t;&|$`()<>\"'\\~")
+
+
 def _env_names(value: dict[str, str]) -> dict[str, str]:
     for name, text in value.items():
         if not _ENV_NAME.match(name):
             raise ValueError(f"{name!r} is not an environment variable name (A-Z, 0-9, _)")
-        if "\n" in text or "'" in text or "\\" in text:
-            raise ValueError(f"{name}: one line, without quotes or backslashes")
+        special = next((char for char in text if char in _SHELL_SPECIAL), None)
+        if special:
+            raise ValueError(
+                f"{name}: {special!r} means something to the shell that sources maha.env; "
+                "values are one word without spaces, quotes, backslashes or ; & | $ ` ( ) < > ~"
+            )
     return value
 
 

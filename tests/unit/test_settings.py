@@ -105,3 +105,65 @@ def test_command_line_overrides_are_strict_and_single_line() -> None:
         parse_overrides(['redis_save="60 1\\nappendonly no"'])
     assert err.value.key == "redis_save" and "control character" in err.value.message
     assert parse_overrides(["redis_save=60 1"]) == {"redis_save": "60 1"}
+
+
+def test_an_app_env_value_the_shell_would_run_is_refused(tmp_path: Path) -> None:
+    line = "app_env = {'FEATURE': 'on; touch /tmp/owned'}"
+    with pytest.raises(SettingsError) as err:
+        GroupData(_group_data(tmp_path, "app_servers.py", line))
+    assert err.value.key == "app_env" and "FEATURE: ';'" in err.value.message
+
+
+def test_every_accepted_app_env_value_means_to_the_migrations_shell_what_it_says(
+    tmp_path: Path,
+) -> None:
+    """maha.env is sourced by sh before migrations (operations/release.py): each value the
+    settings accept, in every printable character, is read back literally and runs nothing."""
+    import json
+    import subprocess
+
+    from mahaops.settings.app import ReleaseSettings
+    from mahaops.templating import render
+
+    candidates = {
+        f"V{i}_{where}": text
+        for i, char in enumerate(map(chr, range(0x20, 0x7F)))
+        for where, text in (("IN", f"a{char}b"), ("AT", f"{char}b"), ("END", f"a{char}"))
+    }
+    accepted = {}
+    for name, text in candidates.items():
+        try:
+            ReleaseSettings(app_env={name: text})
+        except ValueError:
+            continue
+        accepted[name] = text
+    # All but the 14 refused characters (each in 3 places): '/', '*', '#', '=', '%'... pass.
+    assert len(accepted) == 3 * (95 - 14) and "V27_IN" not in accepted  # ';' is 0x3B
+    env_file = tmp_path / "maha.env"
+    env_file.write_text(
+        render(
+            "app/maha.env.j2",
+            app_user="maha-app",
+            app_database_url="postgres://u:p@db:5432/maha",
+            app_redis_url="redis://:p@cache:6379/0",
+            app_pg_pool_max=10,
+            app_env=accepted,
+        )
+    )
+    read = subprocess.run(
+        [
+            "/bin/sh",
+            "-c",
+            "set -a; . ./maha.env; set +a; exec python3 -c "
+            "'import json, os; print(json.dumps(dict(os.environ)))'",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert read.stderr == ""
+    environment = json.loads(read.stdout)
+    assert {name: environment.get(name) for name in accepted} == accepted
+    assert sorted(tmp_path.iterdir()) == [env_file]  # nothing ran

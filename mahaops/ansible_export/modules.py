@@ -611,15 +611,29 @@ def command_once(call: Call) -> list[Task]:
 
 @maps("operations.sshd.effective")
 def sshd_effective(call: Call) -> list[Task]:
-    # A check after the reload handler's flush: changes nothing, fails naming what differs.
-    from operations.sshd import check_command
+    # A check, as native modules: read `sshd -T` (never a change), then assert each setting.
+    from operations.sshd import SSHD
 
     only(call, ["expected", "pending"])
-    task = Task(
-        call.name, "ansible.builtin.shell", {"cmd": check_command(call.arguments["expected"])}
+    seen = f"{call.role}_sshd_effective"  # ansible-lint: registered names carry the role
+    wanted = [f"{k} {v}" for k, v in call.arguments["expected"].items()]
+    read = Task(
+        f"{call.name}: read them",
+        "ansible.builtin.command",
+        {"argv": [SSHD, "-T"]},
+        keywords={"register": seen, "changed_when": False},
     )
-    task.keywords["changed_when"] = False
-    return [task]
+    check = Task(
+        call.name,
+        "ansible.builtin.assert",
+        {
+            "that": [f"{w!r} in {seen}.stdout_lines" for w in wanted],
+            "fail_msg": "sshd does not apply the project's settings (see sshd -T): "
+            + ", ".join(wanted),
+            "quiet": True,
+        },
+    )
+    return [read, check]
 
 
 @maps("operations.release.unpacked")

@@ -98,7 +98,8 @@ def test_an_sshd_drop_in_cannot_turn_password_login_back_on(testbed: Testbed, co
         assert checks.sshd_effective(th, "PasswordAuthentication") == "no"
         assert checks.sshd_effective(th, "PermitRootLogin") == "no"
         assert checks.login_refused(host, "pwtest", password="Correct-Horse-9")
-        # The exported playbook's check, on the same sshd: passes, and fails on a difference.
+        # The check a run makes where sshd differs, on the same sshd: passes here, and fails
+        # naming a difference.
         expected = sshd_expected(BaseSettings())
         assert testbed.exec(host, f"{check_command(expected)} && echo checked").strip() == (
             "checked"

@@ -684,7 +684,10 @@ def release_current(call: Call) -> list[Task]:
             f"{call.name}: record the restart owed and the release before",
             "ansible.builtin.shell",
             {"cmd": Jinja(record)},
-            keywords={"when": f"({seen}.stat.lnk_target | default('')) != {target!r}"},
+            keywords={
+                "when": f"({seen}.stat.lnk_target | default('')) != {target!r}",
+                "changed_when": True,  # runs only when the switch is due, and then writes
+            },
         ),
         Task(
             f"{call.name}: keep the current release as the rollback target",
@@ -731,13 +734,7 @@ def release_healthy(call: Call) -> list[Task]:
 
     only(call, ["check", "services", "when", "root", "retries", "interval"])
     arguments = {**call.arguments, "when": [_Changed()]}
-    task = Task(
-        call.name,
-        "ansible.builtin.shell",
-        {"cmd": _one_command(call, own_commands(healthy, **arguments))},
-    )
-    task.keywords["changed_when"] = False
-    return [task]
+    return [_bash(call.name, _one_command(call, own_commands(healthy, **arguments)), False)]
 
 
 def release_prune_command(keep: int, root: str) -> str:
@@ -761,12 +758,25 @@ def release_prune_command(keep: int, root: str) -> str:
 def release_pruned(call: Call) -> list[Task]:
     only(call, ["keep", "root"])
     a = call.arguments
-    # bash for pipefail (ansible-lint's risky-shell-pipe): a failed listing must not prune.
-    command = f"set -o pipefail; {release_prune_command(a['keep'], a['root'])}"
-    task = Task(call.name, "ansible.builtin.shell", {"cmd": command, "executable": "/bin/bash"})
+    # A failed listing must not prune (pipefail).
+    task = _bash(
+        call.name,
+        release_prune_command(a["keep"], a["root"]),
+        f"'pruned ' in {call.role}_pruned_releases.stdout",
+    )
     task.keywords["register"] = f"{call.role}_pruned_releases"
-    task.keywords["changed_when"] = f"'pruned ' in {call.role}_pruned_releases.stdout"
     return [task]
+
+
+def _bash(name: str, command: str, changed_when: bool | str) -> Task:
+    """A shell task run by bash with pipefail (ansible-lint's risky-shell-pipe: a pipeline
+    fails when any part of it fails, as the deploys' commands expect)."""
+    return Task(
+        name,
+        "ansible.builtin.shell",
+        {"cmd": f"set -o pipefail; {command}", "executable": "/bin/bash"},
+        keywords={"changed_when": changed_when},
+    )
 
 
 @maps("operations.postgresql.role")

@@ -69,6 +69,7 @@ def main(argv: list[str]) -> int:
         return 2
     apply_limit(state, args.limit)
     results: list[dict[str, Any]] = []
+    crashed = False  # an error outside any operation (a deploy's own bug, say) fails the run
     with secrets.using(secrets.store_for(kind, args.env)):
         try:
             factcache.install(secrets.env_dir(args.env), role_of=engine.asking_role)
@@ -78,8 +79,10 @@ def main(argv: list[str]) -> int:
             if not args.dry:
                 engine.execute(state, progress=not args.quiet)
         except PyinfraError as exc:
+            crashed = True
             console.print(f"[red]error:[/] {exc}")
         except Exception as exc:  # a bug in a deploy: still report what ran
+            crashed = True
             logging.getLogger("pyinfra").exception("deploy failed")
             console.print(f"[red]error:[/] {type(exc).__name__}: {exc}")
         finally:
@@ -104,5 +107,5 @@ def main(argv: list[str]) -> int:
                 }
             )
         )
-    failed = unreachable or any(r["status"] in ("failed", "skipped") for r in results)
+    failed = crashed or unreachable or any(r["status"] in ("failed", "skipped") for r in results)
     return 1 if failed else 0

@@ -258,7 +258,11 @@ def test_the_health_check_runs_the_operations_own_command_and_changes_nothing() 
     restart = OperationMeta("restart", is_change=True)
     [task] = to_tasks(call("operations.release.healthy", "Check", when=[restart], **check))
 
-    assert task.args["cmd"].startswith("i=0; until curl -fsS http://127.0.0.1:3000/health;")
+    # bash with pipefail (ansible-lint's risky-shell-pipe), then the operation's command
+    assert task.args["executable"] == "/bin/bash"
+    assert task.args["cmd"].startswith(
+        "set -o pipefail; i=0; until curl -fsS http://127.0.0.1:3000/health;"
+    )
     assert "systemctl restart maha-web" in task.args["cmd"]  # the switch back
     assert task.keywords["changed_when"] is False
 

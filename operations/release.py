@@ -80,7 +80,8 @@ class Releases(FactBase[ReleaseState]):
             f'[ -f {HISTORY} ] && echo "history=$(tail -n 1 {HISTORY})"; '
             f'for f in {PENDING}/*; do [ -f "$f" ] && '
             f'echo "pending.${{f#{PENDING}/}}=$(cat "$f")"; '
-            f"done; for s in {' '.join(SERVICES)}; do {_running('$s', 'running.$s=')}; done; true"
+            f"done; for s in {' '.join(SERVICES)}; do "
+            f"{running_release('$s', 'running.$s=')}; done; true"
         )
 
     def process(self, output: Iterable[str]) -> ReleaseState:
@@ -123,7 +124,7 @@ class ReleasesJson(Releases):
         return asdict(super().process(output))
 
 
-def _running(service: str, prefix: str = "") -> str:
+def running_release(service: str, prefix: str = "") -> str:
     """Shell printing ``prefix`` and the MAHA_RELEASE of ``service``'s main process (nothing
     when it does not run): what the process runs, not what ``current`` says. Read as the
     process's own user: root without CAP_SYS_PTRACE (a container) may not read it."""
@@ -376,7 +377,7 @@ def _runs_current(root: str, services: Sequence[str]) -> str:
     """Shell succeeding when every service's process runs the release ``current`` names."""
     q = shlex.quote
     want = f'"$(readlink {q(root + "/current")} | sed "s|^releases/||")"'
-    return " && ".join(f'[ "$({_running(s)})" = {want} ]' for s in services) or "true"
+    return " && ".join(f'[ "$({running_release(s)})" = {want} ]' for s in services) or "true"
 
 
 @operation(is_idempotent=False)

@@ -97,11 +97,9 @@ def _release_lines(role: str, app_root: str, app_port: int) -> str:
         )
         process = f"r=$(python3 -c {shlex.quote(probe)} 2>/dev/null)"
     elif role == "worker":
-        process = (
-            "pid=$(systemctl show -p MainPID --value maha-worker); r=; "
-            '[ "${pid:-0}" != 0 ] && '
-            "r=$(tr '\\0' '\\n' < /proc/$pid/environ | sed -n 's/^MAHA_RELEASE=//p')"
-        )
+        from operations.release import running_release
+
+        process = f"r=$({running_release('maha-worker')})"
     else:
         return ""
     return (

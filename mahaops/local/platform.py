@@ -47,7 +47,7 @@ def up(
 ) -> UpResult:
     """Create the platform's missing hosts, then converge every role on all of them.
 
-    Steps: Docker engine, apt cache and host image (built once, reused); the release
+    Steps: Docker engine, package cache and host image (built once, reused); the release
     of app/ (built once per content); missing hosts only; one deploy of every role.
     """
     console = console or Console()
@@ -58,7 +58,7 @@ def up(
 
     started = time.monotonic()
     environment = Environment(env)
-    say(f"Preparing environment [bold]{env}[/]: Docker engine, apt cache, host image")
+    say(f"Preparing environment [bold]{env}[/]: Docker engine, package cache, host image")
     image = environment.prepare(progress=say)
     timings["prepare"] = time.monotonic() - started
 

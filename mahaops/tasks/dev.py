@@ -11,7 +11,7 @@ from invoke.tasks import task
 
 @task(help={"args": "extra arguments for pytest, e.g. '-k base -x'"})
 def test(c: Context, args: str = ""):
-    """Run the whole test suite (starts Docker and the apt cache when needed)."""
+    """Run the whole test suite (starts Docker and the package cache when needed)."""
     c.run(f"{sys.executable} -m pytest {args}", pty=False)
 
 

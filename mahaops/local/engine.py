@@ -28,7 +28,7 @@ def _client() -> docker.DockerClient | None:
 
 
 def apt_install(*packages: str) -> None:
-    """Install Debian packages (root only); used for the engine, debootstrap and the package cache (nginx)."""
+    """Install Debian packages (root only): the engine, debootstrap, the package cache."""
     missing = [p for p in packages if not _dpkg_installed(p)]
     if not missing:
         return

@@ -44,6 +44,7 @@ FLUSH = {"name": "Apply the changes notified so far", "ansible.builtin.meta": "f
 KIND_PRIORITY = 1  # ansible_group_priority: role groups override the kind overlay, as pyinfra
 ROLE_PRIORITY = 2
 OWED_RESTART = "operations.services.restart_owed"  # a handler flushed from its host marker
+RELEASE_RESTART = "operations.release.restarted"  # also notified by the release's marker
 
 
 def owed_topic(topic: str) -> str:
@@ -372,6 +373,8 @@ def build_role(
     )
     for op_hash, group in by_hash.items():
         try:
+            if group[0].operation == RELEASE_RESTART and op_hash in topics:
+                builder.release_owed(op_hash, group[0])
             if group[0].operation == OWED_RESTART and op_hash in topics:
                 builder.owed_marker(op_hash, group[0])
             elif op_hash in deferred:
@@ -422,6 +425,27 @@ class _RoleBuilder:
                 "register": seen,
                 "changed_when": f"{seen}.stat.exists",
                 "notify": [topic],
+            }
+        )
+
+    def release_owed(self, handler: str, call: Call) -> None:
+        """At a release's restart (operations.release.restarted given the app root): its
+        handler is notified too while ``<root>/pending/<service>`` is there, the marker a run
+        that died between the switch and a passing check left (the check removes it)."""
+        from operations.release import PENDING
+
+        root = call.arguments.get("root")
+        if not root:
+            return
+        path = f"{root}/{PENDING}/{call.arguments['service']}"
+        seen = f"{self.role}_release_owed_{handler[:8]}"  # registered names carry the role
+        self.out.add_task(
+            {
+                "name": f"{self.topics[handler]}: due while the release's restart is owed",
+                "ansible.builtin.stat": {"path": path},
+                "register": seen,
+                "changed_when": f"{seen}.stat.exists",
+                "notify": [self.topics[handler]],
             }
         )
 

@@ -64,3 +64,35 @@ def test_the_handlers_record_the_marker_restart_then_clear_it() -> None:
     assert restart["ansible.builtin.systemd_service"] == {"name": "chrony", "state": "restarted"}
     assert clear["ansible.builtin.file"] == {"path": MARKER, "state": "absent"}
     assert restart["listen"] == clear["listen"] == "Restart chrony"
+
+
+def test_a_release_restart_left_owed_by_a_crashed_run_is_notified_by_its_marker() -> None:
+    """A run that died after the switch leaves ``/srv/maha/pending/maha-web`` and ``current``
+    already right: nothing the export changes notifies the restart; the marker must."""
+    unit = call("files.file", "Unit maha-web", "unit", path="/etc/systemd/x", present=False)
+    switch = call(
+        "operations.release.current", "Switch", "switch", release_id="r2", root="/srv/maha"
+    )
+    restart = call(
+        "operations.release.restarted",
+        "Restart maha-web",
+        "restart2",
+        service="maha-web",
+        when=[],
+        root="/srv/maha",
+        triggers=["unit", "switch"],
+    )
+    after = call("files.file", "Next", "next", path="/etc/next", present=False)
+    settings = layout_settings(GroupData(), [BASE])
+    out = build_role("base", [unit, switch, restart, after], HOSTS, settings, {}, {})
+
+    assert out.errors == []
+    [due] = [t for t in out.tasks if "ansible.builtin.stat" in t and "pending" in str(t)]
+    assert due["ansible.builtin.stat"] == {"path": "/srv/maha/pending/maha-web"}
+    assert due["changed_when"] == f"{due['register']}.stat.exists"
+    assert due["notify"] == ["Restart maha-web"]
+    # ...at the restart's place: after the switch, before the flush that runs the handler.
+    names = [t["name"] for t in out.tasks]
+    assert names.index(due["name"]) > names.index("Switch")
+    assert out.tasks[names.index(due["name"]) + 1]["ansible.builtin.meta"] == "flush_handlers"
+    assert [h["name"] for h in out.handlers] == ["Restart maha-web"]

@@ -8,3 +8,5 @@ base_admin_cidrs = ["0.0.0.0/0"]  # SSH arrives from docker-proxy on 127.0.0.1 o
 log_backend = "rsyslog"  # Graylog's repositories are out of reach here; a central rsyslog is not
 # Seven hosts share this machine: size PostgreSQL for a small share of it, not all of it.
 postgresql_memory_mb = 1024
+# Hosts per role (`invoke up` creates what is missing; `invoke scale` changes a count).
+local_hosts = {"lb": 1, "app": 2, "db": 1, "cache": 1, "log": 1, "worker": 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -14,16 +15,53 @@ from mahaops.local.hosts import Environment, LocalHost
 from mahaops.release import current_build
 from mahaops.roles import deployable_roles
 from mahaops.runner import DeployResult, run_deploy
+from mahaops.settings import GroupData
+from mahaops.settings.local import DEFAULT_SHAPE
 
-# The platform's hosts, as on AWS: a load balancer, two app servers, one of each other role.
-PLATFORM: tuple[tuple[str, int], ...] = (
-    ("lb", 1),
-    ("app", 2),
-    ("db", 1),
-    ("cache", 1),
-    ("log", 1),
-    ("worker", 1),
-)
+ROLE_ORDER = ("lb", "app", "db", "cache", "log", "worker")  # how hosts are listed and made
+
+
+def shape(group_data: GroupData | None = None) -> dict[str, int]:
+    """Hosts per role of a local environment: ``local_hosts`` in group_data/local.py
+    (checked: a bad value stops here naming the file and the key)."""
+    files = (group_data or GroupData()).files
+    given = files.get("local", {}).get("local_hosts")
+    counts = dict(given) if given is not None else dict(DEFAULT_SHAPE)
+    return {role: counts[role] for role in ROLE_ORDER if role in counts}
+
+
+def __getattr__(name: str) -> tuple[tuple[str, int], ...]:
+    # ``PLATFORM``: the shape as (role, count) pairs, for callers written before settings.
+    if name == "PLATFORM":
+        return tuple(shape().items())
+    raise AttributeError(name)
+
+
+def missing_hosts(
+    counts: Mapping[str, int], existing: Iterable[LocalHost]
+) -> list[tuple[str, str]]:
+    """(role, name) of the hosts to create so each role has its count: the lowest free
+    ``<role>-<n>`` names (a replaced ``app-1`` is not made again while app-3 stands in)."""
+    hosts = list(existing)
+    taken = {h.name for h in hosts}
+    wanted = []
+    for role_name, count in counts.items():
+        have = sum(1 for h in hosts if h.role == role_name)
+        index = 1
+        for _ in range(max(0, count - have)):
+            while f"{role_name}-{index}" in taken:
+                index += 1
+            taken.add(f"{role_name}-{index}")
+            wanted.append((role_name, f"{role_name}-{index}"))
+    return wanted
+
+
+def beyond_shape(counts: Mapping[str, int], existing: Iterable[LocalHost]) -> dict[str, int]:
+    """Role -> hosts more than the shape asks (``up`` leaves them: removing is a decision)."""
+    have: dict[str, int] = {}
+    for host in existing:
+        have[host.role] = have.get(host.role, 0) + 1
+    return {r: n - counts.get(r, 0) for r, n in have.items() if n > counts.get(r, 0)}
 
 
 @dataclass
@@ -44,12 +82,16 @@ def up(
     console: Console | None = None,
     capture: bool = False,
     quiet: bool = False,
+    hosts_per_role: Mapping[str, int] | None = None,
 ) -> UpResult:
     """Create the platform's missing hosts, then converge every role on all of them.
 
     Steps: Docker engine, package cache and host image (built once, reused); the release
-    of app/ (built once per content); missing hosts only; one deploy of every role.
+    of app/ (built once per content); missing hosts only, as many per role as
+    ``hosts_per_role`` (default: ``local_hosts`` of group_data/local.py); one deploy of
+    every role.
     """
+    counts = dict(hosts_per_role) if hosts_per_role is not None else shape()
     console = console or Console()
     timings: dict[str, float] = {}
 
@@ -73,16 +115,18 @@ def up(
         timings["release"] = time.monotonic() - mark
 
     mark = time.monotonic()
-    existing = {h.name for h in environment.hosts()}
     _restart_stopped(environment)
+    existing = environment.hosts()
     created = []
-    for role, count in PLATFORM:
-        for index in range(1, count + 1):
-            name = f"{role}-{index}"
-            if name not in existing:
-                say(f"Creating host {name}")
-                environment.create(role, name=name, image=image)
-                created.append(name)
+    for role_name, name in missing_hosts(counts, existing):
+        say(f"Creating host {name}")
+        environment.create(role_name, name=name, image=image)
+        created.append(name)
+    for role_name, extra in sorted(beyond_shape(counts, existing).items()):
+        say(
+            f"{extra} {role_name} host(s) beyond local_hosts ({counts.get(role_name, 0)}): "
+            f"left running; `invoke scale --env {env} --role {role_name}` removes hosts"
+        )
     timings["hosts"] = time.monotonic() - mark
 
     mark = time.monotonic()

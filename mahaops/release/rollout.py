@@ -135,26 +135,45 @@ class HostRelease:
         )
 
 
-def fleet(env: str, root: str = "/srv/maha") -> list[HostRelease]:
+def app_roots(env: str) -> dict[str, str]:
+    """Each app server's and worker's app root (its ``app_root`` setting, as deployed)."""
+    from mahaops.hosts import discover, kind_of
+    from mahaops.settings import GroupData, from_data
+    from mahaops.settings.app import ReleaseSettings
+
+    data = GroupData()
+    return {
+        h.name: from_data(ReleaseSettings, data.merged(h.groups, h.data)).app_root
+        for h in discover(kind_of(env, data.files), env)
+        if {"app_servers", "workers"} & set(h.groups)
+    }
+
+
+def fleet(env: str, root: str | None = None) -> list[HostRelease]:
     """Every app server's and worker's releases, read with pyinfra's ``fact`` command (one
-    round trip per host, side by side)."""
+    round trip per host, side by side), under each host's own ``app_root`` (or ``root``)."""
     from mahaops.hosts import kind_of
     from mahaops.settings import GroupData
 
     kind = kind_of(env, GroupData().files)
-    names = {name for group in ("app_servers", "workers") for name, _ in _members(env, group)}
-    cmd = [
-        sys.executable, "-m", "pyinfra", "-y", "--sudo", "--json",
-        str(PROJECT_ROOT / "inventories" / f"{kind}.py"),
-        "fact", FLEET_FACT, f"root={root}",
-    ]  # fmt: skip
-    proc = subprocess.run(
-        cmd, cwd=PROJECT_ROOT, env={**os.environ, "MAHA_ENV": env},
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise RollbackError(f"could not read the hosts' releases: {proc.stderr[-2000:]}")
-    facts: dict[str, Any] = next(iter(json.loads(proc.stdout).values()), {})
+    roots = {name: root or own for name, own in app_roots(env).items()}
+    names = set(roots)
+    facts: dict[str, Any] = {}
+    for one_root in sorted(set(roots.values())):
+        limits = [arg for n in sorted(names) if roots[n] == one_root for arg in ("--limit", n)]
+        cmd = [
+            sys.executable, "-m", "pyinfra", "-y", "--sudo", "--json", *limits,
+            str(PROJECT_ROOT / "inventories" / f"{kind}.py"),
+            "fact", FLEET_FACT, f"root={one_root}",
+        ]  # fmt: skip
+        proc = subprocess.run(
+            cmd, cwd=PROJECT_ROOT, env={**os.environ, "MAHA_ENV": env},
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RollbackError(f"could not read the hosts' releases: {proc.stderr[-2000:]}")
+        answers: dict[str, Any] = next(iter(json.loads(proc.stdout).values()), {})
+        facts.update({name: fact for name, fact in answers.items() if fact is not None})
     missing = names - {name for name, fact in facts.items() if fact is not None}
     if missing:
         raise RollbackError(f"could not read the releases of {', '.join(sorted(missing))}")

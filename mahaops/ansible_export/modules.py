@@ -612,11 +612,14 @@ def command_once(call: Call) -> list[Task]:
 @maps("operations.sshd.effective")
 def sshd_effective(call: Call) -> list[Task]:
     # A check, as native modules: read `sshd -T` (never a change), then assert each setting.
+    # The expected settings are a variable (group_vars): hosts differ (log servers allow
+    # forwarding for the tunnel), and a host added later checks its group's.
     from operations.sshd import SSHD
 
     only(call, ["expected", "pending"])
     seen = f"{call.role}_sshd_effective"  # ansible-lint: registered names carry the role
-    wanted = [f"{k} {v}" for k, v in call.arguments["expected"].items()]
+    expected = f"{call.role}_sshd_expected"
+    wanted = f"({expected}.items() | map('join', ' '))"
     read = Task(
         f"{call.name}: read them",
         "ansible.builtin.command",
@@ -627,11 +630,14 @@ def sshd_effective(call: Call) -> list[Task]:
         call.name,
         "ansible.builtin.assert",
         {
-            "that": [f"{w!r} in {seen}.stdout_lines" for w in wanted],
-            "fail_msg": "sshd does not apply the project's settings (see sshd -T): "
-            + ", ".join(wanted),
+            "that": [f"{wanted} | reject('in', {seen}.stdout_lines) | list | length == 0"],
+            "fail_msg": Jinja(
+                "sshd does not apply the project's settings (see sshd -T): "
+                f"{{{{ {wanted} | reject('in', {seen}.stdout_lines) | join(', ') }}}}"
+            ),
             "quiet": True,
         },
+        template_vars={expected: dict(call.arguments["expected"])},
     )
     return [read, check]
 

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from jinja2 import Environment, meta
 
+from mahaops.ansible_export import peers
 from mahaops.ansible_export.model import Call, ExportError, Host, Jinja, Task, Unsafe
 from mahaops.ansible_export.modules import to_tasks
 from mahaops.roles import BASE, GROUPS, ROLE_BY_NAME, Role
@@ -258,6 +259,7 @@ class RoleOutput:
     files: dict[str, bytes] = field(default_factory=dict)
     modules: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)  # every call without a faithful mapping
+    derived: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> its variables
     handlers_due: bool = False  # a handler sits here in the deploy: flush before what follows
 
     def add_task(self, item: dict[str, Any]) -> None:
@@ -307,6 +309,12 @@ def _options(call: Call) -> dict[str, Any]:
 
 def _when(hosts: list[str]) -> str:
     return f"inventory_hostname in {[*hosts]!r}"
+
+
+# Operations a deploy runs on the first host (by name) of its role in a run: there, on the
+# first host of the play, however the inventory changed (migrations: deploys/app.py).
+ONCE_PER_RUN = frozenset({"operations.release.migrated"})
+FIRST_OF_PLAY = "inventory_hostname == ansible_play_hosts_all | sort(case_sensitive=true) | first"
 
 
 def build_role(
@@ -397,7 +405,6 @@ class _RoleBuilder:
     notifies: Mapping[str, list[str]]
     registered: dict[str, list[str]]  # gating op hash -> variables its tasks register
     out: RoleOutput
-    derived_from: dict[tuple[str, str], str] = field(default_factory=dict)
     psycopg: bool = False  # the PostgreSQL driver community.postgresql needs is installed
 
     def owed_marker(self, handler: str, call: Call) -> None:
@@ -493,7 +500,12 @@ class _RoleBuilder:
                     item["listen"] = self.topics[op_hash]
                 if on_hosts != self.role_hosts:
                     own = item.get("when")
-                    conditions = [_when(on_hosts), *([own] if isinstance(own, str) else own or [])]
+                    guard = (
+                        FIRST_OF_PLAY
+                        if first.operation in ONCE_PER_RUN and on_hosts == self.role_hosts[:1]
+                        else _when(on_hosts)
+                    )
+                    conditions = [guard, *([own] if isinstance(own, str) else own or [])]
                     item["when"] = conditions[0] if len(conditions) == 1 else conditions
                 if op_hash in self.notifies and "ansible.builtin.stat" not in item:
                     item["notify"] = list(self.notifies[op_hash])  # (a stat never changes)
@@ -519,25 +531,18 @@ class _RoleBuilder:
 
     def _entry(self, call: Call, task: Task, host: Host) -> dict[str, Any]:
         """One task as a YAML mapping, for one host: the host's own values made generic."""
-
-        def generic(value: Any) -> Any:
-            if isinstance(value, str) and value == host.name:
-                return Jinja("{{ inventory_hostname }}")
-            if isinstance(value, list):
-                return [generic(v) for v in value]
-            if isinstance(value, dict):
-                return {k: generic(v) for k, v in value.items()}
-            return value
-
+        task_vars: dict[str, Any] = {}
         try:
-            args = substitute_secrets(generic(plain(task.args)), self.secrets)
+            args = substitute_secrets(peers.own_values(plain(task.args), host), self.secrets)
         except TypeError as exc:
             raise ExportError(f"{call.where()}: {exc}") from None
         if task.template:
             role_path = task.template.removeprefix(f"{call.role}/")
             args["src"] = role_path
             self.out.templates[role_path] = task.template
-            self._derive_template_vars(call, task, host)
+            task_vars = self._derive_template_vars(call, task, host)
+        elif task.template_vars:  # values the task reads from variables (per host)
+            task_vars = self._derive_template_vars(call, task, host)
         for name, content in task.files.items():
             if self.out.files.get(name, content) != content:
                 raise ExportError(f"{call.where()}: two different files named {name}")
@@ -548,12 +553,17 @@ class _RoleBuilder:
         entry.update(_options(call))
         if "become_user" in entry:
             entry.setdefault("become", True)  # explicit beside become_user (partial-become)
+        if task_vars:
+            entry["vars"] = dict(sorted(task_vars.items()))
         return entry
 
-    def _derive_template_vars(self, call: Call, task: Task, host: Host) -> None:
-        """Template variables that group_vars/defaults do not already give: into host_vars."""
-        assert task.template is not None
-        wanted = referenced_variables(task.template)
+    def _derive_template_vars(self, call: Call, task: Task, host: Host) -> dict[str, Any]:
+        """Template variables that group_vars/defaults do not already give: derived per host
+        (placed in group_vars or host_vars by ``peers``). One that another template of this
+        host was given differently (a second instance of a service) is returned instead,
+        as the task's own ``vars``."""
+        own: dict[str, Any] = {}
+        wanted = referenced_variables(task.template) if task.template else None
         visible = self.settings.visible(call.role, host)
         mine = self.host_vars.setdefault(host.name, {})
         for key, value in sorted(task.template_vars.items()):
@@ -567,12 +577,11 @@ class _RoleBuilder:
                 continue
             value = substitute_secrets(value, self.secrets)
             if key in mine and canonical(mine[key]) != canonical(value):
-                raise ExportError(
-                    f"{call.where()}: template variable {key} differs from the value "
-                    f"{self.derived_from[(host.name, key)]} gives it on {host.name}"
-                )
+                own[key] = peers.own_values(value, host)
+                continue
             mine[key] = value
-            self.derived_from[(host.name, key)] = call.where()
+            self.out.derived.setdefault(host.name, {})[key] = value
+        return own
 
 
 # -- the whole project -------------------------------------------------------------------------
@@ -608,6 +617,12 @@ pipelining = True
 """
 
 
+HOST_VARS_HEADER = """\
+What is this host's own: its inventory data (private_address: where its peers reach it),
+settings given with --set, and what a deploy derived here that differs from its group's
+value (group_vars/). A host added to inventory.yml needs its private_address here."""
+
+
 def build(rec: Recording, collection_version: Callable[[str], str | None]) -> dict[str, bytes]:
     """Every file of the export, by path relative to the export directory."""
     # A role without hosts was not recorded (its deploy needs a host's facts): left out.
@@ -620,10 +635,12 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
     modules: set[str] = set()
     plays = []
     errors: list[str] = []
+    derived: dict[str, dict[str, dict[str, Any]]] = {}  # role -> host -> variable -> value
     for role in roles:
         calls = [c for c in rec.calls if c.role == role.name]
         out = build_role(role.name, calls, hosts, settings, rec.secrets, host_vars)
         errors += out.errors
+        derived[role.name] = out.derived
         modules |= out.modules
         base = f"roles/{role.name}"
         files[f"{base}/tasks/main.yml"] = yaml_file(
@@ -652,12 +669,19 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
         )
     if errors:
         raise ExportError("\n".join(["cannot export faithfully:", *errors]))
+    try:
+        placed = peers.derive(
+            derived, hosts, lambda h: plain(settings.visible("", h)), exported_keys()
+        )
+    except ExportError as exc:
+        raise ExportError(f"cannot export faithfully: {exc}") from None
     files["site.yml"] = yaml_file(plays, f"Environment {rec.env}: every role, in deploy order")
     files["inventory.yml"] = yaml_file(inventory(rec.hosts), f"Hosts of environment {rec.env}")
 
     used_secrets = sorted(rec.secrets)
-    for group, values in sorted(settings.group_vars.items()):
-        data = dict(values)
+    for group in sorted({*settings.group_vars, *placed.groups}):
+        data = dict(settings.group_vars.get(group, {}))
+        data.update(sorted(placed.groups.get(group, {}).items()))
         if group == "all":
             if used_secrets:
                 data.update(rec.secret_source.common())
@@ -666,13 +690,14 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
             files[f"group_vars/{group}.yml"] = yaml_file(
                 data, f"From group_data/{group}.py and the settings' defaults"
             )
-    for name, values in sorted(host_vars.items()):
+    for name, host in sorted(hosts.items()):
+        values = {
+            **plain(host.data),
+            **settings.overrides,
+            **dict(sorted(placed.hosts.get(name, {}).items())),
+        }
         if values:
-            files[f"host_vars/{name}.yml"] = yaml_file(
-                dict(sorted(values.items())),
-                "Settings given with --set, and template variables the deploys derive for this "
-                "host (from the inventory)",
-            )
+            files[f"host_vars/{name}.yml"] = yaml_file(values, HOST_VARS_HEADER)
 
     collections = sorted({m.rsplit(".", 1)[0] for m in modules} - {"ansible.builtin"})
     if rec.kind == "aws" and used_secrets:
@@ -696,7 +721,7 @@ def inventory(hosts: list[Host]) -> dict[str, Any]:
         children[kind] = {
             "vars": {"ansible_group_priority": KIND_PRIORITY},
             "hosts": {
-                h.name: {**plain(h.connection), **plain(h.data)}
+                h.name: plain(h.connection)
                 for h in sorted(hosts, key=lambda h: h.name)
                 if h.groups[0] == kind
             },

@@ -1,0 +1,288 @@
+"""Host-specific values in the export are variables, not tasks guarded by host names: what a
+deploy derives from the inventory (firewall sources, pg_hba, backends) is a Jinja expression
+over the exported inventory, so a host added to it by hand is admitted by its peers.
+
+Host-free: hand-made calls like the deploys' (their values computed as the deploys compute
+them), exported, then read back with real Ansible (``ansible -m debug`` runs on the control
+node and connects to no host).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mahaops import firewall
+from mahaops.ansible_export.model import Call, Host
+from mahaops.ansible_export.playbook import ansible_env, tool
+from mahaops.ansible_export.project import FIRST_OF_PLAY, Recording, SecretSource, build
+from mahaops.settings import GroupData
+
+ADDRESSES = {
+    "app-1": "10.9.0.4",
+    "app-2": "10.9.0.5",
+    "db-1": "10.9.0.2",
+    "lb-1": "10.9.0.7",
+    "log-1": "10.9.0.8",
+}
+GROUP = {"app": "app_servers", "db": "db_servers", "lb": "load_balancers", "log": "log_servers"}
+CONNECTION = {"ansible_host": "127.0.0.1", "ansible_port": 2222, "ansible_become": True}
+
+
+def host(name: str) -> Host:
+    role = name.split("-")[0]
+    return Host(
+        name,
+        ("local", GROUP[role]),
+        dict(CONNECTION),
+        {"private_address": ADDRESSES[name], "maha_role": role},
+    )
+
+
+def members(addresses: dict[str, str], group: str) -> list[str]:
+    return sorted(a for n, a in addresses.items() if GROUP[n.split("-")[0]] == group)
+
+
+# -- the values the deploys compute for an inventory ----------------------------------------
+
+
+def firewall_rules(name: str, addresses: dict[str, str]) -> list[dict[str, Any]]:
+    """deploys/base.py template_vars: base_firewall_rules."""
+    role = name.split("-")[0]
+    data = group_data(GROUP[role])
+    openings = firewall.declared([role], data)
+    groups = {g: members(addresses, g) for g in GROUP.values()}
+    groups["all"] = sorted(addresses.values())
+    admins = data.get("base_admin_cidrs", ["0.0.0.0/0", "::/0"])
+    rules = firewall.rules(openings, admins, groups)
+    return [{**r.__dict__, "addresses": list(r.addresses)} for r in rules]
+
+
+def group_data(group: str) -> dict[str, Any]:
+    """A host's group data as pyinfra merges it: all, the kind's overlay, its group."""
+    files = GroupData().files
+    return {**files.get("all", {}), **files.get("local", {}), **files.get(group, {})}
+
+
+def pg_clients(addresses: dict[str, str]) -> list[str]:
+    """deploys/db.py template_vars: postgresql_client_addresses."""
+    return [str(ipaddress.ip_network(a)) for a in members(addresses, "app_servers")]
+
+
+def backends(addresses: dict[str, str]) -> list[dict[str, Any]]:
+    """deploys/lb.py app_servers()."""
+    return [
+        {"name": n, "address": a, "port": 80}
+        for n, a in sorted(addresses.items())
+        if n.startswith("app-")
+    ]
+
+
+def sshd_expected(name: str) -> dict[str, str]:
+    return {"port": "22", "allowtcpforwarding": "yes" if name.startswith("log-") else "no"}
+
+
+def template(name: str, role: str, op_hash: str, src: str, data: dict[str, Any]) -> Call:
+    return Call(
+        host=name,
+        role=role,
+        op_hash=op_hash,
+        operation="files.template",
+        name=f"Write {src}",
+        location=f"deploys/{role}.py:1",
+        arguments={
+            "src": src,
+            "dest": f"/etc/{src.rsplit('/', 1)[-1].removesuffix('.j2')}",
+            "user": "root",
+            "group": "root",
+            "mode": "644",
+            "create_remote_dir": True,
+            "jinja_env_kwargs": {"trim_blocks": True},
+            "data": data,
+        },
+        defaults={},
+    )
+
+
+def calls() -> list[Call]:
+    result = []
+    for name in sorted(ADDRESSES):
+        rules = firewall_rules(name, ADDRESSES)
+        result.append(
+            template(name, "base", "fw", "base/nftables.conf.j2", {"base_firewall_rules": rules})
+        )
+        result.append(
+            Call(
+                host=name,
+                role="base",
+                op_hash="sshd",
+                operation="operations.sshd.effective",
+                name="sshd applies the hardened settings (sshd -T)",
+                location="deploys/base.py:166",
+                arguments={"expected": sshd_expected(name), "pending": False},
+                defaults={},
+            )
+        )
+    result.append(
+        template(
+            "db-1",
+            "db",
+            "hba",
+            "db/pg_hba.conf.j2",
+            {"postgresql_client_addresses": pg_clients(ADDRESSES)},
+        )
+    )
+    result.append(
+        template("lb-1", "lb", "haproxy", "lb/haproxy.cfg.j2", {"lb_backends": backends(ADDRESSES)})
+    )
+    for name in ("app-1", "app-2"):
+        result.append(
+            template(name, "app", "unit", "app/maha-web.service.j2", {"app_server_name": name})
+        )
+    result.append(
+        Call(
+            host="app-1",
+            role="app",
+            op_hash="migrate",
+            operation="operations.release.migrated",
+            name="Migrate the database for r1",
+            location="deploys/app.py:200",
+            arguments={
+                "release_id": "r1",
+                "user": "maha-app",
+                "root": "/srv/maha",
+                "command": "node src/migrate.js",
+                "allow_breaking": False,
+            },
+            defaults={},
+        )
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, bytes]:
+    return build(
+        Recording(
+            env="t1",
+            kind="local",
+            roles=["base", "db", "app", "lb"],
+            hosts=[host(n) for n in sorted(ADDRESSES)],
+            calls=calls(),
+            secrets={},
+            group_data=GroupData(),
+            secret_source=SecretSource("local", "t1", "/nonexistent/secrets.json"),
+        ),
+        lambda _name: None,
+    )
+
+
+def test_no_exported_task_is_guarded_by_host_names(files: dict[str, bytes]) -> None:
+    task_files = [p for p in files if "/tasks/" in p or "/handlers/" in p]
+    assert task_files
+    for path in task_files:
+        assert b"inventory_hostname in" not in files[path], path
+
+
+def test_migrations_run_on_the_first_host_of_the_play_not_a_named_one(
+    files: dict[str, bytes],
+) -> None:
+    tasks = yaml.safe_load(files["roles/app/tasks/main.yml"])
+    [migrate] = [t for t in tasks if t["name"].startswith("Migrate")]
+    assert migrate["when"] == FIRST_OF_PLAY
+
+
+def test_the_inventory_says_how_to_reach_a_host_and_host_vars_what_is_its_own(
+    files: dict[str, bytes],
+) -> None:
+    inventory = yaml.safe_load(files["inventory.yml"])
+    assert inventory["all"]["children"]["local"]["hosts"]["db-1"] == CONNECTION
+    own = yaml.safe_load(files["host_vars/db-1.yml"])
+    assert own == {"private_address": "10.9.0.2", "maha_role": "db"}
+    # Values the hosts of a group share are the group's: log servers check their own sshd.
+    log_servers = yaml.safe_load(files["group_vars/log_servers.yml"])
+    assert log_servers["base_sshd_expected"] == sshd_expected("log-1")
+    assert yaml.safe_load(files["group_vars/all.yml"])["base_sshd_expected"] == sshd_expected(
+        "app-1"
+    )
+
+
+def write(files: dict[str, bytes], root: Path) -> None:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def add_host(root: Path, name: str, group: str, address: str) -> None:
+    """What an Ansible user does: an inventory entry in its group, and its host_vars."""
+    path = root / "inventory.yml"
+    inventory = yaml.safe_load(path.read_text())
+    children = inventory["all"]["children"]
+    children["local"]["hosts"][name] = dict(CONNECTION)
+    children[group].setdefault("hosts", {})[name] = {}
+    path.write_text(yaml.safe_dump(inventory))
+    (root / "host_vars" / f"{name}.yml").write_text(
+        yaml.safe_dump({"private_address": address, "maha_role": name.split("-")[0]})
+    )
+
+
+def ansible_vars(root: Path, pattern: str, *variables: str) -> dict[str, dict[str, Any]]:
+    """Per host of ``pattern``, the variables as Ansible templates them (debug runs on the
+    control node)."""
+    wanted = ", ".join(f"{v!r}: {v}" for v in variables)
+    message = f"msg={{{{ {{{wanted}}} | to_json }}}}"
+    proc = subprocess.run(
+        [tool("ansible"), pattern, "-o", "-m", "ansible.builtin.debug", "-a", message],
+        cwd=root,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = {}
+    for line in proc.stdout.splitlines():
+        name, _, answer = line.partition(" | SUCCESS => ")
+        if answer:
+            found[name] = json.loads(json.loads(answer)["msg"])
+    return found
+
+
+def test_a_host_added_to_the_inventory_is_admitted_by_its_peers(
+    files: dict[str, bytes], tmp_path: Path
+) -> None:
+    write(files, tmp_path)
+    add_host(tmp_path, "app-3", "app_servers", "10.9.0.6")
+    after = {**ADDRESSES, "app-3": "10.9.0.6"}
+
+    seen = ansible_vars(tmp_path, "all", "base_firewall_rules", "base_sshd_expected")
+    db = ansible_vars(tmp_path, "db-1", "postgresql_client_addresses")["db-1"]
+    assert db["postgresql_client_addresses"] == pg_clients(after)
+    assert "10.9.0.6/32" in db["postgresql_client_addresses"]
+    for name in ("db-1", "log-1", "app-3"):  # the db's and log server's firewalls admit it
+        assert seen[name]["base_firewall_rules"] == firewall_rules(name, after), name
+    lb = ansible_vars(tmp_path, "lb-1", "lb_backends")["lb-1"]
+    assert lb["lb_backends"] == backends(after)
+
+    # The new host itself: its own name, its group's sshd expectations.
+    new = ansible_vars(tmp_path, "app-3", "app_server_name")["app-3"]
+    assert new == {"app_server_name": "app-3"}
+    assert seen["app-3"]["base_sshd_expected"] == sshd_expected("app-3")
+    assert seen["log-1"]["base_sshd_expected"] == sshd_expected("log-1")
+
+
+def test_the_existing_hosts_render_what_the_deploys_computed(
+    files: dict[str, bytes], tmp_path: Path
+) -> None:
+    write(files, tmp_path)
+    seen = ansible_vars(tmp_path, "all", "base_firewall_rules")
+    assert sorted(seen) == sorted(ADDRESSES)
+    for name in sorted(ADDRESSES):
+        assert seen[name]["base_firewall_rules"] == firewall_rules(name, ADDRESSES), name

@@ -20,17 +20,26 @@ What ``install()`` swaps in:
 - **speed-ups** giving pyinfra's answers faster: operation order from frames' file and
   line instead of ``inspect.stack()``, global argument types read once.
 - **the Users fact**: ``server.user`` reads ``operations.facts.Users`` (one pass).
+- **private upload staging**: an upload under sudo is staged by SFTP in a directory of
+  its own (0700, a random name) as a 0600 file, instead of pyinfra's world-readable
+  ``/tmp/pyinfra-<sha1 of the destination>``: no other user can read a secret file at any
+  moment, and a new destination is born 0600 until the operation's chmod.
 
 And what callers read through it instead of private names: ``run_operation`` (one
 operation on one host), ``operation_call`` (an operation's function and arguments),
+``planned_commands`` (the command lines a plan would send, unmasked, for secret checks),
 ``op_hash_of``, ``did_change_owner`` (which operation an ``_if`` guard asks about),
 ``order_by_deploy_line``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import inspect
+import posixpath
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,10 +51,14 @@ import pyinfra
 from pyinfra.api import arguments as pyinfra_arguments
 from pyinfra.api import facts as pyinfra_facts
 from pyinfra.api import util as pyinfra_util
-from pyinfra.api.command import FunctionCommand
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+from pyinfra.api.command import FileUploadCommand, FunctionCommand, StringCommand
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.operations import _run_host_op_with_context
+from pyinfra.connectors.ssh import SSHConnector
+from pyinfra.connectors.util import make_unix_command
+from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import server as server_operations
 
 from operations.facts import Users
@@ -186,6 +199,68 @@ def _function_execute(
     return _original_function(self, state, host, connector_arguments)
 
 
+# -- uploads under sudo: staged privately ------------------------------------------------------
+
+_original_ssh_put = SSHConnector.put_file
+_ELEVATED = ("_sudo", "_doas", "_dzdo", "_su_user")
+_OTHER_USER = ("_sudo_user", "_doas_user", "_dzdo_user", "_su_user")
+
+
+def staging_directory(temp_file: str) -> str:
+    """A fresh directory name beside pyinfra's temp file, unguessable by other users."""
+    return f"{posixpath.dirname(temp_file)}/maha-upload-{secrets.token_hex(16)}"
+
+
+def _put_file_staged_privately(
+    self: SSHConnector,
+    filename_or_io: Any,
+    remote_filename: str,
+    remote_temp_filename: str | None = None,
+    print_output: bool = False,
+    print_input: bool = False,
+    **arguments: Any,
+) -> bool:
+    """``SSHConnector.put_file``, its sudo copy staged in a private directory as 0600.
+
+    pyinfra stages by SFTP in the temp directory under a name anyone can compute, with the
+    SFTP server's default mode (0644), then ``cp``s it as root: a secret is world-readable
+    there while it is written and copied, and a new destination gets 0644 until the chmod.
+    Here SFTP first makes a 0700 directory of a random name (``mkdir`` fails if the name
+    exists) and an empty 0600 file in it; pyinfra's own upload then writes into it, copies
+    it and removes it. Uploads to another user's account (an ACL handover) and SCP are
+    left to pyinfra: the deploys use neither.
+    """
+    call = functools.partial(
+        _original_ssh_put,
+        self,
+        filename_or_io,
+        remote_filename,
+        print_output=print_output,
+        print_input=print_input,
+        **arguments,
+    )
+    elevated = any(arguments.get(key) for key in _ELEVATED)
+    other_user = any(arguments.get(key) for key in _OTHER_USER)
+    sftp = self.get_file_transfer_connection() if elevated and not other_user else None
+    if sftp is None or not hasattr(sftp, "mkdir"):
+        return bool(call(remote_temp_filename=remote_temp_filename))
+    private = staging_directory(
+        remote_temp_filename or self.host.get_temp_filename(remote_filename)
+    )
+    staged = f"{private}/{posixpath.basename(remote_filename) or 'upload'}"
+    sftp.mkdir(private, 0o700)
+    try:
+        with sftp.open(staged, "wx") as handle:
+            handle.chmod(0o600)  # before any byte is written
+        return bool(call(remote_temp_filename=staged))
+    finally:
+        with contextlib.suppress(OSError):
+            sftp.remove(staged)  # pyinfra's removed it, unless the copy failed
+        with contextlib.suppress(OSError):
+            sftp.rmdir(private)
+        # No sftp.close(): pyinfra memoizes the connection for the host's later uploads.
+
+
 # -- speed-ups: pyinfra's answers, computed for less -------------------------------------------
 
 
@@ -254,6 +329,38 @@ def operation_call(op_data: Any) -> tuple[Callable[..., Any], tuple[Any, ...], d
     return closure["func"], tuple(closure["args"]), dict(closure["kwargs"])
 
 
+def planned_commands(state: Any, host: Host) -> list[tuple[str, str]]:
+    """``(operation name, what it sends)`` for each command the operations planned on
+    ``host`` would run, in order and unmasked: a shell line exactly as the connectors build
+    it (sudo, ``_env``, ``_chdir``: what ``ps`` and sudo's log would show), an upload as
+    ``upload <dest>`` (its content travels by SFTP), a Python callback by name. Stdin is
+    not a command line and is left out. For checks that no secret reaches a command line.
+    """
+    shaping = set(inspect.signature(make_unix_command).parameters) - {"command"}
+    found: list[tuple[str, str]] = []
+    with ctx_state.use(state), ctx_host.use(host):
+        for op_hash in state.get_op_order():
+            op_data = state.ops.get(host, {}).get(op_hash)
+            if op_data is None:
+                continue
+            name = ", ".join(sorted(state.get_op_meta(op_hash).names)) or op_hash
+            base = {
+                k: op_data.global_arguments[k]
+                for k in CONNECTOR_ARGUMENT_KEYS
+                if k in op_data.global_arguments
+            }
+            for command in op_data.command_generator():
+                arguments = {**base, **command.connector_arguments}
+                if isinstance(command, StringCommand):
+                    shaped = {k: v for k, v in arguments.items() if k in shaping}
+                    found.append((name, make_unix_command(command, **shaped).get_raw_value()))
+                elif isinstance(command, FileUploadCommand):
+                    found.append((name, f"upload {command.dest}"))
+                elif isinstance(command, FunctionCommand):
+                    found.append((name, f"python {command.function.__name__}"))
+    return found
+
+
 def op_hash_of(meta: OperationMeta) -> str:
     """The hash of the operation an ``OperationMeta`` (what an operation returns) is for."""
     return meta._hash
@@ -292,4 +399,5 @@ def install() -> None:
     Host.rsync = _changing(_original_rsync)  # type: ignore[method-assign]
     FunctionCommand.execute = _function_execute  # type: ignore[method-assign]
     server_operations.Users = Users  # type: ignore[misc]
+    SSHConnector.put_file = _put_file_staged_privately  # type: ignore[method-assign]
     _installed.append(True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from mahaops.tasks import ansible, aws, db, dev, logs, ops, platform, release
+from mahaops.tasks import ansible, aws, db, dev, lifecycle, logs, ops, platform, release
 
 # Top-level names (`invoke up`, `invoke build`, ...): the command line predates the modules.
-FLAT = (platform, release, ops, aws, ansible, dev)
+FLAT = (platform, lifecycle, release, ops, aws, ansible, dev)
 NAMESPACED = (db, logs)  # `invoke db.backup`, `invoke logs.ui`
 
 

@@ -1,0 +1,246 @@
+"""Adding, removing and replacing servers of a running local platform (issue 13, section 1),
+run as an operator runs them (`invoke scale|replace|remove` in a subprocess).
+
+One platform for the module (test_local_platform's ``plat``, built afresh here); tests run
+in file order and build on each other: app servers 2 -> 3 -> 2, app-1 replaced under load,
+the worker replaced during campaigns, a killed host removed, a host killed mid-scale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from mahaops.fleet import lock
+from mahaops.fleet.ssh import environment_hosts
+
+# plat: the same platform as test_local_platform's, built afresh for this module
+from tests.platform.test_local_platform import Platform, plat  # noqa: F401
+
+pytestmark = [pytest.mark.testbed, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def p(plat: Platform) -> Platform:  # noqa: F811 - the module's platform fixture
+    return plat
+
+
+def invoke(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "MAHA_OPERATOR": "ops@lifecycle-test"}
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-8000:]
+    return out
+
+
+def names(p: Platform, role: str) -> set[str]:
+    return {h.name for h in p.environment.hosts() if h.role == role}
+
+
+def address(p: Platform, name: str) -> str:
+    return p.host(name).private_address
+
+
+def admitted(p: Platform, addr: str) -> dict[str, bool]:
+    """Where ``addr`` is let in: PostgreSQL's pg_hba and the db's and cache's nftables."""
+    return {
+        "pg_hba": addr in p.exec("db-1", "cat /etc/postgresql/*/main/pg_hba.conf"),
+        "db nftables": addr in p.exec("db-1", "nft list ruleset"),
+        "cache nftables": addr in p.exec("cache-1", "nft list ruleset"),
+    }
+
+
+def backends(p: Platform) -> set[str]:
+    text = p.exec("lb-1", "cat /etc/haproxy/haproxy.cfg")
+    return set(re.findall(r"^\s*server (\S+) ", text, re.M))
+
+
+def lock_is_free(p: Platform) -> bool:
+    where = lock.lock_host(environment_hosts(p.env))
+    assert where is not None
+    return lock.current(where) is None
+
+
+@contextmanager
+def load(p: Platform) -> Iterator[dict[str, int]]:
+    """Requests through the load balancer, one after another, while the block runs:
+    counts of answers by status, with errors (refused, reset, timeout) under 0."""
+    counts: dict[str, int] = {}
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(p.url + "/health", timeout=10) as response:
+                    key = str(response.status)
+            except urllib.error.HTTPError as exc:
+                key = str(exc.code)
+            except (urllib.error.URLError, OSError) as exc:
+                key = f"error: {exc}"
+            counts[key] = counts.get(key, 0) + 1
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        thread.join(15)
+
+
+def test_a_dry_scale_shows_the_peers_diffs_and_changes_nothing(p: Platform) -> None:
+    before = {h.name for h in p.environment.hosts()}
+    out = ok(invoke("scale", "--env", p.env, "--role", "app", "--count", "3", "--dry"))
+    assert "app-3" in out and "would be created" in out
+    assert re.search(r"^\s*\+\s*server app-3 ", out, re.M), out[-6000:]  # the lb's diff
+    assert "pg_hba" in out  # the db's diff names the file it changes
+    assert {h.name for h in p.environment.hosts()} == before
+    assert lock_is_free(p)
+
+
+def test_scaling_app_servers_to_three_puts_the_new_one_in_service(p: Platform) -> None:
+    out = ok(invoke("scale", "--env", p.env, "--role", "app", "--count", "3"))
+    assert "app-3" in out and "in service" in out
+    assert names(p, "app") == {"app-1", "app-2", "app-3"}
+    assert p.servers(12) == {"app-1", "app-2", "app-3"}
+    assert all(admitted(p, address(p, "app-3")).values())
+    assert backends(p) == {"app-1", "app-2", "app-3"}
+    assert lock_is_free(p)
+    history = ok(invoke("history", "--env", p.env))
+    assert "scale" in history and "ops@lifecycle-test" in history
+
+
+def test_scaling_back_to_two_forgets_the_removed_server(p: Platform) -> None:
+    gone = address(p, "app-3")
+    out = ok(invoke("scale", "--env", p.env, "--role", "app", "--count", "2"))
+    assert "drained" in out
+    assert names(p, "app") == {"app-1", "app-2"}
+    assert backends(p) == {"app-1", "app-2"}
+    assert p.servers(12) == {"app-1", "app-2"}
+    assert not any(admitted(p, gone).values()), admitted(p, gone)
+
+
+def test_replacing_an_app_server_under_load_fails_no_request(p: Platform) -> None:
+    with load(p) as counts:
+        out = ok(invoke("replace", "--env", p.env, "app-1"))
+        time.sleep(3)  # requests after the old server left
+    assert names(p, "app") == {"app-2", "app-3"}
+    assert set(counts) == {"200"}, counts
+    assert counts["200"] > 100, counts
+    assert p.servers(12) == {"app-2", "app-3"}
+    assert "drained" in out
+
+
+def _campaigns(p: Platform, ids: list[int]) -> dict[int, tuple[str, int, int]]:
+    query = (
+        "select c.id, c.status, c.recipients, count(d.*) from campaigns c left join "
+        f"deliveries d on d.campaign_id = c.id where c.id in ({','.join(map(str, ids))}) "
+        "group by c.id"
+    )
+    rows = p.exec("db-1", f"su postgres -c \"psql -d maha -tAF' ' -c '{query}'\"").split("\n")
+    found = {}
+    for row in filter(None, rows):
+        cid, status, recipients, delivered = row.split()
+        found[int(cid)] = (status, int(recipients), int(delivered))
+    return found
+
+
+def test_replacing_the_worker_during_campaigns_loses_no_job(p: Platform) -> None:
+    ids: list[int] = []
+
+    def start_when_the_new_worker_exists() -> None:
+        # Campaigns queued while worker-2 is being converged: worker-1 is in the middle of
+        # some when it is told to stop, and hands them back.
+        deadline = time.monotonic() + 300
+        while "worker-2" not in names(p, "worker") and time.monotonic() < deadline:
+            time.sleep(1)
+        for n in range(4):
+            status, _, body = p.request(
+                "/api/campaigns", {"name": f"replace-{n}", "recipients": 60000}
+            )
+            assert status == 202, body
+            ids.append(int(json.loads(body)["id"]))
+
+    starter = threading.Thread(target=start_when_the_new_worker_exists, daemon=True)
+    starter.start()
+    ok(invoke("replace", "--env", p.env, "worker-1"))
+    starter.join(30)
+    assert len(ids) == 4
+    assert names(p, "worker") == {"worker-2"}
+    deadline = time.monotonic() + 300
+    while True:
+        found = _campaigns(p, ids)
+        if all(status == "done" for status, _, _ in found.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert {cid: (s, r == d) for cid, (s, r, d) in found.items()} == {
+        cid: ("done", True) for cid in ids
+    }, found
+
+
+def test_removing_a_killed_app_server_does_not_wait_on_it(p: Platform) -> None:
+    gone = address(p, "app-2")
+    p.environment.client.containers.get(p.host("app-2").container).kill()
+    started = time.monotonic()
+    out = ok(invoke("remove", "--env", p.env, "app-2"))
+    assert time.monotonic() - started < 180, "remove waited on a lost host"
+    assert "lost" in out
+    assert "app-2" not in {c.labels.get("maha.host") for c in p.environment.containers()}
+    assert backends(p) == {"app-3"}
+    assert not any(admitted(p, gone).values())
+    assert p.servers(6) == {"app-3"}
+
+
+def test_a_host_killed_mid_scale_is_named_not_admitted_and_a_rerun_completes(p: Platform) -> None:
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "invoke", "scale", "--env", p.env, "--role", "app"]
+    proc = subprocess.Popen(
+        [*args, "--count", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    victim, victim_address = "", ""
+    for line in proc.stdout:
+        lines.append(line)
+        found = re.search(r"Converging app: app on (app-\d+)", line)
+        if found and not victim:
+            # Killed while its role converges: the servers it uses admit it already.
+            victim = found[1]
+            victim_address = address(p, victim)
+            time.sleep(3)
+            p.environment.client.containers.get(p.host(victim).container).kill()
+    out = "".join(lines) + (proc.stdout.read() if proc.stdout else "")
+    assert proc.wait(120) != 0, out[-6000:]
+    assert victim and victim in out.split("error:")[-1], out[-4000:]
+    assert not any(admitted(p, victim_address).values()), admitted(p, victim_address)
+    assert backends(p) == {"app-3"}
+    assert lock_is_free(p)
+    again = ok(invoke("scale", "--env", p.env, "--role", "app", "--count", "2"))
+    assert victim in again
+    assert p.servers(12) == {"app-3", victim}
+    assert all(admitted(p, address(p, victim)).values())

@@ -81,10 +81,14 @@ def ansible_env() -> dict[str, str]:
 
 
 def run_playbook(
-    project: Path, limit: Sequence[str] = (), extra: Sequence[str] = ()
+    project: Path,
+    limit: Sequence[str] = (),
+    extra: Sequence[str] = (),
+    playbook: str = "site.yml",
 ) -> PlaybookRun:
-    """``ansible-playbook site.yml`` in ``project`` (its ansible.cfg and inventory)."""
-    cmd = [tool("ansible-playbook"), "site.yml", *extra]
+    """``ansible-playbook site.yml`` (or ``playbook``) in ``project`` (its ansible.cfg and
+    inventory)."""
+    cmd = [tool("ansible-playbook"), playbook, *extra]
     if limit:
         cmd += ["--limit", ",".join(limit)]
     proc = subprocess.run(
@@ -94,11 +98,11 @@ def run_playbook(
     return PlaybookRun(proc.returncode, output, recap(proc.stdout))
 
 
-def check(project: Path, what: str) -> subprocess.CompletedProcess[str]:
-    """``syntax`` (ansible-playbook --syntax-check) or ``lint`` (ansible-lint, production
-    profile, offline: Galaxy is never asked) over ``project``."""
+def check(project: Path, what: str, playbook: str = "site.yml") -> subprocess.CompletedProcess[str]:
+    """``syntax`` (ansible-playbook --syntax-check of ``playbook``) or ``lint`` (ansible-lint,
+    production profile, offline: Galaxy is never asked) over ``project``."""
     if what == "syntax":
-        cmd = [tool("ansible-playbook"), "--syntax-check", "site.yml"]
+        cmd = [tool("ansible-playbook"), "--syntax-check", playbook]
     elif what == "lint":
         cmd = [tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor"]
     else:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from jinja2 import Environment, meta
 
-from mahaops.ansible_export import peers
+from mahaops.ansible_export import lifecycle, peers
 from mahaops.ansible_export.model import Call, ExportError, Host, Jinja, Task, Unsafe
 from mahaops.ansible_export.modules import to_tasks
 from mahaops.roles import BASE, GROUPS, ROLE_BY_NAME, Role
@@ -412,7 +412,7 @@ class _RoleBuilder:
         inputs notify records the restart as owed on the host (flushed here at the latest),
         and the restart's handler is notified whenever that marker is there, also when a
         run that died before its restart left it. The restart's handler clears it."""
-        path = owed_marker_path(call.arguments["service"])
+        path = owed_marker_path(call.arguments["service"], bool(call.arguments.get("reload")))
         seen = f"{self.role}_owed_{handler[:8]}"  # ansible-lint: registered names carry the role
         topic = self.topics[handler]
         self.out.add_handler(
@@ -617,6 +617,22 @@ pipelining = True
 """
 
 
+RELEASE_HEADER = """\
+Rolling release (invoke release): each app server alone, checked through its nginx before
+the next, then the workers; the first failure stops it (the failing host switches back).
+It rolls out the release this export carries: export again for a new one.
+  ansible-playbook release.yml"""
+SCALE_HEADER = """\
+Scale out (invoke scale): add each new host to inventory.yml (under its kind and its role
+group, with its connection) and host_vars/<host>.yml (its private_address, as its
+siblings' files), then
+  ansible-playbook scale.yml -e scale_hosts=app-3
+Its roles converge, and the roles whose files list their peers re-render for it."""
+REPLACE_HEADER = """\
+Replace a host (invoke replace): the new host in, as scale.yml brings it, then the old
+one out: drained from the load balancers, its services stopped. Add the new host to the
+inventory first; afterwards remove the old one and run site.yml.
+  ansible-playbook replace.yml -e replace_new=app-3 -e replace_old=app-1"""
 HOST_VARS_HEADER = """\
 What is this host's own: its inventory data (private_address: where its peers reach it),
 settings given with --set, and what a deploy derived here that differs from its group's
@@ -676,6 +692,22 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
     except ExportError as exc:
         raise ExportError(f"cannot export faithfully: {exc}") from None
     files["site.yml"] = yaml_file(plays, f"Environment {rec.env}: every role, in deploy order")
+    reads_inventory = {
+        role
+        for role, by_host in derived.items()
+        for values in by_host.values()
+        for key in values
+        if key in peers.PEERS
+    }
+    for name, content, header in (
+        ("release.yml", lifecycle.release(roles), RELEASE_HEADER),
+        ("scale.yml", lifecycle.scale(roles, reads_inventory), SCALE_HEADER),
+        ("replace.yml", lifecycle.replace(roles), REPLACE_HEADER),
+    ):
+        if content:
+            files[name] = yaml_file(content, header)
+    if any(r.name == "lb" for r in roles):
+        files["files/haproxy-drain.py"] = lifecycle.HAPROXY_DRAIN.encode()
     files["inventory.yml"] = yaml_file(inventory(rec.hosts), f"Hosts of environment {rec.env}")
 
     used_secrets = sorted(rec.secrets)

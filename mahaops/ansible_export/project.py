@@ -699,13 +699,13 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
         for key in values
         if key in peers.PEERS
     }
-    for name, content, header in (
+    for name, playbook, header in (
         ("release.yml", lifecycle.release(roles), RELEASE_HEADER),
         ("scale.yml", lifecycle.scale(roles, reads_inventory), SCALE_HEADER),
         ("replace.yml", lifecycle.replace(roles), REPLACE_HEADER),
     ):
-        if content:
-            files[name] = yaml_file(content, header)
+        if playbook:
+            files[name] = yaml_file(playbook, header)
     if any(r.name == "lb" for r in roles):
         files["files/haproxy-drain.py"] = lifecycle.HAPROXY_DRAIN.encode()
     files["inventory.yml"] = yaml_file(inventory(rec.hosts), f"Hosts of environment {rec.env}")

@@ -266,6 +266,22 @@ def app() -> None:
     # -- the app's user, directories and environment ------------------------------------------
     app_user_and_directories(r)
     env = shared_environment(r)
+    # systemd holds maha-web's port: connections wait across a restart instead of failing.
+    socket = unit(
+        "Unit maha-web.socket (the web server's port, held across restarts)",
+        "app/maha-web.socket.j2",
+        "/etc/systemd/system/maha-web.socket",
+        reload_name="Reload systemd for maha-web.socket",
+        **a.model_dump(),
+    )
+    # A socket listens where its unit said when it started: a new address needs it stopped
+    # (the web server with it); the restart below starts both.
+    systemd.service(
+        name="Stop maha-web.socket for its new address",
+        service="maha-web.socket",
+        running=False,
+        _if=socket.did_change,
+    )
     web = unit(
         "Unit maha-web",
         "app/maha-web.service.j2",
@@ -283,7 +299,10 @@ def app() -> None:
         check=f"curl -fsS -o /dev/null --max-time 3 http://127.0.0.1:{a.app_port}{a.app_health_path}",
         retries=a.app_health_retries,
         interval=a.app_health_interval,
-        restart_when=[env, web],
+        restart_when=[env, socket, web],
+    )
+    systemd.service(
+        name="Listen on maha-web.socket at boot", service="maha-web.socket", enabled=True
     )
 
     # -- nginx in front --------------------------------------------------------------------

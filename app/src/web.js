@@ -148,7 +148,12 @@ function isUnavailable(err) {
   return UNAVAILABLE_CODES.has(err.code) || UNAVAILABLE_MESSAGES.test(err.message || '');
 }
 
+let stopping = false; // set on SIGTERM: answers close their connection (see shutdown)
+
 async function handle(req, res) {
+  // A keep-alive connection (nginx's pool) must not carry another request to a process
+  // that is going away: the next one opens a new connection, to the new process.
+  if (stopping) res.setHeader('Connection', 'close');
   // Which app server and release answered: visible through the load balancer.
   res.setHeader('X-Maha-Server', config.serverName);
   res.setHeader('X-Maha-Release', config.release);
@@ -244,11 +249,15 @@ function attachWebSockets(server) {
 
 // --- process ---------------------------------------------------------------------
 
+// A graceful stop: no new connections (systemd's socket keeps queueing them for the next
+// process), requests in flight finish, keep-alive connections close as soon as they are
+// idle, WebSocket clients are told to reconnect.
 function shutdown(server, wss) {
   let started = false;
   return (signal) => {
     if (started) return;
     started = true;
+    stopping = true;
     log.info('stopping', { signal });
     setTimeout(() => process.exit(0), 5000).unref(); // never outlive systemd's stop timeout
     for (const ws of wss.clients) ws.close(1001, 'server restarting');
@@ -257,11 +266,40 @@ function shutdown(server, wss) {
       log.info('stopped');
       process.exit(0);
     });
-    if (server.closeIdleConnections) server.closeIdleConnections(); // Node >= 18.2
+    // Node 18 leaves idle keep-alive connections open on close(): close them now and as
+    // each request in flight ends.
+    if (server.closeIdleConnections) {
+      server.closeIdleConnections();
+      setInterval(() => server.closeIdleConnections(), 50).unref();
+    }
   };
 }
 
-function main() {
+// The listening socket systemd passes (maha-web.socket, fd 3), if any: systemd keeps it
+// open while the service restarts, so connections wait for the new process instead of
+// being refused. Without one (tests, a developer's machine) the server binds itself.
+function listenOn() {
+  const fromSystemd = process.env.LISTEN_FDS === '1' && Number(process.env.LISTEN_PID) === process.pid;
+  return fromSystemd ? { fd: 3 } : { port: config.port, host: config.host };
+}
+
+// Until Redis is connected and PostgreSQL answers (at most STARTUP_WAIT_MS): requests that
+// queued on systemd's socket during a restart then meet a process able to answer them,
+// not a 503 from a connection still being made.
+const STARTUP_WAIT_MS = 5000;
+
+async function dependenciesReady() {
+  const redisReady = redis.status === 'ready' ? Promise.resolve() : new Promise((resolve) => redis.once('ready', resolve));
+  const postgres = db.query('select 1').catch(() => undefined);
+  const timer = new AbortController();
+  await Promise.race([
+    Promise.all([redisReady, postgres]),
+    sleep(STARTUP_WAIT_MS, undefined, { signal: timer.signal }).catch(() => undefined),
+  ]);
+  timer.abort();
+}
+
+async function main() {
   subscriber.subscribe(redisClients.PROGRESS_CHANNEL).catch((err) => log.warn('subscribe failed', log.errorFields(err)));
   subscriber.on('message', relay);
   const server = http.createServer((req, res) => {
@@ -272,10 +310,13 @@ function main() {
   const stop = shutdown(server, wss);
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  server.listen(config.port, config.host, () => {
+  await dependenciesReady();
+  const where = listenOn();
+  server.listen(where, () => {
     log.info('web listening', {
       host: config.host,
       port: server.address().port,
+      socket: where.fd === undefined ? 'own' : 'systemd',
       release: config.release,
       server: config.serverName,
       postgres: config.describePostgres(),
@@ -284,4 +325,7 @@ function main() {
   });
 }
 
-main();
+main().catch((err) => {
+  log.error('web server failed to start', log.errorFields(err));
+  process.exit(1);
+});

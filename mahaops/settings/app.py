@@ -83,6 +83,7 @@ class AppSettings(Settings):
     """The web service (systemd unit maha-web) on the app servers."""
 
     app_port: int = Field(3000, ge=1024, le=65535)  # Node listens on 127.0.0.1 only
+    app_socket_backlog: int = Field(4096, ge=16, le=65535)  # connections queued during a restart
     app_health_path: str = "/health"  # checked on the host after each restart, and by the LB
     app_health_retries: int = Field(30, ge=1, le=300)  # tries, one per app_health_interval
     app_health_interval: float = Field(1.0, gt=0, le=30)  # seconds between tries

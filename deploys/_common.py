@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files, server, systemd
 
 from mahaops.templating import JINJA_ENV_KWARGS, template_path
+from operations import apt
+from operations.aptkeys import fingerprint_check
 from operations.services import restart_owed
 
 # The one directory of apt signing keys, each trusted only by its own repository (signed-by).
@@ -82,10 +84,13 @@ def apt_repository(
     src: str,
     dest: str,
     proxy: str | None = None,
+    fingerprint: str | None = None,
+    fingerprint_setting: str = "",
     **tvars: Any,
 ) -> OperationMeta:
     """
-    An apt repository trusted for its own signing key only, as each vendor's guide says.
+    An apt repository trusted for its own signing key only, as each vendor's guide says,
+    and only once the downloaded key is the pinned one.
 
     + name: the source file operation's name
     + key_name: the signing key operation's name
@@ -94,6 +99,10 @@ def apt_repository(
     + src: template of the source file (a ``.list`` line or a deb822 ``.sources``)
     + dest: remote path of the source file under /etc/apt/sources.list.d
     + proxy: HTTP proxy for the key's download
+    + fingerprint: the key's pinned fingerprint; a new download of another key fails the
+      run naming the repository, before the source file exists ("" refuses every key;
+      None: not pinned, for callers not moved to a pin yet)
+    + fingerprint_setting: the setting holding the pin, named when the check fails
     + tvars: template variables
 
     Returns the source file's operation: the package lists are read again when it changed.
@@ -101,7 +110,25 @@ def apt_repository(
     if keyring.rpartition("/")[0] != KEYRINGS:
         raise ValueError(f"{name}: signing keys live in {KEYRINGS}, not {keyring}")
     files.directory(name="APT keyrings directory", path=KEYRINGS, mode="755")
-    files.download(name=key_name, src=key_url, dest=keyring, mode="644", proxy=proxy)
+    if fingerprint is not None:
+        apt.packages(
+            name="Tools to fetch and check signing keys",
+            packages=["curl", "gnupg"],
+            no_recommends=True,
+        )
+    key = files.download(name=key_name, src=key_url, dest=keyring, mode="644", proxy=proxy)
+    if fingerprint is not None:
+        # Gated on the download, so the Ansible export makes it the download's handler; a
+        # refused key is removed, so the next run downloads and checks it again.
+        server.shell(
+            name=f"{key_name}: fingerprint {fingerprint or '(none pinned)'}",
+            commands=[
+                fingerprint_check(
+                    keyring, fingerprint, name, fingerprint_setting or "the role's settings"
+                )
+            ],
+            _if=key.did_change,
+        )
     return template(name, src, dest, **tvars)
 
 

@@ -25,10 +25,12 @@ from mahaops.settings.base import BaseSettings
 from mahaops.settings.log import LogServerSettings, LogShippingSettings
 from operations import apt, graylog
 from operations.facts import IsContainer
-from operations.files import validated_template
+from operations.files import command_once, validated_template
 
 API_URL = "http://127.0.0.1:{port}/api"
 API_CREDENTIALS = "/etc/graylog/server/maha-api.curl"
+OPENSEARCH_PASSWORD_FILE = "/etc/maha/opensearch-initial-admin-password"
+OPENSEARCH_INSTALL = "/usr/local/sbin/maha-install-opensearch"
 REPO_HOSTS = ("packages.graylog2.org", "repo.mongodb.org", "artifacts.opensearch.org")
 
 GELF_TCP = "org.graylog2.inputs.gelf.tcp.GELFTCPInput"
@@ -110,6 +112,9 @@ def graylog_vars(s: LogServerSettings, base: BaseSettings) -> dict[str, Any]:
         "graylog_heap_mb": s.graylog_heap_mb or graylog_heap,
         "graylog_opensearch_heap_mb": s.graylog_opensearch_heap_mb or os_heap,
         "graylog_node_name": host.name,
+        "graylog_opensearch_initial_password": secret("opensearch_initial_admin_password"),
+        "graylog_opensearch_password_file": OPENSEARCH_PASSWORD_FILE,
+        "base_apt_timeout": base.base_apt_timeout,
     }
 
 
@@ -118,8 +123,16 @@ def graylog_vars(s: LogServerSettings, base: BaseSettings) -> dict[str, Any]:
 _template = functools.partial(template, create_remote_dir=False)
 
 
-def _repository(name: str, key_url: str, key: str, source: str, proxy: str | None) -> None:
-    """A vendor's apt repository: ``source`` is its line after ``deb [signed-by=...]``."""
+def _repository(
+    name: str,
+    key_url: str,
+    key: str,
+    source: str,
+    proxy: str | None,
+    fingerprint: tuple[str, str],
+) -> None:
+    """A vendor's apt repository: ``source`` is its line after ``deb [signed-by=...]``;
+    ``fingerprint`` the key's pin and the setting holding it."""
     keyring = f"{KEYRINGS}/{key}"
     apt_repository(
         f"{name}: apt repository",
@@ -129,6 +142,8 @@ def _repository(name: str, key_url: str, key: str, source: str, proxy: str | Non
         src="log/apt-source.list.j2",
         dest=f"/etc/apt/sources.list.d/{key.removesuffix('.asc')}.list",
         proxy=proxy,
+        fingerprint=fingerprint[0],
+        fingerprint_setting=fingerprint[1],
         graylog_apt_repository=name,
         graylog_apt_source=f"deb [signed-by={keyring}] {source}",
     )
@@ -156,6 +171,7 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
         f"https://repo.mongodb.org/apt/debian {codename}/mongodb-org/"
         f"{s.graylog_mongodb_version} main",
         base.apt_proxy,
+        (s.graylog_mongodb_key_fingerprint, "graylog_mongodb_key_fingerprint"),
     )
     _repository(
         "OpenSearch 2.x",
@@ -163,6 +179,7 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
         "opensearch.asc",
         "https://artifacts.opensearch.org/releases/bundle/opensearch/2.x/apt stable main",
         base.apt_proxy,
+        (s.graylog_opensearch_key_fingerprint, "graylog_opensearch_key_fingerprint"),
     )
     _repository(
         f"Graylog {s.graylog_version}",
@@ -170,6 +187,7 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
         "graylog.asc",
         f"https://packages.graylog2.org/repo/debian/ stable {s.graylog_version}",
         base.apt_proxy,
+        (s.graylog_key_fingerprint, "graylog_key_fingerprint"),
     )
     _template(
         "Pin Graylog, MongoDB and OpenSearch versions",
@@ -191,11 +209,27 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
             persist=True,
             persist_file="/etc/sysctl.d/90-maha-opensearch.conf",
         )
-    apt.packages(
+    # The package's install script (2.12+) requires an initial admin password, even with
+    # security disabled: it reaches apt-get's environment from a root-only file, never
+    # through a command line.
+    template(
+        "OpenSearch's initial admin password (root only)",
+        "log/opensearch-initial-password.j2",
+        OPENSEARCH_PASSWORD_FILE,
+        mode="600",
+        **tvars,
+    )
+    _template(
+        "OpenSearch's install script",
+        "log/maha-install-opensearch.sh.j2",
+        OPENSEARCH_INSTALL,
+        mode="700",
+        **tvars,
+    )
+    command_once(
         name=f"Install OpenSearch {s.graylog_opensearch_version}",
-        packages=["opensearch"],
-        # Required by the package's install script (2.12+), even with security disabled.
-        _env={"OPENSEARCH_INITIAL_ADMIN_PASSWORD": secret("opensearch_initial_admin_password")},
+        command=OPENSEARCH_INSTALL,
+        creates="/usr/share/opensearch/bin/opensearch",
     )
     os_conf = _template(
         "Configure OpenSearch for Graylog",

@@ -37,6 +37,13 @@ def _version(value: str) -> str:
     return value
 
 
+def _fingerprint(value: str) -> str:
+    if value and not re.fullmatch(r"[0-9A-F]{40}", value):
+        raise ValueError(f"{value!r} is not a key fingerprint (40 upper-case hex digits)")
+    return value
+
+
+Fingerprint = Annotated[str, AfterValidator(_fingerprint)]
 Size = Annotated[str, AfterValidator(_size)]
 Series = Annotated[str, AfterValidator(_series)]
 Version = Annotated[str, AfterValidator(_version)]
@@ -61,6 +68,15 @@ class LogServerSettings(Settings):
     graylog_version: Series = "6.1"  # repository series, pinned: upgrades stay within it
     graylog_mongodb_version: Series = "7.0"  # supported by Graylog 6.1 (5.0.7 to 7.x)
     graylog_opensearch_version: Version = "2.15.0"  # exact; Graylog 6.1 supports up to 2.15
+    # Signing keys, checked before their repository is trusted ("" refuses every key):
+    # MongoDB's key for the 7.0 series (pgp.mongodb.com/server-7.0.asc); set the one of
+    # another series with graylog_mongodb_version.
+    graylog_mongodb_key_fingerprint: Fingerprint = "E58830201F7DD82CD808AA84160D26BB1785BA38"
+    # OpenSearch's release key (artifacts.opensearch.org/publickeys/opensearch.pgp)
+    graylog_opensearch_key_fingerprint: Fingerprint = "C5B7498965EFD1C2924BA9D539D319879310D3FC"
+    # Graylog's (packages.graylog2.org/repo/debian/keyring.gpg): not pinned by default, as
+    # no published fingerprint could be checked; set it from Graylog's own documentation.
+    graylog_key_fingerprint: Fingerprint = ""
     graylog_http_port: Port = 9000  # web interface and REST API (admin networks only)
     graylog_external_uri: str | None = None  # public URI of the UI; None = http://<private>:port/
     graylog_heap_mb: int | None = Field(None, ge=512)  # None: sized from the host's memory

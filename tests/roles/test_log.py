@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import os
 import secrets as _random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from mahaops import PROJECT_ROOT
 from mahaops.local.hosts import LocalHost
 from mahaops.runner import DeployResult
 from mahaops.secrets import LocalSecretStore
@@ -232,6 +236,91 @@ def test_graylog_plan_shows_no_secret(testbed: Testbed, graylog_plan) -> None:
     for name, value in {**values, "sha256(graylog_root_password)": sha2}.items():
         assert value not in plan.output, f"{name} shown in the plan's output"
     assert "+ password_secret = ********" in plan.output
+
+
+# The command lines a plan of the log role would send to a host, unmasked, as pyinfra's
+# connectors build them (mahaops.pyinfra_hooks.planned_commands), written as JSON.
+PLAN_COMMANDS = """
+from gevent import monkey
+
+monkey.patch_all()
+import json, sys
+from pathlib import Path
+
+from pyinfra.api.connect import connect_all, disconnect_all
+
+from mahaops import pyinfra_hooks, secrets
+from mahaops.runner import engine
+from mahaops.runner.state import apply_limit, build_state, load_hosts, select_roles
+from mahaops.settings import GroupData
+
+env, name, out, overrides = sys.argv[1], sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4])
+pyinfra_hooks.install()
+group_data = GroupData()
+kind, hosts = load_hosts(env, group_data, None)
+state = build_state(hosts, group_data, overrides, True)
+apply_limit(state, [name])
+with secrets.using(secrets.store_for(kind, env)):
+    connect_all(state)
+    engine.plan(state, select_roles(["log"]), hosts)
+    commands = pyinfra_hooks.planned_commands(state, state.inventory.get_host(name))
+    disconnect_all(state)
+out.write_text(json.dumps(commands))
+"""
+
+
+def test_graylog_plan_puts_no_secret_on_any_command_line(
+    testbed: Testbed, graylog_plan, tmp_path: Path
+) -> None:
+    import hashlib
+
+    fresh, plan = graylog_plan
+    assert plan.ok, plan.output
+    out = tmp_path / "commands.json"
+    planned = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PLAN_COMMANDS,
+            testbed.env,
+            fresh.name,
+            str(out),
+            json.dumps(GRAYLOG),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert planned.returncode == 0, "planning failed (its output may hold secrets: not shown)"
+    commands = json.loads(out.read_text())
+    ops = {op for op, _line in commands}
+    for name in ("Install OpenSearch 2.15.0", "Graylog input: GELF UDP", "Install MongoDB"):
+        assert [op for op in ops if op.endswith(name)], sorted(ops)
+    store = LocalSecretStore(testbed.env)
+    values = {k: v for k, v in json.loads(store.path.read_text()).items() if v}
+    assert "opensearch_initial_admin_password" in values and "graylog_root_password" in values
+    values["sha256(graylog_root_password)"] = hashlib.sha256(
+        values["graylog_root_password"].encode()
+    ).hexdigest()
+    leaks = [
+        f"{name} in {op!r}" for op, line in commands for name, v in values.items() if v in line
+    ]
+    assert leaks == []
+
+
+def test_graylog_plan_checks_each_vendor_key_before_its_repository(graylog_plan) -> None:
+    _, plan = graylog_plan
+    names = [op.name for op in plan.changed]
+    for vendor, pin in (
+        ("MongoDB 7.0", "E58830201F7DD82CD808AA84160D26BB1785BA38"),
+        ("OpenSearch 2.x", "C5B7498965EFD1C2924BA9D539D319879310D3FC"),
+        ("Graylog 6.1", "(none pinned)"),
+    ):
+        check = f"Log server | {vendor}: signing key: fingerprint {pin}"
+        assert check in names, names
+        assert names.index(check) < names.index(f"Log server | {vendor}: apt repository")
 
 
 # -- Graylog, installed for real: only where the vendors' repositories answer ------------

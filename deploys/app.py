@@ -55,6 +55,7 @@ def release_vars(s: ReleaseSettings) -> dict[str, Any]:
     redis_password = quote(secret("redis_password"), safe="")
     db_port = int(_peer_setting("db_servers", "postgresql_port", 5432))
     redis_port = int(_peer_setting("cache_servers", "redis_port", 6379))
+    queue_port = int(_peer_setting("cache_servers", "redis_queue_port", 6380))
     db_host = s.app_database_host or _first("db_servers")
     redis_host = s.app_redis_host or _first("cache_servers")
     return {
@@ -67,6 +68,8 @@ def release_vars(s: ReleaseSettings) -> dict[str, Any]:
             # the cache role's ACL: clients are its default user, with redis_password
             f"redis://:{redis_password}@{redis_host}:{redis_port}/{s.app_redis_db}"
         ),
+        # the job queue's own instance on the cache host (noeviction), same users
+        "app_queue_url": f"redis://:{redis_password}@{redis_host}:{queue_port}/0",
     }
 
 

@@ -1,9 +1,13 @@
-"""Cache server: Redis, the platform's cache and the job queue between app servers and
-workers.
+"""Cache server: Redis, twice — the platform's cache, and the job queue between app servers
+and workers in an instance of its own.
 
-Read top to bottom, it is the runbook: the service's limits, the package, a
-configuration that binds the private address, requires a password and denies the
-dangerous commands, AOF persistence, and the kernel settings Redis asks for.
+Two instances because eviction is per instance: the cache may drop its least recently used
+keys when full, while the queue (jobs, and leases that carry a TTL) must never lose a key,
+so it runs with ``noeviction``. Debian's ``redis-server@queue`` unit runs the second one.
+
+Read top to bottom, it is the runbook: the services' limits, the package, configurations
+that bind the private address, require a password and deny the dangerous commands, AOF
+persistence, and the kernel settings Redis asks for.
 """
 
 from __future__ import annotations
@@ -23,14 +27,17 @@ from operations import apt
 from operations.facts import IsContainer
 
 SERVICE = "redis-server"
+QUEUE_SERVICE = "redis-server@queue"  # Debian's template unit: /etc/redis/redis-queue.conf
 
 
-def template_vars(s: RedisSettings, port: int, in_container: bool) -> dict[str, Any]:
+def template_vars(
+    s: RedisSettings, ports: RedisClientSettings, in_container: bool
+) -> dict[str, Any]:
     """Variables the cache templates see: the settings plus what follows from the host."""
     private = host.data.get("private_address")
     return {
         **s.model_dump(),
-        "redis_port": port,
+        "redis_port": ports.redis_port,
         "redis_bind": [*([str(private)] if private else []), "127.0.0.1"],
         "redis_in_container": in_container,
         # Redis compares SHA-256 digests: the passwords themselves are never written, and
@@ -42,25 +49,51 @@ def template_vars(s: RedisSettings, port: int, in_container: bool) -> dict[str, 
     }
 
 
+def instances(s: RedisSettings, ports: RedisClientSettings) -> dict[str, dict[str, Any]]:
+    """Per instance (cache, queue): what redis.conf.j2 varies on."""
+    return {
+        "cache": {
+            "redis_instance_purpose": "cache (evicts its least recently used keys when full)",
+            "redis_instance_port": ports.redis_port,
+            "redis_instance_pidfile": "/run/redis/redis-server.pid",
+            "redis_instance_logfile": "/var/log/redis/redis-server.log",
+            "redis_instance_dir": "/var/lib/redis",
+            "redis_instance_maxmemory": s.redis_maxmemory,
+            "redis_instance_policy": s.redis_maxmemory_policy,
+        },
+        "queue": {
+            "redis_instance_purpose": "job queue (never evicts: jobs and leases stay)",
+            "redis_instance_port": ports.redis_queue_port,
+            "redis_instance_pidfile": "/run/redis-queue/redis-server.pid",
+            "redis_instance_logfile": "/var/log/redis/redis-server-queue.log",
+            "redis_instance_dir": "/var/lib/redis/queue",
+            "redis_instance_maxmemory": s.redis_queue_maxmemory,
+            "redis_instance_policy": "noeviction",
+        },
+    }
+
+
 @deploy("Redis")
 def cache() -> None:
     s = settings(RedisSettings)
-    port = settings(RedisClientSettings).redis_port
+    ports = settings(RedisClientSettings)
     in_container = host.get_fact(IsContainer)
-    tvars = template_vars(s, port, in_container)
+    tvars = template_vars(s, ports, in_container)
 
-    # -- the service's limits, in place before the package first starts it ----------------
-    files.directory(
-        name="Directory for Redis service settings",
-        path=f"/etc/systemd/system/{SERVICE}.service.d",
-    )
-    limits = unit(
-        "Redis service limits (open files)",
-        "cache/redis-server.override.conf.j2",
-        f"/etc/systemd/system/{SERVICE}.service.d/90-maha.conf",
-        reload_name="Load the Redis service limits",
-        **tvars,
-    )
+    # -- the services' limits, in place before the package first starts them --------------
+    limits = {}
+    for service, label in ((SERVICE, "Redis"), (QUEUE_SERVICE, "Redis queue")):
+        files.directory(
+            name=f"Directory for {label} service settings",
+            path=f"/etc/systemd/system/{service}.service.d",
+        )
+        limits[service] = unit(
+            f"{label} service limits (open files)",
+            "cache/redis-server.override.conf.j2",
+            f"/etc/systemd/system/{service}.service.d/90-maha.conf",
+            reload_name=f"Load the {label} service limits",
+            **tvars,
+        )
 
     # -- kernel settings Redis warns about (a container's kernel is its host's) -----------
     if s.redis_kernel_tuning and not in_container:
@@ -97,6 +130,7 @@ def cache() -> None:
         cache_time=3600,
         no_recommends=True,
     )
+    per_instance = instances(s, ports)
     conf = template(
         "Configure Redis (bind, auth, memory, AOF)",
         "cache/redis.conf.j2",
@@ -105,7 +139,32 @@ def cache() -> None:
         user="redis",
         group="redis",
         **tvars,
+        **per_instance["cache"],
     )
     systemd.service(name="Run Redis", service=SERVICE, running=True, enabled=True)
     # Restarts only for a changed file: AOF (fsync every second) keeps the data across.
-    restart("Restart Redis for the new configuration", SERVICE, when=[conf, limits])
+    restart("Restart Redis for the new configuration", SERVICE, when=[conf, limits[SERVICE]])
+
+    files.directory(
+        name="Data directory of the Redis queue",
+        path="/var/lib/redis/queue",
+        user="redis",
+        group="redis",
+        mode="750",
+    )
+    queue_conf = template(
+        "Configure the Redis queue (bind, auth, noeviction, AOF)",
+        "cache/redis.conf.j2",
+        "/etc/redis/redis-queue.conf",
+        mode="640",
+        user="redis",
+        group="redis",
+        **tvars,
+        **per_instance["queue"],
+    )
+    systemd.service(name="Run the Redis queue", service=QUEUE_SERVICE, running=True, enabled=True)
+    restart(
+        "Restart the Redis queue for the new configuration",
+        QUEUE_SERVICE,
+        when=[queue_conf, limits[QUEUE_SERVICE]],
+    )

@@ -46,7 +46,11 @@ def _db(data: Mapping[str, Any]) -> list[Opening]:
 
 
 def _cache(data: Mapping[str, Any]) -> list[Opening]:
-    return [Opening(from_data(RedisClientSettings, data).redis_port, "tcp", CLIENTS, "Redis")]
+    redis = from_data(RedisClientSettings, data)
+    return [
+        Opening(redis.redis_port, "tcp", CLIENTS, "Redis"),
+        Opening(redis.redis_queue_port, "tcp", CLIENTS, "Redis job queue"),
+    ]
 
 
 def _app(data: Mapping[str, Any]) -> list[Opening]:

@@ -44,6 +44,9 @@ function describePostgres() {
 }
 
 const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379/0';
+// The job queue (and progress pub/sub) has its own Redis instance that never evicts; one
+// Redis serves both where QUEUE_URL is unset (a developer's machine).
+const queueUrl = process.env.QUEUE_URL || redisUrl;
 
 module.exports = {
   int,
@@ -55,5 +58,8 @@ module.exports = {
   postgres,
   describePostgres,
   redisUrl,
+  describeUrl,
   describeRedis: () => describeUrl(redisUrl),
+  queueUrl,
+  describeQueue: () => describeUrl(queueUrl),
 };

@@ -114,6 +114,23 @@ class JobQueue {
   reap(graceMs) {
     return this.client.mahaReap(PROCESSING, PENDING, UNLEASED, LEASE_PREFIX, graceMs);
   }
+
+  // Jobs left in the queue's former home (`legacy`, another JobQueue: the cache instance,
+  // where releases before the queue's own instance kept it, and where app servers still on
+  // such a release push during a rolling release) move here; returns their ids. Each id is
+  // pushed here before it leaves there: a crash in between runs a job twice (deliveries
+  // are idempotent), never loses one. Jobs held there are reaped there first.
+  async adoptFrom(legacy, graceMs) {
+    await legacy.reap(graceMs);
+    const moved = [];
+    for (;;) {
+      const id = await legacy.client.lindex(PENDING, -1);
+      if (id === null) return moved;
+      await this.client.rpush(PENDING, id); // next in line here, as it was there
+      await legacy.client.lrem(PENDING, -1, id);
+      moved.push(id);
+    }
+  }
 }
 
 module.exports = { JobQueue, PENDING, PROCESSING };

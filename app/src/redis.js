@@ -11,8 +11,10 @@ const PROGRESS_CHANNEL = 'maha:progress';
 // `role` names the connection in logs and in CLIENT LIST.
 // `failFast`: commands fail at once while disconnected instead of queueing,
 // so HTTP requests answer 503 rather than hang.
-function connect(role, { failFast = false } = {}) {
-  const client = new Redis(config.redisUrl, {
+// `url`: the job queue's instance by default (all the app keeps in Redis today is the
+// queue and its progress channel); the cache instance is config.redisUrl.
+function connect(role, { failFast = false, url = config.queueUrl } = {}) {
+  const client = new Redis(url, {
     connectionName: `maha-${role}`,
     connectTimeout: 3000,
     enableOfflineQueue: !failFast,
@@ -23,7 +25,7 @@ function connect(role, { failFast = false } = {}) {
   client.on('error', (err) => {
     if (down) return;
     down = true;
-    log.warn('redis unavailable', { role, redis: config.describeRedis(), ...log.errorFields(err) });
+    log.warn('redis unavailable', { role, redis: config.describeUrl(url), ...log.errorFields(err) });
   });
   client.on('ready', () => {
     if (down) log.info('redis available again', { role });

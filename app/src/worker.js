@@ -30,6 +30,11 @@ const reapIntervalMs = Math.max(250, Math.floor(settings.leaseMs / 4));
 
 const redis = redisClients.connect('worker');
 const queue = new JobQueue(redis, { leaseMs: settings.leaseMs });
+// The queue's former home (the cache instance), drained into the queue's own instance.
+const legacy =
+  config.queueUrl === config.redisUrl
+    ? null
+    : new JobQueue(redisClients.connect('worker-legacy', { url: config.redisUrl }));
 const state = { stopping: false, stopDeadline: Infinity };
 
 function publish(message) {
@@ -187,6 +192,11 @@ function startReaper() {
       for (const id of await queue.reap(reapIntervalMs)) {
         log.warn('job requeued: its worker stopped renewing the lease', { campaign: Number(id) });
       }
+      if (legacy) {
+        for (const id of await queue.adoptFrom(legacy, reapIntervalMs)) {
+          log.info('job moved to the queue instance', { campaign: Number(id) });
+        }
+      }
     } catch {
       // Redis unavailable; the next round retries.
     }
@@ -209,13 +219,13 @@ async function main() {
   log.info('worker started', {
     release: config.release,
     postgres: config.describePostgres(),
-    redis: config.describeRedis(),
+    queue: config.describeQueue(),
     ...settings,
   });
   const reaper = startReaper();
   await Promise.all(Array.from({ length: settings.concurrency }, (_, slot) => workSlot(slot)));
   clearInterval(reaper);
-  await Promise.allSettled([db.end(), redis.quit()]);
+  await Promise.allSettled([db.end(), redis.quit(), ...(legacy ? [legacy.client.quit()] : [])]);
   log.info('worker stopped');
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from mahaops.settings.models import Settings, group_settings
 
@@ -40,7 +40,15 @@ RedisSize = Annotated[str, AfterValidator(_redis_size)]
 class RedisClientSettings(Settings):
     """What clients of Redis need too, so it may be set in all.py."""
 
-    redis_port: int = Field(6379, ge=1, le=65535)  # server port; firewall and clients follow
+    redis_port: int = Field(6379, ge=1, le=65535)  # the cache instance; firewall, clients follow
+    redis_queue_port: int = Field(6380, ge=1, le=65535)  # the job queue's own instance
+
+    @field_validator("redis_queue_port")
+    @classmethod
+    def _ports_differ(cls, value: int, info: ValidationInfo) -> int:
+        if value == info.data.get("redis_port"):
+            raise ValueError("must differ from redis_port: the queue is a second instance")
+        return value
 
 
 @group_settings("cache_servers")
@@ -56,7 +64,11 @@ class RedisSettings(Settings):
         "volatile-lfu",
         "volatile-random",
         "volatile-ttl",
-    ] = "volatile-lru"  # evict only keys with a TTL: cache entries go, queued jobs never do
+    ] = "allkeys-lru"  # the cache instance holds cache entries only: least recently used go
+    # The job queue lives in its own instance with `noeviction` (eviction is per instance:
+    # a lease with a TTL would be fair game in a shared one, and its job would run twice).
+    # When the queue is full, enqueues fail (the web answers 503); nothing queued is lost.
+    redis_queue_maxmemory: RedisSize = "256mb"  # cap on the queue instance's data
     redis_appendonly: bool = True  # AOF: every write logged
     redis_appendfsync: Literal["always", "everysec", "no"] = "everysec"  # at most 1 s lost
     redis_save: str = "3600 1 300 100 60 10000"  # RDB snapshots too ("" = none)

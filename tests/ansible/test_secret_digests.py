@@ -17,7 +17,7 @@ from mahaops import masking
 from mahaops.ansible_export.model import Call, Host
 from mahaops.ansible_export.project import Recording, SecretSource, build
 from mahaops.settings import GroupData
-from mahaops.settings.cache import RedisSettings
+from mahaops.settings.cache import RedisClientSettings, RedisSettings
 
 SECRETS = {"redis_password": "client-Pass-4a9f1c", "redis_admin_password": "admin-Pass-77e0b2"}
 DIGESTS = {name: hashlib.sha256(value.encode()).hexdigest() for name, value in SECRETS.items()}
@@ -29,7 +29,11 @@ def cache_vars(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The variables the cache deploy gives its templates, for SECRETS."""
     monkeypatch.setattr(cache, "secret", SECRETS.__getitem__)
     monkeypatch.setattr(cache, "host", SimpleNamespace(data={"private_address": "10.9.0.5"}))
-    return cache.template_vars(RedisSettings(), 6379, in_container=True)
+    s, ports = RedisSettings(), RedisClientSettings()
+    return {
+        **cache.template_vars(s, ports, in_container=True),
+        **cache.instances(s, ports)["cache"],
+    }
 
 
 def test_the_digests_are_masked_wherever_they_are_printed(cache_vars: dict[str, Any]) -> None:

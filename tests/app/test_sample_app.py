@@ -210,6 +210,35 @@ def test_stopped_worker_hands_its_job_back_to_another_worker(
     assert not events(successor, "job requeued: its worker stopped renewing the lease")
 
 
+def test_jobs_left_in_the_cache_instance_move_to_the_queue_instance_and_run_once(
+    web: Web,
+    workers: StartWorker,
+    postgres: Postgres,
+    redis: Redis,
+    start_redis: Callable[[], Redis],
+) -> None:
+    """A release before the queue's own instance kept jobs in the cache instance (REDIS_URL),
+    and app servers still on it push there during a rolling release: a worker of this release
+    moves them to its queue (QUEUE_URL) and runs each once, a held job whose worker died too."""
+    queue = start_redis()
+    waiting = web.start_campaign(300)  # the web server here still pushes to REDIS_URL
+    orphan = web.start_campaign(300)
+    # A worker of the old release took `orphan` (the newest: LPUSH, left), then died.
+    taken = redis.cli("lmove", "maha:jobs", "maha:jobs:processing", "left", "left")
+    assert taken == str(orphan)
+
+    worker = workers(QUEUE_URL=queue.url, WORKER_CONCURRENCY=1)
+    for campaign_id in (waiting, orphan):
+        assert web.wait_until_done(campaign_id, timeout=30)["sent"] == 300
+        assert deliveries(postgres, campaign_id) == (300, 300)
+    moved = {event["campaign"] for event in events(worker, "job moved to the queue instance")}
+    assert moved == {waiting, orphan}
+    assert [len(events(worker, "job started")), len(events(worker, "job done"))] == [2, 2]
+    for key in ("maha:jobs", "maha:jobs:processing"):
+        assert redis.cli("llen", key) == "0", key
+        assert queue.cli("llen", key) == "0", key
+
+
 def test_stopped_worker_finishes_a_short_job_in_hand(
     web: Web, workers: StartWorker, postgres: Postgres
 ) -> None:

@@ -87,13 +87,14 @@ def test_security_groups_allow_only_what_each_role_needs(aws, provision_qa):
     assert _sources(groups["app"], 80) == {ids["lb"]}
     assert _sources(groups["db"], 5432) == {ids["app"], ids["worker"]}
     assert _sources(groups["cache"], 6379) == {ids["app"], ids["worker"]}
+    assert _sources(groups["cache"], 6380) == {ids["app"], ids["worker"]}  # the job queue
     platform = {ids[r] for r in ("app", "db", "cache", "log", "worker")}
     for protocol, port in (("tcp", 514), ("tcp", 12201), ("udp", 12201), ("tcp", 1514)):
         assert _sources(groups["log"], port, protocol) == platform
     for role in ("app", "db", "cache", "log", "worker"):
         assert _sources(groups[role], 22) == {"203.0.113.0/24"}
         ports = {r.port for r in flatten(groups[role]["IpPermissions"])}
-        assert ports <= {22, 80, 5432, 6379, 514, 12201, 1514}
+        assert ports <= {22, 80, 5432, 6379, 6380, 514, 12201, 1514}
     assert {(r.port, r.source) for r in flatten(groups["lb"]["IpPermissionsEgress"])} == {
         (80, ids["app"])
     }

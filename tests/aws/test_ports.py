@@ -16,7 +16,9 @@ from .conftest import Calls, WriteGroupData
 # Every port moved off its default: a number repeated anywhere but the settings models
 # would show here as a port open on one side only.
 MOVED = {
-    "all.py": "postgresql_port = 5433\nredis_port = 6380\nbase_ssh_port = 2222\n",
+    "all.py": (
+        "postgresql_port = 5433\nredis_port = 6390\nredis_queue_port = 6391\nbase_ssh_port = 2222\n"
+    ),
     "app_servers.py": "nginx_listen_port = 8080\nbase_firewall_extra_ports = [8443]\n",
     "log_servers.py": "graylog_http_port = 9001\n",
 }
@@ -62,7 +64,8 @@ def test_every_role_opens_the_same_ports_on_its_hosts_and_in_its_security_group(
         return {r.source for r in flatten(groups[role]["IpPermissions"]) if r.port == port}
 
     # Group-scoped ports admit exactly the groups the firewall names.
-    assert sources("db", 5433) == sources("cache", 6380) == {ids["app"], ids["worker"]}
+    clients = {ids["app"], ids["worker"]}
+    assert sources("db", 5433) == sources("cache", 6390) == sources("cache", 6391) == clients
     assert sources("app", 8080) == {ids["lb"]}
     assert {(r.port, r.source) for r in flatten(groups["lb"]["IpPermissionsEgress"])} == {
         (8080, ids["app"])

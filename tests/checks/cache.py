@@ -11,6 +11,7 @@ from typing import Any
 from mahaops.local.hosts import LocalHost
 from tests.checks.db import run
 
+QUEUE_PORT = 6380  # redis_queue_port's default
 DENIED = ("FLUSHALL", "FLUSHDB", "CONFIG GET maxmemory", "DEBUG SLEEP 0", "KEYS *", "SHUTDOWN")
 
 
@@ -63,23 +64,66 @@ def check_dangerous_commands_denied(
     assert out.split() == ["appendonly", "yes"], out
 
 
-def check_server(testbed: Any, cache: LocalHost, admin_password: str, port: int = 6379) -> None:
-    """Bound to the private address and localhost, AOF everysec, config 0640 redis."""
+def check_server(
+    testbed: Any,
+    cache: LocalHost,
+    admin_password: str,
+    port: int = 6379,
+    *,
+    policy: str = "allkeys-lru",
+    conf: str = "/etc/redis/redis.conf",
+    service: str = "redis-server",
+) -> None:
+    """Bound to the private address and localhost, AOF everysec, its eviction policy,
+    config 0640 redis. The defaults are the cache instance's."""
     listening = testbed.exec(cache, f"ss -Htln 'sport = :{port}'")
     addresses = sorted(line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines())
     assert addresses == sorted(["127.0.0.1", cache.private_address]), listening
     settings = {}
     for key in ("protected-mode", "appendonly", "appendfsync", "maxmemory-policy"):
         _, out = redis(
-            testbed, cache, "127.0.0.1", "CONFIG", "GET", key, user="admin", password=admin_password
+            testbed,
+            cache,
+            "127.0.0.1",
+            "CONFIG",
+            "GET",
+            key,
+            user="admin",
+            password=admin_password,
+            port=port,
         )
         settings[key] = out.split()[1]
     assert settings["protected-mode"] == "yes"
     assert settings["appendonly"] == "yes" and settings["appendfsync"] == "everysec"
-    owner = testbed.exec(cache, "stat -c '%U %G %a' /etc/redis/redis.conf").strip()
+    assert settings["maxmemory-policy"] == policy, settings
+    owner = testbed.exec(cache, f"stat -c '%U %G %a' {conf}").strip()
     assert owner == "redis redis 640"
-    limit = testbed.exec(cache, "systemctl show redis-server -p LimitNOFILE").strip()
+    limit = testbed.exec(cache, f"systemctl show {service} -p LimitNOFILE").strip()
     assert int(limit.split("=")[1]) >= 65535
+
+
+def check_queue(
+    testbed: Any, cache: LocalHost, client: LocalHost, password: str, admin_password: str
+) -> None:
+    """The job queue's own instance: same users and binding, never evicts, and an app
+    server gets in with the clients' password."""
+    check_server(
+        testbed,
+        cache,
+        admin_password,
+        QUEUE_PORT,
+        policy="noeviction",
+        conf="/etc/redis/redis-queue.conf",
+        service="redis-server@queue",
+    )
+    code, out = redis(
+        testbed, client, cache.private_address, "PING", password=password, port=QUEUE_PORT
+    )
+    assert code == 0 and out.strip() == "PONG", out
+    _, out = redis(
+        testbed, client, cache.private_address, "KEYS", "*", password=password, port=QUEUE_PORT
+    )
+    assert "NOPERM" in out, out
 
 
 def check_password_not_in_config(testbed: Any, cache: LocalHost, password: str) -> None:
@@ -98,6 +142,7 @@ def check_cache(
 ) -> None:
     """The cache role's promises, checked on a converged cache host and an app server."""
     check_server(testbed, cache, admin_password, port)
+    check_queue(testbed, cache, client, password, admin_password)
     check_auth(testbed, cache, client, password)
     check_dangerous_commands_denied(testbed, cache, client, password, admin_password)
     check_password_not_in_config(testbed, cache, password)

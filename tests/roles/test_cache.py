@@ -27,6 +27,12 @@ CONFIGURED = [
     "Redis | Configure Redis (bind, auth, memory, AOF)",
     "Redis | Restart Redis for the new configuration",
 ]
+# The same for the queue's instance, and for a setting both instances share (the users).
+QUEUE_CONFIGURED = [
+    "Redis | Configure the Redis queue (bind, auth, noeviction, AOF)",
+    "Redis | Restart the Redis queue for the new configuration",
+]
+BOTH_CONFIGURED = CONFIGURED + QUEUE_CONFIGURED
 
 
 def passwords(testbed: Testbed) -> tuple[str, str]:
@@ -142,7 +148,7 @@ def test_a_changed_acl_is_shown_with_the_password_digests_masked(
         "/etc/redis/redis.conf",
         roles=["cache"],
         overrides={"redis_disabled_commands": ["flushall", "config"]},
-        changed=CONFIGURED,
+        changed=BOTH_CONFIGURED,
         shows=["- user default on #********", "+ user default on #******** ~* &* +@all -flushall"],
         record=tier.record,
     )
@@ -214,3 +220,112 @@ def test_a_restart_a_failed_run_left_owed_is_done_by_the_next_run(
     assert testbed.exec(server, f"test -f {owed} || echo done").strip() == "done"
     settled = tier.record(testbed.deploy(roles=["cache"], limit=[server.name], overrides=new))
     assert settled.ok and settled.changed == [], settled.output
+
+
+def test_a_full_cache_evicts_its_own_keys_and_never_the_queue_s_leases(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    """Eviction is per instance: the cache, full, drops its least recently used keys; the
+    queue's instance keeps a held job's lease (a TTL key) and, full itself, refuses new
+    writes (the web answers 503) rather than drop a key: no job can run twice."""
+    password, admin = passwords(testbed)
+    address, queue = tier.server.private_address, checks.QUEUE_PORT
+    small = {"redis_maxmemory": "2mb", "redis_queue_maxmemory": "2mb"}
+    done = tier.record(testbed.deploy(roles=["cache"], limit=[tier.server.name], overrides=small))
+    assert done.ok, done.output
+
+    def client(*command: str, port: int = 6379) -> str:
+        code, out = checks.redis(testbed, tier.app, address, *command, password=password, port=port)
+        assert code == 0, out
+        return out.strip()
+
+    def evicted(port: int) -> int:
+        _, out = checks.redis(
+            testbed,
+            tier.server,
+            "127.0.0.1",
+            "INFO",
+            "stats",
+            user="admin",
+            password=admin,
+            port=port,
+        )
+        return int(
+            next(line for line in out.splitlines() if line.startswith("evicted_keys:")).split(":")[
+                1
+            ]
+        )
+
+    # A worker holds job 7: its lease expires in 10 minutes unless renewed.
+    assert client("SET", "maha:jobs:lease:7", "worker-1:42:0", "PX", "600000", port=queue) == "OK"
+    client("LPUSH", "maha:jobs:processing", "7", port=queue)
+    fill = "for i = 1, 100 do redis.call('SET', ARGV[1] .. i, string.rep('x', 10000)) end"
+    for batch in range(6):  # 6 MB into a 2 MB cache
+        client("EVAL", fill, "0", f"page:{batch}:")
+    assert evicted(6379) > 0
+    assert client("GET", "maha:jobs:lease:7", port=queue) == "worker-1:42:0"
+    assert 0 < int(client("PTTL", "maha:jobs:lease:7", port=queue)) <= 600000
+
+    refused = ""
+    for batch in range(6):  # the queue's own instance, filled past its cap
+        _, out = checks.redis(
+            testbed,
+            tier.app,
+            address,
+            "EVAL",
+            fill,
+            "0",
+            f"job:{batch}:",
+            password=password,
+            port=queue,
+        )
+        if "OOM" in out:
+            refused = out
+            break
+    assert refused, "a full queue instance accepted every write"
+    assert evicted(queue) == 0
+    assert client("GET", "maha:jobs:lease:7", port=queue) == "worker-1:42:0"
+    assert client("LRANGE", "maha:jobs:processing", "0", "-1", port=queue) == "7"
+
+    for port in (6379, queue):  # leave the module's host as it found it
+        checks.redis(
+            testbed, tier.server, "127.0.0.1", "FLUSHALL", user="admin", password=admin, port=port
+        )
+    back = tier.record(testbed.deploy(roles=["cache"], limit=[tier.server.name]))
+    assert back.ok, back.output
+
+
+def test_no_secret_reaches_a_command_line_or_a_file_others_can_read(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    from tests.roles.test_db import every_secret, leaks, process_snapshots, tmp_entries
+
+    since = testbed.exec(tier.server, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    with process_snapshots(testbed, tier.server) as seen, tmp_entries(testbed, tier.server) as made:
+        run = tier.record(
+            testbed.deploy(
+                roles=["base", "cache"],
+                limit=[tier.server.name],
+                overrides={"redis_maxmemory": "96mb"},  # redis.conf, with the digests, re-sent
+            )
+        )
+    assert run.ok, run.output
+    assert [op for op in run.changed if op.name.startswith("Redis | Configure Redis (")]
+    journal = testbed.exec(tier.server, f"journalctl --since '{since}' --no-pager -o cat")
+    assert seen[0].count("sudo -H -n") > 3, "the snapshots saw the deploy's commands"
+    values = {**every_secret(testbed), **{f"digest {i}": d for i, d in enumerate(digests(testbed))}}
+    assert leaks(values, {"ps": seen[0], "the journal": journal, "the output": run.output}) == []
+
+    # Uploads under sudo are staged in a private directory, never as a readable /tmp file.
+    staged = [x for x in made if x.split()[3].startswith(("pyinfra-", "maha-upload-"))]
+    assert staged, made
+    assert all(x.startswith("d 700 ") for x in staged), staged
+    assert testbed.exec(tier.server, "stat -c '%a %U' /etc/redis/redis.conf").strip() == (
+        "640 redis"
+    )
+    assert not testbed.exec(
+        tier.server, "ls -d /tmp/maha-upload-* /tmp/pyinfra-* 2>/dev/null || true"
+    ).strip()
+
+    back = tier.record(testbed.deploy(roles=["cache"], limit=[tier.server.name]))
+    assert back.ok, back.output

@@ -146,6 +146,7 @@ def test_every_accepted_app_env_value_means_to_the_migrations_shell_what_it_says
             app_user="maha-app",
             app_database_url="postgres://u:p@db:5432/maha",
             app_redis_url="redis://:p@cache:6379/0",
+            app_queue_url="redis://:p@cache:6380/0",
             app_pg_pool_max=10,
             app_env=accepted,
         )

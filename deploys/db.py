@@ -24,6 +24,7 @@ from mahaops.settings.db import PostgresClientSettings, PostgresSettings
 from mahaops.templating import render
 from operations import apt
 from operations import postgresql as pg
+from operations.files import validated_template
 from operations.services import RestartsOwed
 
 # Parameters that only a restart applies (pg_settings.context = 'postmaster'): changing
@@ -57,6 +58,7 @@ RESTART_ONLY = frozenset(
     }
 )
 PGDG_KEYRING = f"{KEYRINGS}/postgresql.asc"
+CHECKCONF = "/usr/local/sbin/maha-pg-checkconf"
 INCLUDE_CONF_D = "include_dir = 'conf.d'"  # Debian's clusters have it; adopted ones may not
 
 
@@ -99,6 +101,7 @@ def template_vars(s: PostgresSettings, port: int) -> dict[str, Any]:
         "postgresql_port": port,
         "postgresql_distribution_codename": distribution["release_meta"].get("CODENAME", ""),
         "postgresql_pgdg_keyring": PGDG_KEYRING,
+        "postgresql_conf_dir": f"/etc/postgresql/{s.postgresql_version}/main",
         "postgresql_listen_addresses": ["localhost", *([str(private)] if private else [])],
         "postgresql_tuning": tuning(s, host.get_fact(Memory) or 1024, host.get_fact(Cpus) or 1),
         "postgresql_tuning_memory_mb": s.postgresql_memory_mb or host.get_fact(Memory),
@@ -141,6 +144,8 @@ def pgdg_repository(tvars: dict[str, Any]) -> None:
         keyring=PGDG_KEYRING,
         src="db/pgdg.sources.j2",
         dest="/etc/apt/sources.list.d/pgdg.sources",
+        fingerprint=tvars["postgresql_pgdg_key_fingerprint"],
+        fingerprint_setting="postgresql_pgdg_key_fingerprint",
         **tvars,
     )
     apt.update(name="Read the PGDG package lists", _if=repo.did_change)
@@ -192,10 +197,20 @@ def db() -> None:
         path=f"{conf_dir}/postgresql.conf",
         line=INCLUDE_CONF_D,
     )
-    conf = template(
-        "Tune PostgreSQL and listen on the private address",
-        "db/postgresql.conf.j2",
-        conf_path,
+    template(
+        "Settings check (the server's own parser, beside the running server)",
+        "db/maha-pg-checkconf.sh.j2",
+        CHECKCONF,
+        mode="755",
+        **tvars,
+    )
+    # Checked before it is put in place: a misspelled or invalid setting fails the run
+    # naming it, and never reaches a reload or a later restart.
+    conf = validated_template(
+        name="Tune PostgreSQL and listen on the private address",
+        src="db/postgresql.conf.j2",
+        dest=conf_path,
+        validate=f"{CHECKCONF} %s",
         user="postgres",
         group="postgres",
         **tvars,
@@ -258,14 +273,16 @@ def db() -> None:
             _chdir="/",
         )
 
-    # -- backups: nightly pg_dump -Fc, kept on the host (and on S3) -----------------------
+    # -- backups: nightly pg_dump -Fc and the roles, each read back, kept on the host (and
+    # on S3); off-host copies the db host cannot delete are not made yet ------------------
     if not s.postgresql_backup_enabled:
-        systemd.service(
-            name="No scheduled backups",
-            service="maha-pg-backup.timer",
-            running=False,
-            enabled=False,
-        )
+        for timer in ("maha-pg-backup.timer", "maha-pg-backup-verify.timer"):
+            systemd.service(
+                name=f"No scheduled backups ({timer})",
+                service=timer,
+                running=False,
+                enabled=False,
+            )
         return
     files.directory(
         name="Backup directory",
@@ -309,6 +326,39 @@ def db() -> None:
     systemd.service(
         name="Schedule nightly backups",
         service="maha-pg-backup.timer",
+        running=True,
+        enabled=True,
+    )
+    # -- the weekly restore check, and a failed backup or check logged at error level -----
+    unit(
+        "Report a failed backup at error level",
+        "db/maha-pg-backup-failed@.service.j2",
+        "/etc/systemd/system/maha-pg-backup-failed@.service",
+        reload_name="Load the backup failure report",
+        **tvars,
+    )
+    unit(
+        "Restore check service",
+        "db/maha-pg-backup-verify.service.j2",
+        "/etc/systemd/system/maha-pg-backup-verify.service",
+        reload_name="Load the new restore check service",
+        **tvars,
+    )
+    verify_timer = template(
+        "Restore check timer",
+        "db/maha-pg-backup-verify.timer.j2",
+        "/etc/systemd/system/maha-pg-backup-verify.timer",
+        **tvars,
+    )
+    restart(
+        "Load the new restore check schedule",
+        "maha-pg-backup-verify.timer",
+        when=[verify_timer],
+        daemon_reload=True,
+    )
+    systemd.service(
+        name="Schedule weekly restore checks",
+        service="maha-pg-backup-verify.timer",
         running=True,
         enabled=True,
     )

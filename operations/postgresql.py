@@ -1,9 +1,9 @@
 """PostgreSQL operations and facts the db role needs beyond pyinfra's own.
 
 Passwords never leave the operator's machine: a role's password is turned into a
-SCRAM-SHA-256 verifier here and only that verifier is sent (hidden from pyinfra's
-output even so). A role whose stored verifier already matches its password is left
-alone, so a second run changes nothing.
+SCRAM-SHA-256 verifier here and only that verifier is sent, on psql's stdin (never a
+command line) and masked in every output. A role whose stored verifier already matches
+its password is left alone, so a second run changes nothing.
 
 Everything runs as the ``postgres`` superuser over the local socket (peer auth),
 through ``runuser`` from the root shell pyinfra gets with sudo.
@@ -19,7 +19,9 @@ import shlex
 from dataclasses import dataclass
 
 from pyinfra import host
-from pyinfra.api import FactBase, HiddenValue, QuoteString, StringCommand, operation
+from pyinfra.api import FactBase, QuoteString, StringCommand, operation
+
+from mahaops import masking
 
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
 
@@ -30,6 +32,15 @@ def psql(port: int, sql: str | StringCommand, database: str = "postgres") -> Str
         "cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1",
         f"-p {int(port)} -d {shlex.quote(database)} -c",
         QuoteString(sql),
+    )
+
+
+def psql_stdin(port: int, sql: str, database: str = "postgres") -> StringCommand:
+    """``psql`` as the postgres superuser reading ``sql`` from its stdin (for secrets)."""
+    return StringCommand(
+        "cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1",
+        f"-p {int(port)} -d {shlex.quote(database)} -f -",
+        _stdin=sql,
     )
 
 
@@ -179,11 +190,14 @@ def role(
         return
 
     verb = "CREATE" if current is None else "ALTER"
-    bits: list[str | StringCommand] = [f'{verb} ROLE "{role}"', *clauses]
-    if set_password:
-        hidden = HiddenValue(scram_verifier(password))
-        bits.append(StringCommand("PASSWORD '", hidden, "'", _separator=""))
-    yield psql(port, StringCommand(*bits))
+    sql = " ".join([f'{verb} ROLE "{role}"', *clauses])
+    if not set_password:
+        yield psql(port, sql)
+        return
+    # The verifier is as good as the password to an offline guesser: it goes through
+    # psql's stdin, never a command line (ps, sudo's log), and is masked in any output.
+    verifier = masking.register(scram_verifier(password))
+    yield psql_stdin(port, f"{sql} PASSWORD '{verifier}';")
 
 
 @operation(is_idempotent=False)

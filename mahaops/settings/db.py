@@ -36,6 +36,12 @@ def _pg_name(value: str) -> str:
     return value
 
 
+def _fingerprint(value: str) -> str:
+    if not re.fullmatch(r"[0-9A-F]{40}", value):
+        raise ValueError(f"{value!r} is not a key fingerprint (40 upper-case hex digits)")
+    return value
+
+
 def _pg_size(value: str) -> str:
     if not _PG_SIZE.match(value):
         raise ValueError(f"{value!r} is not a PostgreSQL size (e.g. 512MB, 4GB, 64kB)")
@@ -84,6 +90,10 @@ class PostgresSettings(Settings):
     postgresql_distribution_version: int = 15  # Debian 12's own; other majors come from PGDG
     postgresql_pgdg_url: str = "https://apt.postgresql.org/pub/repos/apt"  # PGDG apt repository
     postgresql_pgdg_key_url: str = "https://www.postgresql.org/media/keys/ACCC4CF8.asc"
+    # PGDG's signing key, as the PostgreSQL wiki (Apt) publishes it: checked before use
+    postgresql_pgdg_key_fingerprint: Annotated[str, AfterValidator(_fingerprint)] = (
+        "B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8"
+    )
     postgresql_data_checksums: bool = True  # initdb --data-checksums for new clusters
     postgresql_locale: str = "C.UTF-8"  # new clusters: UTF8, sorted by code point
 
@@ -106,6 +116,8 @@ class PostgresSettings(Settings):
     # -- backups -----------------------------------------------------------------------------
     postgresql_backup_enabled: bool = True  # nightly pg_dump -Fc of every database
     postgresql_backup_schedule: str = "*-*-* 02:30:00"  # systemd OnCalendar
+    # systemd OnCalendar of the restore check (newest dumps into a scratch db, rows counted)
+    postgresql_backup_verify_schedule: str = "Sun *-*-* 04:30:00"
     postgresql_backup_dir: str = "/var/lib/postgresql/backups"  # on the data volume locally
     postgresql_backup_keep_days: int = Field(7, ge=1)  # local dumps older than this go
     postgresql_backup_s3_bucket: str = ""  # "" = on the host only; else also uploaded (AWS)

@@ -1,4 +1,4 @@
-"""Tasks for database backups: ``invoke db.backup`` and ``invoke db.restore``.
+"""Tasks for database backups: ``invoke db.backup [--verify]`` and ``invoke db.restore``.
 
 Both reach the db host over SSH with Fabric, using what the inventory says about it
 (the same connection data pyinfra uses), and work as the ``postgres`` user there.
@@ -7,10 +7,12 @@ Dumps are the nightly timer's: ``<postgresql_backup_dir>/<database>/<database>-<
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -25,6 +27,7 @@ from mahaops.tasks._common import ENV_HELP, connect, masked_console
 
 HOST_HELP = "db host to work on (default: the first of db_servers)"
 SERVICE = "maha-pg-backup.service"
+VERIFY_SERVICE = "maha-pg-backup-verify.service"
 
 
 @dataclass(frozen=True)
@@ -96,25 +99,73 @@ def _table(title: str, dumps: list[Dump]) -> Table:
     return table
 
 
-@task(help={"env": ENV_HELP, "host": HOST_HELP})
-def backup(c: Context, env: str = "local", host: str = "") -> None:
+def _run_unit(conn: object, name: str, unit: str, what: str) -> None:
+    """Start a oneshot unit (`start` returns once it is done); its journal when it failed."""
+    try:
+        conn.sudo(f"systemctl start {unit}", hide=True)  # type: ignore[attr-defined]
+    except UnexpectedExit:
+        log = conn.sudo(  # type: ignore[attr-defined]
+            f"journalctl -u {unit} -n 20 --no-pager", hide=True, warn=True
+        ).stdout
+        raise Exit(f"error: {what} failed on {name}:\n{log}", code=1) from None
+
+
+def verify_table(title: str, checked: dict[str, Any]) -> Table:
+    """The restore check's figures: rows of each table at dump time and once restored."""
+    table = Table(title=title, title_justify="left")
+    for column in ("database", "table", "rows dumped", "rows restored", "check"):
+        table.add_column(column, justify="right" if column.startswith("rows") else "left")
+    for db in checked.get("databases", []):
+        if "error" in db:
+            table.add_row(db["database"], "", "", "", f"[red]{db['error']}[/]")
+            continue
+        for t in db["tables"] or [{"table": "(no tables)", "source": 0, "restored": 0}]:
+            table.add_row(
+                db["database"],
+                t["table"],
+                f"{t['source']:,}" if t["source"] is not None else "-",
+                f"{t['restored']:,}" if t["restored"] is not None else "-",
+                "ok" if t["source"] == t["restored"] else "[red]differs[/]",
+            )
+    return table
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "host": HOST_HELP,
+        "verify": "then restore the new dumps into scratch databases and compare row counts",
+    }
+)
+def backup(c: Context, env: str = "local", host: str = "", verify: bool = False) -> None:
     """Back up every database now: pg_dump -Fc, exactly as the nightly timer does."""
     console = masked_console()
     target = db_host(env, host)
+    name = target.spec.name
+    backup_dir = target.settings.postgresql_backup_dir
     with connect(target.spec) as conn:
-        with console.status(f"Backing up on {target.spec.name}"):
-            try:  # a oneshot service: `start` returns once the dumps are written
-                conn.sudo(f"systemctl start {SERVICE}", hide=True)
-            except UnexpectedExit:
-                log = conn.sudo(
-                    f"journalctl -u {SERVICE} -n 20 --no-pager", hide=True, warn=True
-                ).stdout
-                raise Exit(
-                    f"error: the backup failed on {target.spec.name}:\n{log}", code=1
-                ) from None
-        dumps = list_dumps(conn, target.settings.postgresql_backup_dir)
-    newest = {d.database: d for d in dumps}  # sorted oldest first: the last one wins
-    console.print(_table(f"Backups on {target.spec.name} (newest)", list(newest.values())))
+        with console.status(f"Backing up on {name}"):
+            _run_unit(conn, name, SERVICE, "the backup")
+        dumps = list_dumps(conn, backup_dir)
+        newest = {d.database: d for d in dumps}  # sorted oldest first: the last one wins
+        console.print(_table(f"Backups on {name} (newest)", list(newest.values())))
+        if not verify:
+            return
+        with console.status(f"Restoring the new dumps into scratch databases on {name}"):
+            failed = conn.sudo(f"systemctl start {VERIFY_SERVICE}", hide=True, warn=True).failed
+            found = conn.sudo(
+                f"cat {shlex.quote(backup_dir + '/verify.json')}", hide=True, warn=True
+            ).stdout
+    try:
+        checked = json.loads(found)
+    except json.JSONDecodeError:
+        raise Exit(f"error: the restore check left no figures on {name}", code=1) from None
+    restored = ", ".join(d.get("dump", "?") for d in checked.get("databases", []))
+    title = f"Restore check on {name} ({checked.get('checked', '')}: {restored})"
+    console.print(verify_table(title, checked))
+    if failed or not checked.get("ok"):
+        raise Exit(f"error: the restore check failed on {name} (journalctl -u {VERIFY_SERVICE})")
+    console.print("Every table restored with the rows it had when it was dumped.")
 
 
 @task(

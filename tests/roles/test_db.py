@@ -3,13 +3,23 @@ survives re-deploys, restarts and setting changes, restart-or-reload, backups, s
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mahaops import PROJECT_ROOT
+from mahaops.local.hosts import LocalHost
 from mahaops.secrets import LocalSecretStore
 from tests.checks import converge
 from tests.checks import db as checks
@@ -143,6 +153,137 @@ def test_backup_and_restore_bring_rows_back(testbed: Testbed, tier: ServiceTier)
     assert secret not in backup.stdout + restore.stdout + backup.stderr + restore.stderr
 
 
+BACKUP_DIR = "/var/lib/postgresql/backups"
+CONF = "/etc/postgresql/15/main/conf.d/90-maha.conf"
+
+
+def test_backups_read_back_hold_the_roles_and_restore_with_their_rows(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    app_sql(
+        testbed,
+        tier,
+        "CREATE TABLE IF NOT EXISTS campaigns (id int PRIMARY KEY, name text);"
+        "INSERT INTO campaigns VALUES (1, 'spring'), (2, 'summer') ON CONFLICT DO NOTHING;"
+        "CREATE TABLE IF NOT EXISTS orders AS SELECT g AS n FROM generate_series(1, 300) g",
+    )
+    rows = {
+        "public.campaigns": int(app_sql(testbed, tier, "SELECT count(*) FROM campaigns")),
+        "public.orders": int(app_sql(testbed, tier, "SELECT count(*) FROM orders")),
+    }
+
+    verified = invoke("db.backup", "--env", testbed.env, "--host", tier.server.name, "--verify")
+
+    out = verified.stdout + verified.stderr
+    assert verified.returncode == 0, out
+    assert "Restore check on" in out and "differs" not in out, out
+    for table, count in rows.items():
+        line = next((x for x in out.splitlines() if table in x), "")
+        assert line.count(f"{count:,}") == 2 and "ok" in line, out  # dumped and restored
+    newest = testbed.exec(tier.server, f"ls -t {BACKUP_DIR}/maha/*.dump | head -1").strip()
+    listed = testbed.exec(tier.server, f"runuser -u postgres -- pg_restore --list {newest}")
+    assert "TABLE DATA public campaigns" in listed and "TABLE DATA public orders" in listed
+    globals_sql = testbed.exec(tier.server, f"cat $(ls -t {BACKUP_DIR}/globals/*.sql | head -1)")
+    assert "CREATE ROLE maha_app" in globals_sql
+    modes = testbed.exec(tier.server, f"stat -c '%a %U' {newest} $(ls {BACKUP_DIR}/globals/*.sql)")
+    assert set(modes.split("\n")) - {""} == {"600 postgres"}, modes
+    # The scratch database is gone again.
+    assert "maha_restorecheck" not in checks.superuser_sql(
+        testbed, tier.server, "SELECT string_agg(datname, ',') FROM pg_database"
+    )
+
+
+def _errors_since(testbed: Testbed, tier: ServiceTier, since: str) -> str:
+    return testbed.exec(
+        tier.server, f"journalctl -p err --since '{since}' --no-pager -o cat", check=False
+    )
+
+
+def test_a_failed_backup_prunes_nothing_and_is_logged_at_error_level(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    old = f"{BACKUP_DIR}/maha/maha-20000101T000000Z.dump"
+    testbed.exec(
+        tier.server,
+        f"cp $(ls -t {BACKUP_DIR}/maha/*.dump | head -1) {old} && "
+        f"chown postgres: {old} && touch -d '30 days ago' {old}",
+    )
+    since = testbed.exec(tier.server, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    # Nothing may connect to the database: pg_dump fails as it would on a broken server.
+    checks.superuser_sql(testbed, tier.server, "ALTER DATABASE maha ALLOW_CONNECTIONS false")
+    try:
+        run = testbed.exec(
+            tier.server, "systemctl start maha-pg-backup.service; echo rc=$?", check=False
+        )
+    finally:
+        checks.superuser_sql(testbed, tier.server, "ALTER DATABASE maha ALLOW_CONNECTIONS true")
+    assert "rc=0" not in run, run
+    assert testbed.exec(tier.server, f"ls {old}").strip() == old, "pruned without a good dump"
+
+    def reported() -> bool:
+        return "maha-pg-backup.service failed" in _errors_since(testbed, tier, since)
+
+    assert wait_until(reported, 20), _errors_since(testbed, tier, since)
+    testbed.exec(tier.server, f"rm -f {old}")
+
+
+def test_a_corrupted_dump_fails_the_restore_check_at_error_level(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    newest = testbed.exec(tier.server, f"ls -t {BACKUP_DIR}/maha/*.dump | head -1").strip()
+    since = testbed.exec(tier.server, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    # Damage in the middle of the data, as a bad disk block would.
+    size = int(testbed.exec(tier.server, f"stat -c %s {newest}"))
+    testbed.exec(
+        tier.server,
+        f"head -c 512 /dev/urandom | dd of={newest} bs=1 seek={size // 2} conv=notrunc 2>/dev/null",
+    )
+    try:
+        run = testbed.exec(
+            tier.server, "systemctl start maha-pg-backup-verify.service; echo rc=$?", check=False
+        )
+        assert "rc=0" not in run, run
+
+        def reported() -> bool:
+            return "maha-pg-backup-verify.service failed" in _errors_since(testbed, tier, since)
+
+        assert wait_until(reported, 20), _errors_since(testbed, tier, since)
+        verdict = testbed.exec(tier.server, f"cat {BACKUP_DIR}/verify.json")
+        assert '"ok": false' in verdict, verdict
+    finally:
+        testbed.exec(tier.server, f"rm -f {newest}")
+
+
+def test_an_invalid_setting_fails_the_run_naming_it_and_the_server_keeps_serving(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    before = testbed.exec(tier.server, f"sha1sum {CONF}")
+    started = checks.started_at(testbed, tier.server)
+    for extra, message in (
+        ({"wrok_mem": "8MB"}, 'unrecognized configuration parameter "wrok_mem"'),
+        # shared_buffers needs a restart: only a full parse, as at a start, sees it is wrong
+        ({"shared_buffers": "lots"}, 'invalid value for parameter "shared_buffers"'),
+    ):
+        run = tier.record(
+            testbed.deploy(
+                roles=["db"],
+                limit=[tier.server.name],
+                overrides={"postgresql_extra_settings": extra},
+            )
+        )
+        assert not run.ok, run.output
+        assert message in run.output and CONF in run.output, run.output
+        assert [op.name for op in run.failed][:1] == [
+            "PostgreSQL | Tune PostgreSQL and listen on the private address"
+        ], run.failed
+        assert not [op for op in run.changed if "PostgreSQL" in op.name and "Re" in op.name]
+        assert testbed.exec(tier.server, f"sha1sum {CONF}") == before
+        assert testbed.exec(tier.server, f"ls {CONF}.maha-new", check=False).find("No such") > -1
+        assert checks.started_at(testbed, tier.server) == started
+        assert app_sql(testbed, tier, "SELECT 1") == "1"
+    assert not tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name])).changed
+
+
 def test_rows_survive_redeploy_restart_and_setting_changes(
     testbed: Testbed, tier: ServiceTier
 ) -> None:
@@ -235,6 +376,189 @@ def test_no_secret_appears_in_any_output(testbed: Testbed, tier: ServiceTier) ->
             assert value and value not in output
 
 
+@contextlib.contextmanager
+def process_snapshots(
+    testbed: Testbed, host: LocalHost, interval: float = 0.05
+) -> Iterator[list[str]]:
+    """Every process's command line on ``host``, read every ``interval`` seconds while the
+    block runs (what any local user sees in ps); the text is in the list afterwards."""
+    out, stop = "/root/maha-ps-snapshots", "/root/maha-ps-stop"
+    testbed.exec(host, f"rm -f {out} {stop}")
+    container = testbed.environment.client.containers.get(host.container)
+    loop = f"while [ ! -e {stop} ]; do ps -eo args >> {out}; sleep {interval}; done"
+    container.exec_run(["sh", "-c", loop], detach=True)
+    seen: list[str] = []
+    try:
+        yield seen
+    finally:
+        testbed.exec(host, f"touch {stop}; sleep {interval * 4}")
+        seen.append(testbed.exec(host, f"cat {out}; rm -f {out} {stop}"))
+
+
+# Runs on the host: each entry created in /tmp, stat'ed the moment inotify reports it.
+TMP_WATCH = r"""
+import ctypes, os, stat, struct, sys
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+fd = libc.inotify_init()
+libc.inotify_add_watch(fd, b"/tmp", 0x100)  # IN_CREATE
+out = open(sys.argv[1], "a", buffering=1)
+out.write(f"watching {os.getpid()}\n")
+while True:
+    buf, i = os.read(fd, 65536), 0
+    while i < len(buf):
+        _wd, _mask, _cookie, size = struct.unpack_from("iIII", buf, i)
+        name = buf[i + 16 : i + 16 + size].rstrip(b"\0").decode()
+        i += 16 + size
+        try:
+            st = os.lstat("/tmp/" + name)
+            kind = "d" if stat.S_ISDIR(st.st_mode) else "f"
+            out.write(f"{kind} {stat.S_IMODE(st.st_mode):o} {st.st_size} {name}\n")
+        except FileNotFoundError:
+            out.write(f"gone - - {name}\n")
+"""
+
+
+@contextlib.contextmanager
+def tmp_entries(testbed: Testbed, host: LocalHost) -> Iterator[list[str]]:
+    """``kind mode size name`` of each entry made in the host's /tmp while the block runs,
+    read the moment it appears (inotify); the lines are in the list afterwards."""
+    out, script = "/root/maha-tmp-watch", "/root/maha-tmp-watch.py"
+    container = testbed.environment.client.containers.get(host.container)
+    testbed.exec(host, f"rm -f {out} && cat > {script} <<'EOF'\n{TMP_WATCH}\nEOF")
+    container.exec_run(["python3", script, out], detach=True)
+    seen: list[str] = []
+    assert wait_until(lambda: "watching" in testbed.exec(host, f"cat {out}", check=False), 10)
+    try:
+        yield seen
+    finally:
+        time.sleep(0.3)
+        lines = testbed.exec(host, f"cat {out}").splitlines()
+        testbed.exec(host, f"kill {lines[0].split()[1]}; rm -f {out} {script}", check=False)
+        seen.extend(lines[1:])
+
+
+def every_secret(testbed: Testbed) -> dict[str, str]:
+    """Every value of the environment's secrets store, by name."""
+    store = LocalSecretStore(testbed.env)
+    return {k: v for k, v in json.loads(store.path.read_text()).items() if v}
+
+
+def leaks(values: dict[str, str], texts: dict[str, str]) -> list[str]:
+    """``name in where`` for each secret found in a text (never the value itself)."""
+    return [
+        f"{name} in {where}" for name, v in values.items() for where, t in texts.items() if v in t
+    ]
+
+
+def test_no_secret_reaches_a_command_line_or_the_journal(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    # A stale stored password makes the role send a new verifier, the db role's one secret.
+    checks.superuser_sql(testbed, tier.server, "ALTER ROLE maha_app PASSWORD 'stale-one'")
+    since = testbed.exec(tier.server, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    with process_snapshots(testbed, tier.server) as seen:
+        run = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.server.name]))
+    assert run.ok, run.output
+    assert run.named("PostgreSQL user maha_app")[0].status == "changed"
+    journal = testbed.exec(tier.server, f"journalctl --since '{since}' --no-pager -o cat")
+    assert "COMMAND=" in journal, "sudo logs each command line it runs"
+    assert seen[0].count("sudo -H -n") > 3, "the snapshots saw the deploy's commands"
+    values = {
+        **every_secret(testbed),
+        "maha_app's SCRAM verifier": checks.superuser_sql(
+            testbed, tier.server, "SELECT rolpassword FROM pg_authid WHERE rolname = 'maha_app'"
+        ),
+    }
+    assert leaks(values, {"ps": seen[0], "the journal": journal, "the output": run.output}) == []
+    assert app_sql(testbed, tier, "SELECT 1") == "1"  # the new verifier is the password's
+
+
+def _gpg(home: str, *args: str) -> str:
+    return subprocess.run(
+        ["gpg", "--batch", "--homedir", home, *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def stand_in_pgdg(codename: str = "bookworm") -> tuple[bytes, dict[str, tuple[str, str]]]:
+    """An empty apt repository (a tar of it) signed like PGDG's, by a key made here, and
+    that key and another one: name -> (armored key, fingerprint)."""
+    home = tempfile.mkdtemp(prefix="maha-gpg-")
+    try:
+        keys = {}
+        for name in ("vendor", "intruder"):
+            _gpg(home, "--passphrase", "", "--quick-gen-key", f"{name}@example.test",
+                 "ed25519", "sign", "never")  # fmt: skip
+            colons = _gpg(home, "--with-colons", "--list-keys", f"{name}@example.test")
+            fpr = next(x.split(":")[9] for x in colons.splitlines() if x.startswith("fpr:"))
+            keys[name] = (_gpg(home, "--armor", "--export", fpr), fpr)
+        root = Path(home) / "repo"
+        suite = root / "dists" / f"{codename}-pgdg"
+        (suite / "main" / "binary-amd64").mkdir(parents=True)
+        (suite / "main" / "binary-amd64" / "Packages").write_text("")
+        release = subprocess.run(
+            ["apt-ftparchive",
+             "-o", f"APT::FTPArchive::Release::Suite={codename}-pgdg",
+             "-o", f"APT::FTPArchive::Release::Codename={codename}-pgdg",
+             "-o", "APT::FTPArchive::Release::Components=main",
+             "-o", "APT::FTPArchive::Release::Architectures=amd64",
+             "release", str(suite)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        (suite / "Release").write_text(release)
+        _gpg(home, "--local-user", keys["vendor"][1], "--clearsign",
+             "-o", str(suite / "InRelease"), str(suite / "Release"))  # fmt: skip
+        for name, (armored, _fpr) in keys.items():
+            (root / f"{name}.asc").write_text(armored)
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            tar.add(root, arcname="maha-test-pgdg")
+        return archive.getvalue(), keys
+    finally:
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_vendor_key_is_trusted_only_with_its_pinned_fingerprint(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    archive, keys = stand_in_pgdg()
+    repo = "/srv/maha-test-pgdg"
+    container = testbed.environment.client.containers.get(tier.server.container)
+    container.put_archive("/srv", archive)
+    sources, keyring = "/etc/apt/sources.list.d/pgdg.sources", "/etc/apt/keyrings/postgresql.asc"
+    overrides = {
+        "postgresql_distribution_version": 14,  # so 15 comes from the "PGDG" repository
+        "postgresql_pgdg_url": f"file:{repo}",
+        "postgresql_pgdg_key_url": f"file://{repo}/served.asc",
+        "postgresql_pgdg_key_fingerprint": keys["vendor"][1],
+    }
+    try:
+        testbed.exec(tier.server, f"cp {repo}/intruder.asc {repo}/served.asc")
+        refused = tier.record(
+            testbed.deploy(roles=["db"], limit=[tier.server.name], overrides=overrides)
+        )
+        assert not refused.ok, refused.output
+        output = " ".join(refused.output.split())
+        assert "Add the PGDG apt repository: the signing key" in output, refused.output
+        assert "postgresql_pgdg_key_fingerprint" in output and keys["intruder"][1] in output
+        assert (
+            testbed.exec(tier.server, f"ls {sources} {keyring} 2>&1", check=False).count(
+                "No such file"
+            )
+            == 2
+        ), "a refused key, or the repository it signs, is in place"
+
+        testbed.exec(tier.server, f"cp {repo}/vendor.asc {repo}/served.asc")
+        trusted = tier.record(
+            testbed.deploy(roles=["db"], limit=[tier.server.name], overrides=overrides)
+        )
+        assert trusted.ok, trusted.output
+        assert trusted.named("Read the PGDG package lists")[0].status == "changed"
+        assert "Signed-By: " + keyring in testbed.exec(tier.server, f"cat {sources}")
+    finally:
+        testbed.exec(tier.server, f"rm -rf {repo} {sources} {keyring}")
+
+
 def test_other_majors_come_from_pgdg_planned_on_a_fresh_host(testbed: Testbed) -> None:
     fresh = testbed.host("db", name="dbt-pgdg-1")
     try:
@@ -286,6 +610,15 @@ def test_unsupported_major_stops_before_any_host_is_touched(
     assert "db_servers.py: postgresql_version:" in output and message in output, output
 
 
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
 def invoke(*args: str) -> subprocess.CompletedProcess[str]:
     """An invoke task as an operator runs it, without a terminal (so nothing is asked)."""
     return subprocess.run(
@@ -294,6 +627,7 @@ def invoke(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "160"},  # tables printed whole, as on a wide terminal
         timeout=300,
         check=False,
     )

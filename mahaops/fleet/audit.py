@@ -211,6 +211,10 @@ def _finish(
         entry.release = release_text(_running(scope))
     except Exception as exc:
         say(f"warning: could not read the release running on {env}: {exc}")
+    if lock_host is not None and hosts and lock_host.name not in {h.name for h in hosts}:
+        # The lock host was replaced during the run (`invoke replace` of the db host moves
+        # the lock and the audit log to its successor): finish where the lock is now.
+        lock_host = lock.lock_host(hosts) or lock_host
     where = lock_host or lock.lock_host(hosts)  # `up` from nothing: the host now there
     if where is None:
         return

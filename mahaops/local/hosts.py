@@ -169,8 +169,10 @@ class Environment:
         name: str | None = None,
         image: str | None = None,
         publish: Iterable[int] | None = None,
+        data_of: str | None = None,
     ) -> LocalHost:
-        """Create and start a host for ``role_name`` (named ``<role>-<n>`` by default)."""
+        """Create and start a host for ``role_name`` (named ``<role>-<n>`` by default), on
+        the data volumes of host ``data_of`` when given (a replacement on kept data)."""
         if role_name not in ROLE_BY_NAME:
             role(role_name)  # raises with the list of roles
         image = image or self.prepare()
@@ -187,7 +189,7 @@ class Environment:
             ports[port] = ("127.0.0.1", None)
         volumes = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}}
         for index, path in enumerate(DATA_PATHS.get(role_name, ())):
-            volume = volume_name(self.container_name(name), path, index)
+            volume = volume_name(self.container_name(data_of or name), path, index)
             if not any(
                 v.name == volume for v in self.client.volumes.list(filters={"name": volume})
             ):
@@ -248,8 +250,13 @@ class Environment:
             container.remove(force=True)
             removed.append(host_name)
             if volumes:
+                # Its own, and those it took over from a host it replaced (data_of).
+                mounted = {m["Name"] for m in container.attrs.get("Mounts", []) if m.get("Name")}
                 for volume in self.client.volumes.list(filters={"name": f"{container.name}-data"}):
-                    volume.remove(force=True)
+                    mounted.add(volume.name)
+                for name in sorted(mounted):
+                    with contextlib.suppress(NotFound):
+                        self.client.volumes.get(name).remove(force=True)
         if wanted is None:
             with contextlib.suppress(NotFound):
                 self.client.networks.get(self.network_name).remove()

@@ -256,3 +256,33 @@ def test_a_host_killed_mid_scale_is_named_not_admitted_and_a_rerun_completes(p: 
     assert victim in again
     assert p.servers(12) == {"app-3", victim}
     assert all(admitted(p, address(p, victim)).values())
+
+
+def test_replacing_the_db_host_keeps_every_row_and_moves_the_clients(p: Platform) -> None:
+    old_address = address(p, "db-1")
+    status, _, body = p.request("/api/campaigns", {"name": "before-db-replace", "recipients": 10})
+    assert status == 202, body
+    out = ok(invoke("replace", "--env", p.env, "db-1"))
+    assert names(p, "db") == {"db-2"}
+    # The command counts the app's tables before and after: the same rows on the new host.
+    counts = dict(re.findall(r"│ (\w+)\s+│ table │ rows\s+│ -\s+│ (\d+ before, \d+ after)", out))
+    assert counts.keys() >= {"campaigns", "deliveries", "schema_migrations"}, out[-3000:]
+    for table, text in counts.items():
+        before, after = re.findall(r"\d+", text)
+        assert before == after and int(before) > 0, (table, text)
+    # The app servers and the worker use the new host: a campaign runs end to end.
+    new_address = address(p, "db-2")
+    assert new_address != old_address
+    for name in names(p, "app") | names(p, "worker"):
+        p.exec(name, f"grep -q '@{new_address}:' /srv/maha/shared/maha.env")
+    status, _, body = p.request("/api/campaigns", {"name": "after-db-replace", "recipients": 50})
+    assert status == 202, body
+    campaign = int(json.loads(body)["id"])
+    deadline = time.monotonic() + 60
+    while p.request(f"/api/campaigns/{campaign}")[2].find('"done"') < 0:
+        assert time.monotonic() < deadline, "no campaign finished after the db moved"
+        time.sleep(1)
+    # The deploy lock and the audit log moved with the db host.
+    assert lock_is_free(p)
+    history = ok(invoke("history", "--env", p.env))
+    assert "replace" in history and "scale" in history

@@ -40,7 +40,29 @@ def _env_names(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+_NGINX_RATE = re.compile(r"^[1-9]\d*r/[sm]$")
+_NGINX_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+
+
+def _nginx_rate(value: str) -> str:
+    if not _NGINX_RATE.match(value):
+        raise ValueError(f"{value!r} is not an nginx rate (e.g. 10r/m, 5r/s)")
+    return value
+
+
+def _nginx_paths(value: list[str]) -> list[str]:
+    for path in value:
+        if not _NGINX_PATH.match(path):
+            raise ValueError(
+                f"{path!r} is not a plain path: it starts with / and holds only letters, "
+                "digits and . _ ~ / -"
+            )
+    return value
+
+
 NginxSize = Annotated[str, AfterValidator(_nginx_size)]
+NginxRate = Annotated[str, AfterValidator(_nginx_rate)]
+NginxPaths = Annotated[list[str], AfterValidator(_nginx_paths)]
 AppEnv = Annotated[dict[str, str], AfterValidator(_env_names)]
 
 
@@ -101,3 +123,17 @@ class NginxSettings(Settings):
     nginx_gzip: bool = True  # compress text responses
     nginx_proxy_read_timeout: int = Field(3600, ge=1)  # seconds; idle WebSockets live this long
     nginx_real_ip_from: list[Cidr] = []  # trusted proxies besides the load_balancers group
+    # -- slow clients and a slow app (seconds; nginx's own defaults are 60) --------------------
+    nginx_client_header_timeout: int = Field(10, ge=1, le=300)  # to send the request's headers
+    nginx_client_body_timeout: int = Field(15, ge=1, le=300)  # between two reads of a body
+    nginx_send_timeout: int = Field(30, ge=1, le=300)  # between two writes of an answer
+    nginx_keepalive_timeout: int = Field(65, ge=0, le=3600)  # idle client connection; > the LB's
+    nginx_proxy_connect_timeout: int = Field(5, ge=1, le=75)  # to reach Node (held by systemd)
+    nginx_proxy_timeout: int = Field(60, ge=1, le=3600)  # between two reads/writes to Node (HTTP)
+    # -- HSTS: sent on answers to HTTPS only (X-Forwarded-Proto from the load balancer) -------
+    nginx_hsts_max_age: int = Field(31536000, ge=0)  # seconds browsers keep to HTTPS; 0 = no HSTS
+    nginx_hsts_include_subdomains: bool = False  # also every subdomain (only if all speak TLS)
+    # -- rate limiting of sign-in (per client address, then 429) ---------------------------
+    nginx_rate_limit_paths: NginxPaths = ["/api/sign-in"]  # exact paths; [] = no limit
+    nginx_rate_limit_rate: NginxRate = "10r/m"  # requests per client address, per s or per m
+    nginx_rate_limit_burst: int = Field(5, ge=0, le=1000)  # more at once before 429

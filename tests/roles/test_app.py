@@ -1,5 +1,7 @@
 """The app role on a real host: converge, idempotence, dry runs with diffs, a bad nginx
-setting that never reaches nginx, NodeSource's plan, and release pruning."""
+setting that never reaches nginx, nginx's hardening (version hidden, request size and
+timeouts, HSTS, sign-in rate limit), a web restart that fails no request, NodeSource's
+plan, and release pruning."""
 
 from __future__ import annotations
 
@@ -137,3 +139,81 @@ def test_old_releases_are_pruned_but_never_current_nor_the_rollback_target(
     assert [op.name for op in pruned.changed] == ["App server | Keep the last 2 releases"]
     left = sorted(testbed.exec(host, "ls /srv/maha/releases").split())
     assert left == sorted([old[0], old[2], current])
+
+
+def test_nginx_hides_its_version_and_refuses_a_body_over_the_limit(converged) -> None:
+    host, _ = converged
+    th = infra(host)
+    config = th.check_output("nginx -T 2>/dev/null")
+    for line in (
+        "server_tokens off;",
+        "client_max_body_size 10m;",
+        "client_header_timeout 10s;",
+        "client_body_timeout 15s;",
+        "send_timeout 30s;",
+        "keepalive_timeout 65s;",
+        "proxy_connect_timeout 5s;",
+    ):
+        assert line in config, line
+    _, headers, _ = checks.http(th, "http://127.0.0.1/health")
+    assert headers["server"] == "nginx"  # no version
+
+    # 11 MB against the 10m limit: nginx answers 413 before Node sees a byte.
+    answer = th.check_output(
+        "head -c 11000000 /dev/zero | curl -s -o /dev/null -w '%{http_code}' "
+        "-H 'Content-Type: application/json' --data-binary @- http://127.0.0.1/api/campaigns"
+    )
+    assert answer == "413"
+    error_page = th.check_output("head -c 11000000 /dev/zero | curl -s --data-binary @- "
+                                 "http://127.0.0.1/api/campaigns")  # fmt: skip
+    assert "413" in error_page and "nginx/" not in error_page
+
+
+def test_hsts_is_sent_on_answers_to_https_only(converged) -> None:
+    host, _ = converged
+    th = infra(host)
+    _, over_tls, _ = checks.http(th, "http://127.0.0.1/health", "-H 'X-Forwarded-Proto: https'")
+    assert over_tls["strict-transport-security"] == "max-age=31536000"
+    _, plain, _ = checks.http(th, "http://127.0.0.1/health")
+    assert "strict-transport-security" not in plain
+
+
+def test_sign_in_past_its_rate_is_answered_429(converged) -> None:
+    host, _ = converged
+    # 10 a minute with a burst of 5: of 12 at once, 6 reach the app (which has no sign-in
+    # yet: 404), the rest are refused by nginx.
+    codes = (
+        infra(host)
+        .check_output(
+            "for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' "
+            "-X POST http://127.0.0.1/api/sign-in; done"
+        )
+        .split()
+    )
+    assert codes == ["404"] * 6 + ["429"] * 6
+    # Other paths are not limited.
+    others = (
+        infra(host)
+        .check_output(
+            "for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' "
+            "http://127.0.0.1/health; done"
+        )
+        .split()
+    )
+    assert others == ["200"] * 12
+
+
+def test_a_restart_of_the_web_service_fails_no_request(converged) -> None:
+    host, _ = converged
+    th = infra(host)
+    assert th.service("maha-web.socket").is_running and th.service("maha-web.socket").is_enabled
+    before = checks.unit_property(th, "maha-web", "MainPID")
+    # Requests back to back through nginx while maha-web restarts: systemd holds the port,
+    # so they wait for the new process instead of meeting a closed one (502).
+    codes = th.check_output(
+        "(for i in $(seq 150); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 10 "
+        "http://127.0.0.1/health; done > /tmp/codes) & sleep 0.3; systemctl restart maha-web; "
+        "wait; sort /tmp/codes | uniq -c"
+    )
+    assert checks.unit_property(th, "maha-web", "MainPID") != before  # it did restart
+    assert codes.split() == ["150", "200"], codes

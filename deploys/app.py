@@ -243,6 +243,11 @@ def release_steps(
         keep=s.app_keep_releases,
         root=s.app_root,
     )
+    release.history_trimmed(
+        name=f"Keep the last {s.app_release_history_keep} switches in release-history",
+        keep=s.app_release_history_keep,
+        root=s.app_root,
+    )
 
 
 # -- the role -------------------------------------------------------------------------------------

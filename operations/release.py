@@ -466,3 +466,75 @@ def pruned(keep: int, root: str = "/srv/maha"):
     q = shlex.quote
     paths = " ".join(f"{q(_dir(root, r))} {q(f'{root}/tarballs/maha-{r}.tar.gz')}" for r in old)
     yield StringCommand(f"rm -rf {paths}")
+
+
+def _history_kept(keep: int) -> str:
+    """Shell printing the lines of ``release-history`` a trim keeps: the last ``keep`` and,
+    older than those, every line of the releases ``current`` and ``previous`` name."""
+    return (
+        f"total=$(wc -l < {HISTORY}); cur=$(readlink current); prev=$(readlink previous); "
+        f'awk -v total="$total" -v keep={int(keep)} -v cur="${{cur#releases/}}" '
+        '-v prev="${prev#releases/}" '
+        f"'NR > total - keep || $2 == cur || $2 == prev' {HISTORY}"
+    )
+
+
+class HistoryTrimmable(FactBase[int]):
+    """
+    How many lines of ``release-history`` a trim to ``keep`` lines would remove.
+
+    .. code:: python
+
+        host.get_fact(HistoryTrimmable, root="/srv/maha", keep=100)  # 0: nothing to trim
+    """
+
+    @staticmethod
+    def default() -> int:
+        return 0
+
+    def command(self, root: str, keep: int) -> str:
+        return (
+            f"cd {shlex.quote(root)} 2>/dev/null && [ -f {HISTORY} ] || exit 0; "
+            f"echo $(( $(wc -l < {HISTORY}) - $({_history_kept(keep)} | wc -l) ))"
+        )
+
+    def process(self, output: Iterable[str]) -> int:
+        text = "".join(output).strip()
+        return int(text) if text.isdigit() else 0
+
+
+def history_trim_command(keep: int, root: str = "/srv/maha") -> str:
+    """Shell trimming ``release-history`` as :class:`HistoryTrimmable` counts it; prints
+    ``trimmed`` when it removed lines. Decides from the host alone (the Ansible export runs
+    it as it is)."""
+    return (
+        f"cd {shlex.quote(root)} 2>/dev/null && [ -f {HISTORY} ] || exit 0; "
+        f"{_history_kept(keep)} > {HISTORY}.maha-new && "
+        f"if cmp -s {HISTORY} {HISTORY}.maha-new; then rm -f {HISTORY}.maha-new; "
+        f'else mv {HISTORY}.maha-new {HISTORY} && echo "trimmed {HISTORY}"; fi'
+    )
+
+
+@operation()
+def history_trimmed(keep: int, root: str = "/srv/maha"):
+    """
+    Keep ``release-history`` to its last ``keep`` lines (one per switch), never dropping
+    a line of the release ``current`` or ``previous`` names.
+
+    + keep: how many of the newest lines to keep
+    + root: the app root
+
+    ``invoke rollback`` reads only the newest line (the last switch and the release before
+    it), so a bounded history loses nothing it needs.
+
+    **Example:**
+
+    .. code:: python
+
+        history_trimmed(name="Keep the last 100 switches in release-history", keep=100)
+    """
+    excess = host.get_fact(HistoryTrimmable, root=root, keep=keep)
+    if not excess:
+        host.noop(f"release-history holds no more than the {keep} newest switches")
+        return
+    yield StringCommand(history_trim_command(keep, root))

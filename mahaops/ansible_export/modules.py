@@ -774,6 +774,20 @@ def release_pruned(call: Call) -> list[Task]:
     return [task]
 
 
+@maps("operations.release.history_trimmed")
+def release_history_trimmed(call: Call) -> list[Task]:
+    from operations.release import history_trim_command
+
+    only(call, ["keep", "root"])
+    a = call.arguments
+    seen = f"{call.role}_trimmed_history"
+    task = _bash(
+        call.name, history_trim_command(a["keep"], a["root"]), f"'trimmed' in {seen}.stdout"
+    )
+    task.keywords["register"] = seen
+    return [task]
+
+
 def _bash(name: str, command: str, changed_when: bool | str) -> Task:
     """A shell task run by bash with pipefail (ansible-lint's risky-shell-pipe: a pipeline
     fails when any part of it fails, as the deploys' commands expect)."""

@@ -78,6 +78,9 @@ class ReleaseSettings(Settings):
     app_allow_breaking: bool = False  # apply migrations marked `-- maha: breaking`
     app_root: str = "/srv/maha"  # releases/<id>, shared/, current -> releases/<id>
     app_keep_releases: int = Field(5, ge=2, le=50)  # unpacked releases kept per host
+    # release-history lines kept per host (one per switch); lines of the current and
+    # previous releases are always kept, and rollback reads only the newest
+    app_release_history_keep: int = Field(100, ge=1, le=100000)
     app_user: UserName = "maha-app"  # runs the app; no login, owns only the env file
 
     # -- what the processes connect to ------------------------------------------------------

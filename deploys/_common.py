@@ -146,3 +146,16 @@ def restart(
     + daemon_reload: reload systemd's units first (one of ``when`` is a unit file)
     """
     return restart_owed(name=name, service=service, when=list(when), daemon_reload=daemon_reload)
+
+
+def reloaded(name: str, service: str, when: Sequence[OperationMeta]) -> OperationMeta:
+    """
+    Reload ``service`` once when any of ``when`` changed the host, or when an earlier run
+    died or failed before its reload (a marker ``/var/lib/maha/pending-restart/<service>
+    .reload``): a configuration written and never loaded is loaded by the next run.
+
+    + name: the operation's name
+    + service: the systemd unit (nginx, haproxy: reloaded without dropping connections)
+    + when: the operations whose change the running service must load (its config)
+    """
+    return restart_owed(name=name, service=service, when=list(when), reload=True)

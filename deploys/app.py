@@ -18,7 +18,7 @@ from pyinfra.api.exceptions import NoGroupError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server, systemd
 
-from deploys._common import KEYRINGS, apt_repository, template, unit
+from deploys._common import KEYRINGS, apt_repository, reloaded, template, unit
 from mahaops.context import addresses, settings
 from mahaops.release import for_run
 from mahaops.secrets import secret
@@ -323,9 +323,4 @@ def app() -> None:
         **nginx_vars(a, n, r),
     )
     systemd.service(name="Run nginx", service="nginx", running=True, enabled=True)
-    systemd.service(
-        name="Reload nginx for the new configuration",
-        service="nginx",
-        reloaded=True,
-        _if=conf.did_change,
-    )
+    reloaded("Reload nginx for the new configuration", "nginx", when=[conf])

@@ -14,7 +14,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import NoGroupError
 from pyinfra.operations import files, systemd
 
-from deploys._common import restart, unit
+from deploys._common import reloaded, restart, unit
 from mahaops.context import settings
 from mahaops.settings.lb import LbSettings
 from operations import apt
@@ -60,10 +60,5 @@ def lb() -> None:
         lb_backends=backends,
     )
     systemd.service(name="Run HAProxy", service="haproxy", running=True, enabled=True)
-    systemd.service(
-        name="Reload HAProxy for the new configuration",
-        service="haproxy",
-        reloaded=True,
-        _if=conf.did_change,
-    )
+    reloaded("Reload HAProxy for the new configuration", "haproxy", when=[conf])
     restart("Restart HAProxy for its new unit settings", "haproxy", when=[dropin])

@@ -1,4 +1,5 @@
-"""Restarts owed for a configuration change, remembered on the host until they are done.
+"""Restarts (and reloads) owed for a configuration change, remembered on the host until
+they are done.
 
 A run that writes a config and dies (or fails) before restarting its service leaves the
 old process running the old config; the next run sees the config already right and would
@@ -23,9 +24,10 @@ from operations.changes import changed
 PENDING_RESTARTS = "/var/lib/maha/pending-restart"
 
 
-def marker(service: str) -> str:
-    """The file recording that ``service`` is owed a restart."""
-    return f"{PENDING_RESTARTS}/{service}"
+def marker(service: str, reload: bool = False) -> str:
+    """The file recording that ``service`` is owed a restart (``<service>``) or a reload
+    (``<service>.reload``)."""
+    return f"{PENDING_RESTARTS}/{service}{'.reload' if reload else ''}"
 
 
 class RestartsOwed(FactBase[set[str]]):
@@ -48,19 +50,26 @@ class RestartsOwed(FactBase[set[str]]):
         return {line.strip() for line in output if line.strip()}
 
 
-def restart_command(service: str, daemon_reload: bool = False) -> str:
-    """Shell recording the restart as owed, restarting, then clearing the record: a run
-    killed, or a restart failing, anywhere in between leaves the marker."""
+def restart_command(service: str, daemon_reload: bool = False, reload: bool = False) -> str:
+    """Shell recording the restart (or reload) as owed, doing it, then clearing the record:
+    a run killed, or a restart failing, anywhere in between leaves the marker."""
     q = shlex.quote
-    reload = "systemctl daemon-reload && " if daemon_reload else ""
+    units = "systemctl daemon-reload && " if daemon_reload else ""
+    path = q(marker(service, reload))
+    action = "reload" if reload else "restart"
     return (
-        f"mkdir -p {q(PENDING_RESTARTS)} && touch {q(marker(service))} && "
-        f"{reload}systemctl restart {q(service)} && rm -f {q(marker(service))}"
+        f"mkdir -p {q(PENDING_RESTARTS)} && touch {path} && "
+        f"{units}systemctl {action} {q(service)} && rm -f {path}"
     )
 
 
 @operation()
-def restart_owed(service: str, when: Sequence[OperationMeta], daemon_reload: bool = False):
+def restart_owed(
+    service: str,
+    when: Sequence[OperationMeta],
+    daemon_reload: bool = False,
+    reload: bool = False,
+):
     """
     Restart ``service`` when any of ``when`` changed the host, or when an earlier run left
     the restart owed; once, however many of them changed.
@@ -68,6 +77,8 @@ def restart_owed(service: str, when: Sequence[OperationMeta], daemon_reload: boo
     + service: the systemd unit
     + when: the operations whose change the running service must pick up (its config)
     + daemon_reload: reload systemd's units first (a changed unit file among ``when``)
+    + reload: reload instead of restarting (nginx, HAProxy: the new configuration without
+      dropping a connection); owed through its own marker, ``<service>.reload``
 
     The marker ``/var/lib/maha/pending-restart/<service>`` is written before the restart
     and removed after it succeeded. A plan shows the restart when one of ``when`` would
@@ -84,7 +95,9 @@ def restart_owed(service: str, when: Sequence[OperationMeta], daemon_reload: boo
             when=[conf, limits],
         )
     """
-    if service not in host.get_fact(RestartsOwed) and not any(changed(op) for op in when):
-        host.noop(f"{service}: nothing it reads changed, no restart owed")
+    owed = marker(service, reload).rpartition("/")[2] in host.get_fact(RestartsOwed)
+    if not owed and not any(changed(op) for op in when):
+        action = "reload" if reload else "restart"
+        host.noop(f"{service}: nothing it reads changed, no {action} owed")
         return
-    yield StringCommand(restart_command(service, daemon_reload))
+    yield StringCommand(restart_command(service, daemon_reload, reload))

@@ -440,17 +440,22 @@ def restart_owed(call: Call) -> list[Task]:
     # restart, then the marker's removal, only reached when the restart succeeded.
     from operations.services import marker
 
-    only(call, ["service", "when", "daemon_reload"])
+    only(call, ["service", "when", "daemon_reload", "reload"])
     a = call.arguments
+    reload = bool(a.get("reload"))
     args = compact(
-        {"name": a["service"], "state": "restarted", "daemon_reload": a["daemon_reload"] or None}
+        {
+            "name": a["service"],
+            "state": "reloaded" if reload else "restarted",
+            "daemon_reload": a["daemon_reload"] or None,
+        }
     )
     return [
         Task(call.name, "ansible.builtin.systemd_service", args),
         Task(
             f"{call.name}: no longer owed",
             "ansible.builtin.file",
-            {"path": marker(a["service"]), "state": "absent"},
+            {"path": marker(a["service"], reload), "state": "absent"},
         ),
     ]
 

@@ -16,6 +16,9 @@ class LbSettings(Settings):
     lb_balance: Literal["roundrobin", "leastconn"] = "roundrobin"  # leastconn suits WebSockets
     lb_health_path: str = "/health"  # GET on each app server's nginx; 200 = in service
     lb_check_interval_ms: int = Field(1000, ge=100, le=60000)  # between active checks
+    # a check's answer: one held in a restarting app server's socket queue (a second or
+    # two) must not count as a failure (HAProxy's default is the interval)
+    lb_timeout_check_ms: int = Field(5000, ge=100, le=60000)
     lb_check_fall: int = Field(2, ge=1, le=10)  # failed checks before a server leaves
     lb_check_rise: int = Field(2, ge=1, le=10)  # passed checks before it returns
     lb_timeout_connect_ms: int = Field(1000, ge=100)  # then retry another server

@@ -1,7 +1,6 @@
 """App servers: nginx in front of the Node.js web service (maha-web). Defaults and their
 meaning: mahaops/settings/app.py."""
 
-nodejs_major = 18  # Debian 12's own nodejs; another major comes from NodeSource
 app_keep_releases = 5  # unpacked releases kept; the current one and its rollback target always
 app_port = 3000  # Node on 127.0.0.1; only nginx talks to it
 app_health_retries = 30  # a release has 30 s to answer /health before it is rolled back

@@ -6,6 +6,9 @@
 apt_proxy = "http://host.docker.internal:3150"
 base_admin_cidrs = ["0.0.0.0/0"]  # SSH arrives from docker-proxy on 127.0.0.1 only
 log_backend = "rsyslog"  # Graylog's repositories are out of reach here; a central rsyslog is not
+# NodeSource is out of reach too: Debian 12's own Node.js 18 (Debian's security team keeps
+# patching it); everywhere else the default, an LTS from NodeSource (mahaops/settings/app.py).
+nodejs_major = 18
 # Seven hosts share this machine: size PostgreSQL for a small share of it, not all of it.
 postgresql_memory_mb = 1024
 # Hosts per role (`invoke up` creates what is missing; `invoke scale` changes a count).

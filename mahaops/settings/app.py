@@ -97,7 +97,9 @@ class ReleaseSettings(Settings):
 class NodejsSettings(Settings):
     """The Node.js runtime: Debian's package when its major matches, else NodeSource's."""
 
-    nodejs_major: int = Field(18, ge=18, le=30)  # Debian 12 ships 18; others come from NodeSource
+    # A supported LTS (22: maintained to April 2027; 18 is past its end of life). Debian 12
+    # ships 18, which the local overlay keeps (NodeSource is out of the local hosts' reach).
+    nodejs_major: int = Field(22, ge=18, le=30)
     nodejs_distribution_major: int = 18  # the major of the distribution's own nodejs package
     nodejs_nodesource_url: str = "https://deb.nodesource.com"  # repository base (node_<major>.x)
     nodejs_nodesource_key_url: str = "https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key"

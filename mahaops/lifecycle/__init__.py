@@ -46,12 +46,18 @@ def _say(console: Console) -> Callable[[str], None]:
 
 
 def scale(
-    env: str, role_name: str, count: int, dry: bool = False, console: Console | None = None
+    env: str,
+    role_name: str,
+    count: int,
+    dry: bool = False,
+    console: Console | None = None,
+    capture: bool = False,
 ) -> Outcome:
-    """Hosts of ``role_name`` up or down to ``count``, peers included."""
+    """Hosts of ``role_name`` up or down to ``count``, peers included (``capture``: the
+    deploys' own output is kept, not printed)."""
     _local_only(env)
     console = console or Console()
-    life = Lifecycle(env, _say(console))
+    life = Lifecycle(env, _say(console), capture=capture)
     changes = planning.scale(role_name, count, life.existing())
     life.check(changes)
     started = time.monotonic()

@@ -27,11 +27,11 @@ def measure(env: str, keep: bool = False) -> tuple[float, dict[str, float], str]
         raise SystemExit(f"environment {env!r} has no app server: is it up? (`invoke up`)")
     quiet = Console(file=io.StringIO())
     started = time.monotonic()
-    outcome = lifecycle.scale(env, "app", len(apps) + 1, console=quiet)
+    outcome = lifecycle.scale(env, "app", len(apps) + 1, console=quiet, capture=True)
     seconds = time.monotonic() - started
     created = next(r.host for r in outcome.rows if r.action == "created")
     if not keep:
-        lifecycle.scale(env, "app", len(apps), console=quiet)
+        lifecycle.scale(env, "app", len(apps), console=quiet, capture=True)
     return seconds, outcome.timings, created
 
 

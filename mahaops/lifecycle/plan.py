@@ -40,6 +40,7 @@ CONFIG_READERS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "lb": (("app", "app", "nginx takes the client's address from the load balancer"),),
     "log": tuple((r.name, "base", "log shipping (base role)") for r in ROLES),
 }
+SCALABLE = ("app", "worker", "db", "cache", "log", "lb")  # local_hosts' roles (not base)
 SERVING_ROLES = ("app",)  # a host of these roles is health-gated through the load balancer
 DATA_ROLES = ("db", "cache", "log")  # one host, data on volumes: replaced on its kept volumes
 
@@ -147,6 +148,8 @@ def scale(role_name: str, count: int, hosts: Sequence[Existing]) -> Changes:
     new ones are made (as ``invoke up`` does)."""
     if count < 0:
         raise ValueError(f"--count: {count}; give 0 or more")
+    if role_name not in SCALABLE:
+        raise ValueError(f"--role: {role_name!r}; give one of {', '.join(SCALABLE)}")
     mine = sorted((h for h in hosts if h.role == role_name), key=lambda h: index_of(h.name))
     changes = Changes(role_name)
     if count < len(mine):

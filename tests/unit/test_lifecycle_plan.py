@@ -54,6 +54,13 @@ def test_replace_makes_one_host_of_the_same_role_then_removes_the_old() -> None:
     assert plan.replace("worker-1", PLATFORM).create == ["worker-2"]
 
 
+def test_only_the_shapes_roles_scale() -> None:
+    with pytest.raises(ValueError, match="--role: 'base'"):
+        plan.scale("base", 1, PLATFORM)
+    with pytest.raises(ValueError, match="--count: -1"):
+        plan.scale("app", -1, PLATFORM)
+
+
 def test_an_unknown_host_is_refused_naming_the_hosts() -> None:
     with pytest.raises(ValueError, match=r"no host 'app-9'.*app-1"):
         plan.remove("app-9", PLATFORM)

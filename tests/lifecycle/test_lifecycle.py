@@ -62,11 +62,13 @@ def address(p: Platform, name: str) -> str:
 
 
 def admitted(p: Platform, addr: str) -> dict[str, bool]:
-    """Where ``addr`` is let in: PostgreSQL's pg_hba and the db's and cache's nftables."""
+    """Where ``addr`` is let in: PostgreSQL's pg_hba and the db's and cache's firewalls
+    (the rulesets the base role loads; ``nft list`` would print neighbours as ranges)."""
+    network = f"{addr}/32"
     return {
-        "pg_hba": addr in p.exec("db-1", "cat /etc/postgresql/*/main/pg_hba.conf"),
-        "db nftables": addr in p.exec("db-1", "nft list ruleset"),
-        "cache nftables": addr in p.exec("cache-1", "nft list ruleset"),
+        "pg_hba": network in p.exec("db-1", "cat /etc/postgresql/*/main/pg_hba.conf").split(),
+        "db nftables": f" {network}" in p.exec("db-1", "cat /etc/nftables.conf"),
+        "cache nftables": f" {network}" in p.exec("cache-1", "cat /etc/nftables.conf"),
     }
 
 

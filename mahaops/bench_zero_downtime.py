@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", default="", help="an existing local environment to use")
     parser.add_argument("--keep", action="store_true", help="keep the environment at the end")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 180))  # the table's columns, unabridged
 
     def say(text: str) -> None:
         console.print(f"[bold]•[/] {text}")

@@ -55,4 +55,22 @@ def bench_ansible(c: Context, roles: str = "", rounds: int = 3):
     benchmark.main([r for r in roles.split(",") if r], rounds=rounds)
 
 
-ns = Collection("ansible", export_ansible, bench_ansible)
+@task(
+    name="bench-platform",
+    help={
+        "sizes": "comma-separated platform sizes in hosts (known: 7, 16)",
+        "rounds": "no-op converges to time per tool and size",
+    },
+)
+def bench_platform(c: Context, sizes: str = "7,16", rounds: int = 3):
+    """Benchmark: no-op converge of whole platforms, pyinfra against the exported Ansible."""
+    from mahaops import bench_platform as benchmark
+
+    try:
+        chosen = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise Exit(f"--sizes: {sizes!r} is not a list of host counts, e.g. 7,16") from None
+    benchmark.main(chosen, rounds=rounds)
+
+
+ns = Collection("ansible", export_ansible, bench_ansible, bench_platform)

@@ -89,11 +89,12 @@ def load(p: Platform) -> Iterator[dict[str, int]]:
     counts of answers by status, with errors (refused, reset, timeout) under 0."""
     counts: dict[str, int] = {}
     stop = threading.Event()
+    url = p.url + "/health"  # read once: the containers change under the loop
 
     def loop() -> None:
         while not stop.is_set():
             try:
-                with urllib.request.urlopen(p.url + "/health", timeout=10) as response:
+                with urllib.request.urlopen(url, timeout=10) as response:
                     key = str(response.status)
             except urllib.error.HTTPError as exc:
                 key = str(exc.code)

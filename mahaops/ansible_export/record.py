@@ -221,13 +221,14 @@ def record(
             calls = calls_of(state, selected)
         finally:
             disconnect_all(state)
-    recorded = {c.host for c in calls} | {h.name for h in state.activated_hosts}
     local_file = str(secrets.env_dir(env) / "secrets.json") if kind == "local" else ""
     return Recording(
         env=env,
         kind=kind,
         roles=[r.name for r in selected],
-        hosts=[to_host(s) for s in sorted(specs, key=lambda s: s.name) if s.name in recorded],
+        # Every host, as pyinfra's inventory held them (the deploys' peers are computed from
+        # it); --limit chose whose deploys were recorded, as it chooses whom a run changes.
+        hosts=[to_host(s) for s in sorted(specs, key=lambda s: s.name)],
         calls=calls,
         secrets=dict(sorted(store.asked.items())),
         group_data=group_data,

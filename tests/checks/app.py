@@ -41,14 +41,17 @@ def standin_postgres(run: Callable[[str], str], password: str) -> None:
 
 
 def standin_redis(run: Callable[[str], str], password: str) -> None:
-    """Redis as the cache role promises it: requirepass. A transient unit: the test bed
-    needs a Redis, not the cache role's hardened one."""
+    """Redis as the cache role promises it: requirepass, the cache on 6379 and the job
+    queue's instance on 6380. Transient units: the test bed needs a Redis, not the cache
+    role's hardened one."""
     run(_INSTALL.format(packages="redis-server"))
-    run(
-        "systemctl disable --now redis-server >/dev/null 2>&1; "
-        "systemd-run --unit=redis-standin /usr/bin/redis-server --bind 0.0.0.0 "
-        f"--protected-mode no --requirepass {password} --dir /tmp >/dev/null"
-    )
+    run("systemctl disable --now redis-server >/dev/null 2>&1 || true")
+    for unit, port in (("redis-standin", 6379), ("redis-standin-queue", 6380)):
+        run(
+            f"systemd-run --unit={unit} /usr/bin/redis-server --bind 0.0.0.0 --port {port} "
+            f"--protected-mode no --requirepass {password} --dir /tmp "
+            f"--dbfilename {unit}.rdb >/dev/null"
+        )
 
 
 def backing_services(testbed: Any) -> dict[str, Any]:

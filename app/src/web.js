@@ -283,14 +283,15 @@ function listenOn() {
   return fromSystemd ? { fd: 3 } : { port: config.port, host: config.host };
 }
 
-// Until Redis is connected and PostgreSQL answers (at most STARTUP_WAIT_MS): requests that
-// queued on systemd's socket during a restart then meet a process able to answer them,
-// not a 503 from a connection still being made.
+// Until Redis is connected and the PostgreSQL pool holds its connections (at most
+// STARTUP_WAIT_MS): requests that queued on systemd's socket during a restart then meet a
+// process able to answer them at once, not 503s while connections are still being made.
 const STARTUP_WAIT_MS = 5000;
 
 async function dependenciesReady() {
   const redisReady = redis.status === 'ready' ? Promise.resolve() : new Promise((resolve) => redis.once('ready', resolve));
-  const postgres = db.query('select 1').catch(() => undefined);
+  const warm = Array.from({ length: db.options.max || 1 }, () => db.query('select 1'));
+  const postgres = Promise.all(warm).catch(() => undefined);
   const timer = new AbortController();
   await Promise.race([
     Promise.all([redisReady, postgres]),

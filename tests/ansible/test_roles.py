@@ -6,13 +6,16 @@ nothing. One export and one run for all of them, as an operator would converge a
 from __future__ import annotations
 
 import secrets as _random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mahaops.ansible_export import export
 from mahaops.ansible_export.playbook import PlaybookRun, check, run_playbook
+from mahaops.ansible_export.record import to_host
 from mahaops.local.hosts import LocalHost
 from mahaops.roles import deployable_roles
 from mahaops.secrets import LocalSecretStore
@@ -77,10 +80,18 @@ def test_every_checked_deploy_is_exported_as_a_role(platform: Platform) -> None:
     assert set(CHECKED) <= set(deployable_roles())
 
 
+def test_no_task_of_the_real_deploys_is_guarded_by_host_names(platform: Platform) -> None:
+    # Host-specific values are variables (host_vars, group_vars, inventory expressions).
+    for path in sorted((platform.project / "roles").rglob("*.yml")):
+        assert "inventory_hostname in" not in path.read_text(), path
+
+
 def test_exported_platform_passes_syntax_check_and_production_lint(platform: Platform) -> None:
-    for what in ("syntax", "lint"):
-        proc = check(platform.project, what)
+    for playbook in ("site.yml", "release.yml", "scale.yml", "replace.yml"):
+        proc = check(platform.project, "syntax", playbook)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = check(platform.project, "lint")  # every playbook and role
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_exported_playbook_reaches_the_db_promises(testbed: Testbed, platform: Platform) -> None:
@@ -145,3 +156,156 @@ def test_second_ansible_run_changes_nothing(platform: Platform) -> None:
     changed = second.changed_tasks
     for role in ("db", "cache", "log", "lb", "app", "worker"):
         assert changed.get(platform.hosts[role].name, []) == [], second.output[-8000:]
+
+
+# -- the exported project keeps up: a host added by hand, a rolling release (issue 13) -----
+
+
+def add_to_inventory(project: Path, new: LocalHost, sibling: LocalHost) -> None:
+    """What an Ansible user does: the host under its kind and its role group in
+    inventory.yml, and host_vars/<host>.yml copied from a sibling's, its address changed."""
+    path = project / "inventory.yml"
+    inventory = yaml.safe_load(path.read_text())
+    children = inventory["all"]["children"]
+    children["local"]["hosts"][new.name] = to_host(new.spec()).connection
+    children["app_servers"].setdefault("hosts", {})[new.name] = {}
+    path.write_text(yaml.safe_dump(inventory))
+    own = yaml.safe_load((project / "host_vars" / f"{sibling.name}.yml").read_text())
+    assert own["private_address"] == sibling.private_address
+    own["private_address"] = new.private_address
+    (project / "host_vars" / f"{new.name}.yml").write_text(yaml.safe_dump(own))
+
+
+@dataclass
+class Grown:
+    new: LocalHost  # the app server added to the exported inventory
+    run: PlaybookRun  # scale.yml
+    limit: list[str]  # the platform's hosts and the new one (not the stand-in services)
+
+
+@pytest.fixture(scope="module")
+def grown(testbed: Testbed, platform: Platform) -> Grown:
+    new = testbed.host("app")
+    add_to_inventory(platform.project, new, platform.hosts["app"])
+    limit = [*(h.name for h in platform.hosts.values()), new.name]
+    run = run_playbook(
+        platform.project, limit=limit, playbook="scale.yml", extra=["-e", f"scale_hosts={new.name}"]
+    )
+    assert run.ok, run.output[-8000:]
+    db_checks.install_clients(testbed, new)  # psql and redis-cli, as a client
+    return Grown(new, run, limit)
+
+
+def test_an_app_server_added_to_the_inventory_converges_with_scale_yml(grown: Grown) -> None:
+    assert grown.run.recap[grown.new.name]["changed"] > 0
+    assert grown.run.recap[grown.new.name]["failed"] == 0
+    app_checks.check_app(grown.new, infra(grown.new))
+
+
+def test_the_added_app_servers_peers_admit_it(
+    testbed: Testbed, platform: Platform, grown: Grown
+) -> None:
+    store = LocalSecretStore(testbed.env)
+    db, cache, lb = (platform.hosts[r] for r in ("db", "cache", "lb"))
+    hba = infra(db).file("/etc/postgresql/15/main/pg_hba.conf").content_string
+    assert f"{grown.new.private_address}/32" in hba
+    db_checks.check_client_connects(
+        testbed, db, grown.new, store.get("postgresql_password_maha_app") or ""
+    )
+    cache_checks.check_auth(testbed, cache, grown.new, store.get("redis_password") or "")
+    app = platform.hosts["app"]
+    lb_checks.check_lb(
+        infra(lb), {app.name: app.private_address, grown.new.name: grown.new.private_address}
+    )
+    # The load balancer sends it traffic once its health checks pass.
+    deadline = time.monotonic() + 60
+    while True:
+        _, headers, _ = app_checks.http(infra(lb), "http://127.0.0.1/health")
+        if headers.get("x-maha-server") == grown.new.name:
+            break
+        assert time.monotonic() < deadline, "the load balancer never sent the new server traffic"
+        time.sleep(1)
+
+
+def test_scaling_out_leaves_the_other_app_server_untouched(
+    platform: Platform, grown: Grown
+) -> None:
+    assert grown.run.changed_tasks.get(platform.hosts["app"].name, []) == []
+
+
+def _health_checked(output: str) -> list[str]:
+    """The hosts, in order, that release.yml's health check ran on."""
+    hosts, inside = [], False
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            inside = "answers its health check" in line
+        elif inside and line.startswith(("ok: [", "failed: [", "fatal: [")):
+            hosts.append(line.split("[", 1)[1].split("]", 1)[0])
+    return hosts
+
+
+def test_release_yml_checks_each_app_server_before_the_next(
+    platform: Platform, grown: Grown
+) -> None:
+    run = run_playbook(platform.project, limit=grown.limit, playbook="release.yml")
+    assert run.ok, run.output[-8000:]
+    servers = sorted([platform.hosts["app"].name, grown.new.name])
+    assert _health_checked(run.output) == servers
+    assert run.output.count("PLAY [Release on the app servers, one at a time]") == len(servers)
+    assert run.recap[platform.hosts["worker"].name]["failed"] == 0
+
+
+def test_release_yml_stops_at_an_unhealthy_app_server(
+    testbed: Testbed, platform: Platform, grown: Grown
+) -> None:
+    first, second = sorted([platform.hosts["app"], grown.new], key=lambda h: h.name)
+    backing = app_checks.backing_services(testbed)["app_database_host"]
+    # The first app server loses its database and Redis: its /health answers 503.
+    block = (
+        "nft add table inet maha_test && nft add chain inet maha_test out "
+        "'{ type filter hook output priority 0; }' && "
+        f"nft add rule inet maha_test out ip daddr {backing} drop"
+    )
+    testbed.exec(first, block)
+    try:
+        run = run_playbook(
+            platform.project,
+            limit=grown.limit,
+            playbook="release.yml",
+            extra=["-e", "app_health_retries=3"],
+        )
+    finally:
+        testbed.exec(first, "nft delete table inet maha_test")
+    assert not run.ok
+    assert _health_checked(run.output) == [first.name]
+    assert second.name not in run.recap and platform.hosts["worker"].name not in run.recap
+
+
+def test_replace_yml_drains_the_old_app_server_and_stops_it(
+    testbed: Testbed, platform: Platform, grown: Grown
+) -> None:
+    # The new host is the one scale.yml added (converging it again changes nothing); the
+    # old one is the platform's first app server. Last in this module: it stops serving.
+    old, lb = platform.hosts["app"], platform.hosts["lb"]
+    run = run_playbook(
+        platform.project,
+        limit=grown.limit,
+        playbook="replace.yml",
+        extra=["-e", f"replace_new={grown.new.name}", "-e", f"replace_old={old.name}"],
+    )
+    assert run.ok, run.output[-8000:]
+    assert "Drain the old host, then take it out of service" in run.changed_tasks[lb.name]
+    ask = (
+        "import socket; s = socket.socket(socket.AF_UNIX); "
+        "s.connect('/run/haproxy/admin.sock'); s.sendall(b'show stat\\n'); "
+        "print(s.makefile().read())"
+    )
+    stat = testbed.exec(lb, f'python3 -c "{ask}"')
+    [row] = [r.split(",") for r in stat.splitlines() if r.startswith(f"app_servers,{old.name},")]
+    assert row[17] == "MAINT", row  # status
+    assert not infra(old).service("maha-web").is_running
+    servers = {
+        app_checks.http(infra(lb), "http://127.0.0.1/health")[1].get("x-maha-server")
+        for _ in range(6)
+    }
+    assert servers == {grown.new.name}

@@ -185,6 +185,13 @@ class Lifecycle:
         script = f"mkdir -p {JOINING.rpartition('/')[0]} && touch {JOINING}"
         self._exec(name, script if joining else f"rm -f {JOINING}")
 
+    def _repair_dpkg(self, name: str) -> None:
+        """A host that died during a package install comes back with dpkg interrupted, and
+        every apt command then refuses: finish the interrupted configuration first."""
+        code, output = self._exec(name, "timeout 600 dpkg --configure -a")
+        if code != 0:
+            self.say(f"warning: {name}: dpkg --configure -a: {output.strip()[-300:]}")
+
     def joining(self, role_name: str) -> list[str]:
         """Running hosts of ``role_name`` that a former run created but never brought in."""
         found = []
@@ -239,6 +246,7 @@ class Lifecycle:
             self.outcome.rows.append(Row(name, role_name, "created", host.private_address))
         for name in changes.restart:
             self._mark(name, True)
+            self._repair_dpkg(name)
         self.outcome.timings["create"] = time.monotonic() - mark
         new = sorted(set(changes.create) | set(changes.restart) | set(self.joining(role_name)))
         if not new:

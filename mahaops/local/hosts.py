@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
 from mahaops.hosts import HostSpec
@@ -243,6 +243,7 @@ class Environment:
         """Remove hosts (all of the env by default); data volumes only when asked."""
         wanted = set(names) if names is not None else None
         removed = []
+        volumes_used: set[str] = set()
         for container in self.containers():
             host_name = container.labels.get("maha.host", container.name)
             if wanted is not None and host_name not in wanted:
@@ -251,12 +252,19 @@ class Environment:
             removed.append(host_name)
             if volumes:
                 # Its own, and those it took over from a host it replaced (data_of).
-                mounted = {m["Name"] for m in container.attrs.get("Mounts", []) if m.get("Name")}
+                mounts = container.attrs.get("Mounts", [])
+                volumes_used.update(m["Name"] for m in mounts if m.get("Name"))
                 for volume in self.client.volumes.list(filters={"name": f"{container.name}-data"}):
-                    mounted.add(volume.name)
-                for name in sorted(mounted):
-                    with contextlib.suppress(NotFound):
-                        self.client.volumes.get(name).remove(force=True)
+                    volumes_used.add(volume.name)
+        # Once every container named is gone: a replacement may use its predecessor's volumes.
+        for name in sorted(volumes_used):
+            try:
+                self.client.volumes.get(name).remove(force=True)
+            except NotFound:
+                pass
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: a host not removed here still uses it
+                    raise
         if wanted is None:
             with contextlib.suppress(NotFound):
                 self.client.networks.get(self.network_name).remove()

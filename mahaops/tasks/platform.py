@@ -76,9 +76,13 @@ def plan(c: Context, env: str = "local", role=None, limit=None):
 def up(c: Context, env: str = "local"):
     """Create the local platform on Docker (if missing) and deploy every role to it."""
     from mahaops.local import platform
+    from mahaops.settings import SettingsError
 
     console = Console()
-    result = platform.up(env, console=console)
+    try:
+        result = platform.up(env, console=console)
+    except SettingsError as exc:  # local_hosts, say: named by file and key, no traceback
+        raise Exit(f"error: {exc}", code=2) from None
     console.print(platform.hosts_table(result.hosts))
     address = platform.url(result.hosts)
     if address:

@@ -131,20 +131,14 @@ def cache() -> None:
         no_recommends=True,
     )
     per_instance = instances(s, ports)
-    conf = template(
+    _instance(
+        "Redis",
         "Configure Redis (bind, auth, memory, AOF)",
-        "cache/redis.conf.j2",
         "/etc/redis/redis.conf",
-        mode="640",
-        user="redis",
-        group="redis",
-        **tvars,
-        **per_instance["cache"],
+        SERVICE,
+        [limits[SERVICE]],
+        {**tvars, **per_instance["cache"]},
     )
-    systemd.service(name="Run Redis", service=SERVICE, running=True, enabled=True)
-    # Restarts only for a changed file: AOF (fsync every second) keeps the data across.
-    restart("Restart Redis for the new configuration", SERVICE, when=[conf, limits[SERVICE]])
-
     files.directory(
         name="Data directory of the Redis queue",
         path="/var/lib/redis/queue",
@@ -152,19 +146,23 @@ def cache() -> None:
         group="redis",
         mode="750",
     )
-    queue_conf = template(
+    _instance(
+        "the Redis queue",
         "Configure the Redis queue (bind, auth, noeviction, AOF)",
-        "cache/redis.conf.j2",
         "/etc/redis/redis-queue.conf",
-        mode="640",
-        user="redis",
-        group="redis",
-        **tvars,
-        **per_instance["queue"],
-    )
-    systemd.service(name="Run the Redis queue", service=QUEUE_SERVICE, running=True, enabled=True)
-    restart(
-        "Restart the Redis queue for the new configuration",
         QUEUE_SERVICE,
-        when=[queue_conf, limits[QUEUE_SERVICE]],
+        [limits[QUEUE_SERVICE]],
+        {**tvars, **per_instance["queue"]},
     )
+
+
+def _instance(
+    label: str, conf_name: str, dest: str, service: str, limits: list[Any], tvars: dict[str, Any]
+) -> None:
+    """One Redis instance: its redis.conf, running, restarted for a changed file (AOF, fsync
+    every second, keeps the data across)."""
+    conf = template(
+        conf_name, "cache/redis.conf.j2", dest, mode="640", user="redis", group="redis", **tvars
+    )
+    systemd.service(name=f"Run {label}", service=service, running=True, enabled=True)
+    restart(f"Restart {label} for the new configuration", service, when=[conf, *limits])

@@ -12,6 +12,7 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents
 from pyinfra.facts.hardware import Cpus, Memory
 from pyinfra.facts.server import LinuxDistribution
@@ -317,17 +318,11 @@ def db() -> None:
         "/etc/systemd/system/maha-pg-backup.timer",
         **tvars,
     )
-    restart(
-        "Load the new backup schedule",
+    _scheduled(
+        timer_unit,
         "maha-pg-backup.timer",
-        when=[timer_unit],
-        daemon_reload=True,
-    )
-    systemd.service(
-        name="Schedule nightly backups",
-        service="maha-pg-backup.timer",
-        running=True,
-        enabled=True,
+        "Load the new backup schedule",
+        "Schedule nightly backups",
     )
     # -- the weekly restore check, and a failed backup or check logged at error level -----
     unit(
@@ -350,15 +345,16 @@ def db() -> None:
         "/etc/systemd/system/maha-pg-backup-verify.timer",
         **tvars,
     )
-    restart(
-        "Load the new restore check schedule",
+    _scheduled(
+        verify_timer,
         "maha-pg-backup-verify.timer",
-        when=[verify_timer],
-        daemon_reload=True,
+        "Load the new restore check schedule",
+        "Schedule weekly restore checks",
     )
-    systemd.service(
-        name="Schedule weekly restore checks",
-        service="maha-pg-backup-verify.timer",
-        running=True,
-        enabled=True,
-    )
+
+
+def _scheduled(timer_file: OperationMeta, timer: str, load_name: str, run_name: str) -> None:
+    """A timer unit loaded again when its file changed (or that load is still owed), and
+    enabled and started."""
+    restart(load_name, timer, when=[timer_file], daemon_reload=True)
+    systemd.service(name=run_name, service=timer, running=True, enabled=True)

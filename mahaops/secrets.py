@@ -124,6 +124,13 @@ def using(store: SecretStore) -> Iterator[SecretStore]:
         _current.pop()
 
 
+def current() -> SecretStore:
+    """For deploys: the store of the environment being deployed (certificates renew in it)."""
+    if not _current:
+        raise RuntimeError("no secrets store in use: run deploys through mahaops.runner")
+    return _current[-1]
+
+
 def secret(name: str, generate: Callable[[], str] = token) -> str:
     """For deploys: the current environment's secret ``name``, generated on first use."""
     if not _current:

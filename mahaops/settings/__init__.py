@@ -26,7 +26,19 @@ from mahaops.roles import ENV_KINDS
 
 # Every role's models, registered with their groups as their modules load (they import
 # only mahaops.settings.models, never this package's names).
-from mahaops.settings import app, aws, base, cache, db, lb, local, log, worker  # noqa: F401
+from mahaops.settings import (  # noqa: F401
+    app,
+    aws,
+    base,
+    cache,
+    db,
+    lb,
+    local,
+    log,
+    mail,
+    tls,
+    worker,
+)
 from mahaops.settings.models import S, Settings, group_settings, registered
 
 __all__ = [

@@ -35,7 +35,6 @@ from mahaops.settings import (  # noqa: F401
     lb,
     local,
     log,
-    mail,
     tls,
     worker,
 )

@@ -10,7 +10,7 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, python, server, systemd
 
 from deploys._common import restart, template
 from deploys.log_shipping import log_shipping
@@ -18,8 +18,10 @@ from mahaops import firewall
 from mahaops.context import addresses, host_roles, settings
 from mahaops.settings.base import BaseSettings
 from operations import apt
+from operations.changes import changed
 from operations.facts import IsContainer, Users
 from operations.files import validated_template
+from operations.sshd import admits as sshd_admits
 from operations.sshd import effective as sshd_applies
 
 PACKAGES = [
@@ -72,6 +74,16 @@ def base() -> None:
     s = settings(BaseSettings)
     tvars = template_vars(s)
     in_container = host.get_fact(IsContainer)
+    # First contact: logged in as an image's own user (``admin`` on Debian's AMIs), whom
+    # the hardened sshd below no longer admits. The deploy user must be able to log in
+    # with the operator's key before sshd is reloaded, or every later run is locked out.
+    login = host.data.get("ssh_user")
+    first_contact = bool(login) and login != s.base_deploy_user
+    if first_contact and not s.base_deploy_user_keys:
+        raise ValueError(
+            f"{host.name}: logged in as {login!r}, whom sshd will refuse after this run, and"
+            f" base_deploy_user_keys is empty: {s.base_deploy_user!r} would have no key"
+        )
 
     # -- packages ---------------------------------------------------------------------------
     if s.apt_proxy:
@@ -117,13 +129,14 @@ def base() -> None:
 
     # -- people: the deploy user and admins, keys only --------------------------------------
     server.group(name="Create the SSH login group", group=s.base_ssh_group)
-    server.user(
+    deploy_user = server.user(
         name=f"Deploy user {s.base_deploy_user}",
         user=s.base_deploy_user,
         shell="/bin/bash",
         groups=["sudo", s.base_ssh_group],
         append=True,
         create_home=True,
+        public_keys=s.base_deploy_user_keys or None,  # added to the keys it has
     )
     for admin in s.base_admin_users:
         server.user(
@@ -157,6 +170,13 @@ def base() -> None:
         mode="600",
         **tvars,
     )
+    # Before the reload: with the configuration on disk, sshd admits the deploy user.
+    if first_contact or changed(sshd) or changed(deploy_user):
+        sshd_admits(
+            name=f"sshd admits {s.base_deploy_user} with its key (sshd -T -C)",
+            user=s.base_deploy_user,
+            keys=s.base_deploy_user_keys,
+        )
     systemd.service(
         name="Reload sshd for the new configuration",
         service="ssh",
@@ -169,6 +189,16 @@ def base() -> None:
         # A plan cannot judge a configuration not written yet; the run checks it.
         pending=host.state.should_check_for_changes() and bool(sshd.will_change),
     )
+    if first_contact and host.data.get("instance_id"):
+        from mahaops.aws.inventory import record_handover
+
+        python.call(
+            name=f"Hand the instance over to {s.base_deploy_user} (EC2 tag)",
+            function=record_handover,
+            env=host.data.get("aws_env"),
+            instance_id=host.data.get("instance_id"),
+            user=s.base_deploy_user,
+        )
 
     # -- time ------------------------------------------------------------------------------
     chrony = template(

@@ -9,7 +9,7 @@ base role checks after writing its configuration.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, operation
@@ -89,3 +89,57 @@ def effective(expected: dict[str, str], pending: bool = False):
         yield StringCommand(check_command(expected))
     else:
         host.noop("sshd applies the project's settings")
+
+
+def admits_command(user: str, keys: Sequence[str] = ()) -> str:
+    """Shell doing what ``admits`` does: explain each reason sshd would refuse ``user``."""
+    quoted_keys = " ".join(shlex.quote(k.split()[1]) for k in keys if len(k.split()) > 1)
+    return (
+        f"u={shlex.quote(user)}; bad=0; "
+        'no() { echo "sshd would refuse $u: $*" >&2; bad=1; }; '
+        'entry=$(getent passwd "$u") || { no "no such user"; exit 1; }; '
+        'home=$(printf "%s" "$entry" | cut -d: -f6); groups=" $(id -Gn "$u") "; '
+        f'out=$({SSHD} -T -C "user=$u,host=localhost,addr=127.0.0.1") || exit 1; '
+        'get() { printf "%s\\n" "$out" | sed -n "s/^$1 //p"; }; '
+        '[ "$(get pubkeyauthentication)" = yes ] || no "PubkeyAuthentication is not yes"; '
+        'allow=$(get allowgroups); if [ -n "$allow" ]; then ok=0; '
+        'for g in $allow; do case "$groups" in *" $g "*) ok=1;; esac; done; '
+        '[ $ok = 1 ] || no "in none of AllowGroups ($allow; has$groups)"; fi; '
+        'for g in $(get denygroups); do case "$groups" in *" $g "*) no "DenyGroups $g";; esac; '
+        "done; "
+        'allow=$(get allowusers); if [ -n "$allow" ]; then ok=0; '
+        'for x in $allow; do [ "$x" = "$u" ] && ok=1; done; '
+        '[ $ok = 1 ] || no "not in AllowUsers ($allow)"; fi; '
+        'for x in $(get denyusers); do [ "$x" = "$u" ] && no "DenyUsers"; done; '
+        'f=$(get authorizedkeysfile | cut -d" " -f1 | sed "s|%h|$home|g; s|%u|$u|g"); '
+        'case "$f" in /*) ;; *) f="$home/$f";; esac; '
+        '[ -s "$f" ] || no "no key in $f"; '
+        'for d in "$f" "$(dirname "$f")" "$home"; do '
+        '[ -e "$d" ] && case "$(stat -c %a "$d")" in *[2367]?|*[2367]) '
+        'no "$d is writable by others (StrictModes)";; esac; done; '
+        f"for k in {quoted_keys}; do "
+        'grep -qF "$k" "$f" 2>/dev/null || no "the operator\'s key is not in $f"; done; '
+        '[ "$bad" = 0 ]'
+    )
+
+
+@operation(is_idempotent=True)
+def admits(user: str, keys: Sequence[str] = ()):
+    """
+    Fail unless sshd, with the configuration on disk, would let ``user`` log in by key:
+    ``sshd -T -C user=...`` with its AllowGroups/AllowUsers/DenyGroups/DenyUsers against
+    the user's groups, the user's authorized_keys file (present, not writable by others,
+    holding each of ``keys``). Run it after writing sshd's configuration and before the
+    reload that would apply it: a refusal stops the run while the running sshd still
+    has its old configuration, and the session the run came in on still works.
+
+    + user: the account the next runs log in as
+    + keys: public keys (``ssh-ed25519 AAAA... comment``) that must be authorized for it
+
+    **Example:**
+
+    .. code:: python
+
+        admits(name="sshd admits the deploy user", user="maha", keys=[operator_key])
+    """
+    yield StringCommand(admits_command(user, keys))

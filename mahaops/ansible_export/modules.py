@@ -647,6 +647,16 @@ def sshd_effective(call: Call) -> list[Task]:
     return [read, check]
 
 
+@maps("operations.sshd.admits")
+def sshd_admits(call: Call) -> list[Task]:
+    # A check before sshd's reload handler: the operation's own shell, never a change.
+    from operations.sshd import admits_command
+
+    only(call, ["user", "keys"])
+    command = admits_command(call.arguments["user"], call.arguments["keys"])
+    return [Task(call.name, "ansible.builtin.shell", {"cmd": command}, {"changed_when": False})]
+
+
 @maps("operations.release.unpacked")
 def release_unpacked(call: Call) -> list[Task]:
     from operations.release import MARKER, unpacked

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 
 from mahaops.aws.config import Environment, load_environment
+from mahaops.aws.ec2 import read_public_key
 from mahaops.aws.session import CLIENT_CONFIG, make_session
 from mahaops.hosts import HostSpec
 from mahaops.roles import ROLE_BY_NAME
@@ -41,11 +42,14 @@ def hosts(
         for instance in reservation["Instances"]
     ]
     config = _ssh_config(loaded) if spec.access != "public" else None
-    result = [_host(loaded, instance, config) for instance in instances]
+    operator_key = read_public_key(env, spec)
+    result = [_host(loaded, instance, config, operator_key) for instance in instances]
     return sorted((h for h in result if h is not None), key=lambda h: h.name)
 
 
-def _host(loaded: Environment, instance: dict[str, Any], config: Path | None) -> HostSpec | None:
+def _host(
+    loaded: Environment, instance: dict[str, Any], config: Path | None, operator_key: str
+) -> HostSpec | None:
     tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
     role = ROLE_BY_NAME.get(tags.get("Role", ""))
     if role is None or role.name == "base":
@@ -54,8 +58,12 @@ def _host(loaded: Environment, instance: dict[str, Any], config: Path | None) ->
     private = instance.get("PrivateIpAddress")
     data: dict[str, Any] = {
         "private_address": private,
-        "ssh_user": spec.ssh_user,
+        # The image's user (``admin``) until the base role handed the host over to the
+        # deploy user and tagged it so (HANDOVER_TAG): sshd admits only the deploy user then.
+        "ssh_user": tags.get(HANDOVER_TAG) or spec.ssh_user,
+        "base_deploy_user_keys": [operator_key],
         "instance_id": instance["InstanceId"],
+        "aws_env": loaded.name,
         "role": role.name,
     }
     if spec.ssh_private_key:
@@ -70,6 +78,28 @@ def _host(loaded: Environment, instance: dict[str, Any], config: Path | None) ->
         data["ssh_config_file"] = str(config)
     name = tags.get("Name", instance["InstanceId"])
     return HostSpec(name=name, groups=("aws", role.group), data=data)
+
+
+HANDOVER_TAG = "DeployUser"
+"""Instance tag naming the user deploys log in as, set once the base role handed over."""
+
+
+def record_handover(
+    env: str,
+    instance_id: str,
+    user: str,
+    session: boto3.Session | None = None,
+    group_data: Path = DEFAULT_GROUP_DATA,
+) -> None:
+    """Tag ``instance_id`` as handed over to ``user``: the next inventory logs in as them.
+
+    Called by the base role (on the operator's machine) after sshd, with its new
+    configuration, admitted ``user`` with the operator's key.
+    """
+    loaded = load_environment(env, group_data)
+    session = session or make_session(loaded.spec.region, loaded.spec.profile)
+    ec2: Any = session.client("ec2", config=CLIENT_CONFIG)
+    ec2.create_tags(Resources=[instance_id], Tags=[{"Key": HANDOVER_TAG, "Value": user}])
 
 
 def ssh_config_text(loaded: Environment) -> str:

@@ -34,6 +34,15 @@ def _username(value: str) -> str:
     return value
 
 
+def _some_cidr(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError(
+            "[] would drop SSH from every address at the next base run and lock every"
+            " later deploy out; list the operators' networks (e.g. ['203.0.113.0/24'])"
+        )
+    return value
+
+
 Cidr = Annotated[str, AfterValidator(_cidr)]
 UserName = Annotated[str, AfterValidator(_username)]
 
@@ -54,9 +63,15 @@ class BaseSettings(Settings):
 
     # -- users and SSH ---------------------------------------------------------------------
     base_deploy_user: UserName = "maha"  # the account deploys log in as (key only, sudo)
+    # Public keys that log in as the deploy user, added to what it has; on AWS the
+    # inventory sets the environment's ssh_public_key, handed over at first contact.
+    base_deploy_user_keys: list[str] = []
     base_admin_users: list[AdminUser] = []  # people with sudo; keys only
     base_removed_users: list[UserName] = []  # former admins whose accounts are removed
-    base_admin_cidrs: list[Cidr] = ["0.0.0.0/0", "::/0"]  # sources allowed to reach SSH
+    base_admin_cidrs: Annotated[list[Cidr], AfterValidator(_some_cidr)] = [
+        "0.0.0.0/0",
+        "::/0",
+    ]  # sources allowed to reach SSH; never empty: the firewall would lock the deploys out
     base_ssh_port: int = Field(22, ge=1, le=65535)  # sshd listen port
     base_ssh_max_auth_tries: int = Field(3, ge=1, le=10)  # dev-sec baseline: 2-3
     base_ssh_login_grace_time: int = Field(30, ge=5, le=600)  # seconds to authenticate

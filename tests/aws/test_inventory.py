@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mahaops.aws.inventory import hosts
+from mahaops.aws.inventory import hosts, record_handover
 from mahaops.roles import GROUPS
 
 
@@ -50,3 +50,22 @@ def test_bastion_access_jumps_to_private_addresses(aws, provision_qa, write_grou
     host = hosts("qa", session=aws, group_data=write_group_data(**settings))[0]
     assert host.data["ssh_hostname"] == host.data["private_address"]
     assert "ProxyJump admin@bastion.example.org" in Path(host.data["ssh_config_file"]).read_text()
+
+
+def test_first_contact_is_the_images_user_until_the_host_is_handed_over(
+    aws, provision_qa, write_group_data, ssh_public_key
+):
+    provision_qa()
+    group_data = write_group_data()
+    first = hosts("qa", session=aws, group_data=group_data)[0]
+    assert first.data["ssh_user"] == "admin"
+    # The base role authorizes the operator's key for the deploy user before sshd
+    # refuses `admin`: the key comes from the environment's ssh_public_key.
+    assert first.data["base_deploy_user_keys"] == [ssh_public_key.read_text().strip()]
+
+    record_handover("qa", first.data["instance_id"], "maha", session=aws, group_data=group_data)
+
+    again = {h.name: h for h in hosts("qa", session=aws, group_data=group_data)}
+    assert again[first.name].data["ssh_user"] == "maha"
+    others = [h for h in again.values() if h.name != first.name]
+    assert others and all(h.data["ssh_user"] == "admin" for h in others)

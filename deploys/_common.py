@@ -9,16 +9,19 @@ names it gives.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
+from pyinfra.api import StringCommand
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server, systemd
 
+from mahaops.pyinfra_hooks import send_first_when_changing
 from mahaops.templating import JINJA_ENV_KWARGS, template_path
 from operations import apt
 from operations.aptkeys import fingerprint_check
-from operations.services import restart_owed
+from operations.services import PENDING_RESTARTS, marker, restart_owed
 
 # The one directory of apt signing keys, each trusted only by its own repository (signed-by).
 KEYRINGS = "/etc/apt/keyrings"
@@ -139,12 +142,15 @@ def restart(
     Restart ``service`` once when any of ``when`` changed the host, or when an earlier run
     died or failed before its restart (a marker in ``/var/lib/maha/pending-restart``); a
     plan shows it only then (exported to Ansible as a handler flushed from the marker).
+    Each of ``when`` writes the marker before it changes anything: a run killed between
+    writing a configuration and this restart leaves the restart owed.
 
     + name: the operation's name
     + service: the systemd unit
     + when: the operations whose change the running service must pick up
     + daemon_reload: reload systemd's units first (one of ``when`` is a unit file)
     """
+    _owed_before(service, when, reload=False)
     return restart_owed(name=name, service=service, when=list(when), daemon_reload=daemon_reload)
 
 
@@ -158,4 +164,16 @@ def reloaded(name: str, service: str, when: Sequence[OperationMeta]) -> Operatio
     + service: the systemd unit (nginx, haproxy: reloaded without dropping connections)
     + when: the operations whose change the running service must load (its config)
     """
+    _owed_before(service, when, reload=True)
     return restart_owed(name=name, service=service, when=list(when), reload=True)
+
+
+def _owed_before(service: str, when: Sequence[OperationMeta], reload: bool) -> None:
+    """Each of ``when`` records the restart (or reload) as owed on the host before it
+    changes anything there: a run killed after a configuration is written and before its
+    restart operation is reached still leaves the marker, and the next run restarts."""
+    record = StringCommand(
+        f"mkdir -p {shlex.quote(PENDING_RESTARTS)} && touch {shlex.quote(marker(service, reload))}"
+    )
+    for op in when:
+        send_first_when_changing(op, record)

@@ -29,7 +29,9 @@ And what callers read through it instead of private names: ``run_operation`` (on
 operation on one host), ``operation_call`` (an operation's function and arguments),
 ``planned_commands`` (the command lines a plan would send, unmasked, for secret checks),
 ``op_hash_of``, ``did_change_owner`` (which operation an ``_if`` guard asks about),
-``order_by_deploy_line``.
+``order_by_deploy_line``; and ``send_first_when_changing`` (a command sent before a planned
+operation's own, only when it changes the host: an owed restart recorded before its
+configuration is written).
 """
 
 from __future__ import annotations
@@ -321,7 +323,7 @@ def run_operation(state: Any, host: Host, op_hash: str) -> bool:
 def operation_call(op_data: Any) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
     """The function, positional and keyword arguments of a planned operation on a host
     (pyinfra keeps them only in the closure of its per-host command generator)."""
-    generator = op_data.command_generator
+    generator = inspect.unwrap(op_data.command_generator)  # under send_first_when_changing
     cells = generator.__closure__ or ()
     closure = dict(
         zip(generator.__code__.co_freevars, (c.cell_contents for c in cells), strict=True)
@@ -359,6 +361,36 @@ def planned_commands(state: Any, host: Host) -> list[tuple[str, str]]:
                 elif isinstance(command, FunctionCommand):
                     found.append((name, f"python {command.function.__name__}"))
     return found
+
+
+def send_first_when_changing(meta: OperationMeta, command: StringCommand) -> bool:
+    """Make the operation ``meta`` (planned on the current host, not run yet) send
+    ``command`` before its own first command, and only when it sends any: an operation
+    that changes nothing still sends nothing. Returns False when there is nothing to
+    amend (the operation already ran, or is not planned on this host).
+
+    pyinfra keeps a planned operation's commands as a generator, called when the
+    operation runs (and when a plan asks whether it would change): it is wrapped, the
+    original kept as ``__wrapped__`` (``operation_call`` reads through it)."""
+    if meta.is_complete():
+        return False
+    ops = ctx_state.get().ops.get(ctx_host.get(), {})
+    op_data = ops.get(meta._hash)
+    if op_data is None:
+        return False
+    original = op_data.command_generator
+
+    @functools.wraps(original)
+    def generator() -> Any:
+        first = True
+        for own in original():
+            if first:
+                first = False
+                yield command
+            yield own
+
+    op_data.command_generator = generator
+    return True
 
 
 def op_hash_of(meta: OperationMeta) -> str:

@@ -22,6 +22,7 @@ from mahaops.settings.cache import RedisClientSettings
 from mahaops.settings.db import PostgresClientSettings
 from mahaops.settings.lb import LbSettings
 from mahaops.settings.log import LogServerSettings, LogShippingSettings
+from mahaops.settings.mail import MailClientSettings
 
 ANYONE = "anyone"
 ADMINS = "admins"
@@ -80,12 +81,18 @@ def _log(data: Mapping[str, Any]) -> list[Opening]:
     return openings
 
 
+def _mail(data: Mapping[str, Any]) -> list[Opening]:
+    port = from_data(MailClientSettings, data).mail_smtp_port
+    return [Opening(port, "tcp", ("workers",), "SMTP (the mail sink)")]
+
+
 _BY_ROLE: dict[str, Callable[[Mapping[str, Any]], list[Opening]]] = {
     "db": _db,
     "cache": _cache,
     "app": _app,
     "lb": _lb,
     "log": _log,
+    "mail": _mail,
 }
 
 

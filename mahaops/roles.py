@@ -27,6 +27,7 @@ ROLES: tuple[Role, ...] = (
     Role("db", "db_servers", "PostgreSQL database server"),
     Role("cache", "cache_servers", "Redis cache and job queue"),
     Role("log", "log_servers", "Log server"),
+    Role("mail", "mail_servers", "Mail sink (SMTP; local and tests)"),
     Role("app", "app_servers", "nginx + Node.js app server"),
     Role("worker", "workers", "Background job worker"),
     Role("lb", "load_balancers", "Load balancer"),
@@ -37,7 +38,7 @@ BASE = Role("base", "all", "Base system (every host)")
 # find their servers ready; within a phase hosts do not wait for one another.
 PHASES: tuple[frozenset[str], ...] = (
     frozenset({"base"}),
-    frozenset({"db", "cache", "log"}),
+    frozenset({"db", "cache", "log", "mail"}),
     frozenset({"app", "worker"}),
     frozenset({"lb"}),
 )

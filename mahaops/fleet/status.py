@@ -33,6 +33,7 @@ ROLE_UNITS: dict[str, tuple[str, ...]] = {
     "app": ("nginx", "maha-web"),
     "worker": ("maha-worker",),
     "lb": ("haproxy",),
+    "mail": ("maha-mail",),
 }
 HAPROXY_SOCKET = "/run/haproxy/admin.sock"
 HAPROXY_BACKEND = "app_servers"

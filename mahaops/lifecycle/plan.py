@@ -38,6 +38,7 @@ CONFIG_READERS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("worker", "worker", "the worker's Redis URL"),
     ),
     "lb": (("app", "app", "nginx takes the client's address from the load balancer"),),
+    "mail": (("worker", "worker", "the worker's SMTP host"),),
     "log": tuple((r.name, "base", "log shipping (base role)") for r in ROLES),
 }
 SCALABLE = ("app", "worker", "db", "cache", "log", "lb")  # local_hosts' roles (not base)

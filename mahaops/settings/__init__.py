@@ -35,6 +35,7 @@ from mahaops.settings import (  # noqa: F401
     lb,
     local,
     log,
+    mail,
     tls,
     worker,
 )

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mahaops.roles import BASE, Role
+from mahaops import firewall
+from mahaops.lifecycle.plan import CONFIG_READERS
+from mahaops.roles import BASE, ROLE_BY_NAME, Role
 
 
 def capitalised(name: str) -> str:
@@ -101,10 +103,57 @@ def release(roles: Sequence[Role]) -> list[dict[str, Any]]:
     return plays
 
 
+# Groups scale.yml fills at run time: the new hosts (the pattern named with -e, resolved),
+# and per role the other hosts whose files list a new host (``peers_group``).
+NEW_GROUP = "maha_scale_new"
+NEW_GROUPS = "scale_new_groups"  # the new hosts' inventory groups, a play variable
+
+
+def peers_group(role: Role) -> str:
+    return f"maha_scale_peers_{role.name}"
+
+
+def _readers(role: Role) -> list[str]:
+    """The groups whose hosts ``role``'s files list (``invoke scale``'s CONFIG_READERS)."""
+    return sorted(
+        ROLE_BY_NAME[changed].group
+        for changed, readers in CONFIG_READERS.items()
+        for peer, deploy, _why in readers
+        if peer == role.name and deploy == role.name
+    )
+
+
+def _peer_condition(role: Role) -> str:
+    """When a host that is not new re-runs ``role`` for the new hosts, as ``invoke scale``
+    decides it (mahaops/lifecycle/plan.py): base where its firewall admits a new host's group
+    or every host (mahaops/firewall.py), or where it ships logs to a new log server; another
+    role on the hosts of its group whose files list a new host's group."""
+    if role == BASE:
+        shippers = sorted(
+            ROLE_BY_NAME[changed].group
+            for changed, readers in CONFIG_READERS.items()
+            if any(deploy == BASE.name for _peer, deploy, _why in readers)
+        )
+        sources = "base_firewall_openings | map(attribute='sources') | flatten"
+        return (
+            f"base_firewall_openings is not defined"
+            f" or ({sources} | intersect({NEW_GROUPS} + [{firewall.ALL_HOSTS!r}]) | length > 0)"
+            f" or ({NEW_GROUPS} | intersect({shippers!r}) | length > 0)"
+        )
+    return (
+        f"{role.group!r} in group_names"
+        f" and ({NEW_GROUPS} | intersect({_readers(role)!r}) | length > 0)"
+    )
+
+
 def scale(roles: Sequence[Role], reads_inventory: set[str]) -> list[dict[str, Any]]:
     """Converge ``scale_hosts`` (already in the inventory, with their host_vars) and re-run
-    the roles whose files list their peers; in deploy order, so a new app server is admitted
-    by the database before its health check, and reaches the load balancer only after."""
+    the roles whose files list their peers, on the hosts whose files list the new ones (as
+    ``invoke scale``: a new app server re-renders the db's pg_hba and firewall and the load
+    balancer's backends, not the other app servers); in deploy order, so a new app server
+    is admitted by the database before its health check, and reaches the load balancer
+    only after."""
+    rerun = [r for r in roles if r == BASE or r.name in reads_inventory]
     plays: list[dict[str, Any]] = [
         _named("scale_hosts"),
         {
@@ -125,6 +174,30 @@ def scale(roles: Sequence[Role], reads_inventory: set[str]) -> list[dict[str, An
                     "name": "Wait until the new host answers over SSH",
                     "ansible.builtin.wait_for_connection": {"timeout": 300},
                 },
+                {
+                    "name": "The new hosts, as a group the next plays read",
+                    "ansible.builtin.group_by": {"key": NEW_GROUP},
+                    "changed_when": False,
+                },
+            ],
+        },
+        {
+            # group_by runs on the control node: no host is contacted here.
+            "name": "The hosts whose files list the new ones",
+            "hosts": f"all:!{NEW_GROUP}",
+            "gather_facts": False,
+            "vars": {
+                NEW_GROUPS: f"{{{{ groups[{NEW_GROUP!r}] | map('extract', hostvars, "
+                "'group_names') | flatten | unique }}",
+            },
+            "tasks": [
+                {
+                    "name": f"Hosts that re-run {role.name} for the new ones",
+                    "ansible.builtin.group_by": {"key": peers_group(role)},
+                    "when": _peer_condition(role),
+                    "changed_when": False,
+                }
+                for role in rerun
             ],
         },
     ]
@@ -134,15 +207,13 @@ def scale(roles: Sequence[Role], reads_inventory: set[str]) -> list[dict[str, An
                 _play("Base system on the new hosts", SCALE_HOSTS, role, any_errors_fatal=True)
             )
             plays.append(
-                _play(
-                    "Base system on the others: firewalls admit them", "all:!" + SCALE_HOSTS, role
-                )
+                _play("Base system on the others: firewalls admit them", peers_group(role), role)
             )
         elif role.name in reads_inventory:
             plays.append(
                 _play(
                     f"{capitalised(role.title)}: the new hosts, and the others re-rendered",
-                    role.group,
+                    f"{NEW_GROUP}:{peers_group(role)}:&{role.group}",
                     role,
                     any_errors_fatal=True,
                 )

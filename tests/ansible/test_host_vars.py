@@ -286,3 +286,86 @@ def test_the_existing_hosts_render_what_the_deploys_computed(
     assert sorted(seen) == sorted(ADDRESSES)
     for name in sorted(ADDRESSES):
         assert seen[name]["base_firewall_rules"] == firewall_rules(name, ADDRESSES), name
+
+
+# -- scale.yml re-runs a role only where a file lists the new host ----------------------------
+
+
+def _plays_hosts(
+    root: Path, playbook: list[dict[str, Any]], extra: list[str]
+) -> dict[str, list[str]]:
+    """Per play of ``playbook`` (written beside the project's), the hosts it ran on. Runs on
+    the control node: its tasks are group_by and debug only."""
+    (root / "probe.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
+    proc = subprocess.run(
+        [tool("ansible-playbook"), "probe.yml", *extra],
+        cwd=root,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ran: dict[str, list[str]] = {}
+    play = ""
+    for line in proc.stdout.splitlines():
+        if line.startswith("PLAY ["):
+            play = line[len("PLAY [") :].split("]", 1)[0]
+            ran[play] = []
+        elif line.startswith("ok: [") and play:
+            name = line[len("ok: [") :].split("]", 1)[0]
+            if name not in ran[play]:
+                ran[play].append(name)
+    return {p: sorted(h) for p, h in ran.items()}
+
+
+@pytest.mark.parametrize("new", ["app-3", "lb-2", "log-2"])
+def test_scale_yml_re_runs_a_role_only_on_the_peers_invoke_scale_re_runs(
+    files: dict[str, bytes], tmp_path: Path, new: str
+) -> None:
+    """The hosts each play of scale.yml reaches for a new host are those ``invoke scale``
+    re-converges (mahaops/lifecycle/plan.py): a new app server re-renders the db's pg_hba
+    and firewall, the log server's firewall and the load balancer's backends; the other app
+    servers are not touched."""
+    from mahaops.lifecycle.plan import peer_roles
+    from mahaops.roles import ROLE_BY_NAME
+
+    write(files, tmp_path)
+    role = new.split("-")[0]
+    add_host(tmp_path, new, GROUP[role], "10.9.0.9")
+    plays = yaml.safe_load(files["scale.yml"])
+    # The real playbook, each role's tasks replaced by a debug: which hosts, not what.
+    probe = []
+    for play in plays:
+        play = dict(play)
+        if "roles" in play:
+            play["tasks"] = [{"ansible.builtin.debug": {"msg": "here"}}]
+            del play["roles"]
+        else:
+            play["tasks"] = [t for t in play["tasks"] if "ansible.builtin.group_by" in t] or [
+                {"ansible.builtin.debug": {"msg": "here"}}
+            ]
+        probe.append(play)
+    ran = _plays_hosts(tmp_path, probe, ["-e", f"scale_hosts={new}"])
+
+    peers = peer_roles(role, lambda r: group_data(ROLE_BY_NAME[r].group))
+
+    def reruns(name: str) -> tuple[str, ...]:
+        """What invoke scale re-converges on the existing host ``name``."""
+        peer = peers.get(name.split("-")[0])
+        return peer.deploys if peer else ()
+
+    existing = sorted(ADDRESSES)
+    for play in plays:
+        if "roles" not in play:
+            continue
+        [ran_role] = [r["role"] for r in play["roles"]]
+        if play["hosts"] == "{{ scale_hosts | default('-e-names-no-host') }}":
+            expected = [new]  # the new host's own base play
+        elif play["name"].endswith(": the new hosts"):  # the role reads no inventory here
+            expected = [new] if ran_role == role else []
+        else:
+            expected = [h for h in existing if ran_role in reruns(h)]
+            if ran_role != "base" and ran_role == role:
+                expected.append(new)
+        assert ran.get(play["name"], []) == sorted(expected), (play["name"], ran)

@@ -1,12 +1,16 @@
 'use strict';
-// The campaign worker: takes campaign ids from the Redis queue, "sends" the
-// campaign (one deliveries row per recipient, in batches), records progress
-// and the result in PostgreSQL and publishes progress on Redis pub/sub for
-// the web servers to relay over WebSocket.
+// The campaign worker: takes campaign ids from the Redis queue, sends the
+// campaign (one message per recipient over SMTP, see mailer.js; without
+// SMTP_HOST a simulation writing one deliveries row per recipient in batches),
+// records progress and the result in PostgreSQL and publishes progress on
+// Redis pub/sub for the web servers to relay over WebSocket.
 //
-// Safe to kill at any moment: a delivery's primary key makes reruns add
-// nothing, a rerun resumes after the last recorded batch, and a job whose
-// worker died is requeued by the other workers' reapers (see queue.js).
+// Safe to kill at any moment: each recipient is claimed (mail_sends) before
+// its message is handed to SMTP and marked once accepted, so a rerun never
+// sends a recipient marked sent; a delivery's primary key makes reruns add
+// nothing; and a job whose worker died is requeued by the other workers'
+// reapers (see queue.js). What a kill in the middle of one SMTP transaction
+// can do is in README.md ("Mail: what is guaranteed").
 // SIGTERM: stop taking jobs, keep working on jobs in hand for at most
 // WORKER_STOP_GRACE_MS, hand the rest back to the queue, exit 0.
 
@@ -17,6 +21,7 @@ const db = require('./db').connect();
 const redisClients = require('./redis');
 const { JobQueue } = require('./queue');
 const { progressMessage } = require('./campaigns');
+const mailer = require('./mailer');
 
 const settings = {
   concurrency: config.int('WORKER_CONCURRENCY', 2, { min: 1, max: 64 }),
@@ -26,6 +31,8 @@ const settings = {
   stopGraceMs: config.int('WORKER_STOP_GRACE_MS', 5000),
   maxAttempts: config.int('WORKER_MAX_ATTEMPTS', 5, { min: 1 }),
 };
+const mail = mailer.settings();
+const smtp = mail.host ? mailer.transport(mail) : null;
 const reapIntervalMs = Math.max(250, Math.floor(settings.leaseMs / 4));
 
 const redis = redisClients.connect('worker');
@@ -67,7 +74,7 @@ async function start(id) {
     `update campaigns
         set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now())
       where id = $1 and status in ('queued', 'running')
-      returning recipients, attempts,
+      returning name, recipients, attempts,
                 (select coalesce(max(recipient), 0) from deliveries where campaign_id = $1) as sent`,
     [id],
   );
@@ -97,12 +104,202 @@ async function sendBatches(id, sent, total, lease) {
   return lease.lost ? 'lease-lost' : 'sent';
 }
 
+// -- real mail --------------------------------------------------------------------------
+// Per recipient: claimed -> sending (only if still ours) -> sent | failed, or
+// retry when the server refused for now. A worker that stops gracefully lets
+// every message it handed to SMTP finish and records it before it hands the
+// job back, so a restart sends nobody twice and skips nobody.
+
+const ROW = 'recipient, address, message_id';
+const halted = (lease, failure) =>
+  failure.error ? 'error' : lease.lost ? 'lease-lost' : Date.now() >= state.stopDeadline ? 'hand-back' : null;
+
+// Rows claimed or owed a retry, whoever claimed them: none was handed to SMTP,
+// and the compare-and-set in sendOne keeps a former holder from sending them.
+async function owed(id, holder) {
+  const { rows } = await db.query(
+    `update mail_sends set holder = $2, state = 'claimed', claimed_at = now()
+      where campaign_id = $1 and recipient in (
+        select recipient from mail_sends where campaign_id = $1 and state in ('claimed', 'retry')
+         order by recipient limit $3)
+      returning ${ROW}`,
+    [id, holder, settings.batchSize],
+  );
+  return rows;
+}
+
+// The next recipients after the highest one claimed (or recorded by an older
+// release's simulation); a concurrent claim of the same ones gets none of them.
+async function claimNext(id, holder, total) {
+  const { rows } = await db.query(
+    `with start as (
+       select greatest(
+         (select coalesce(max(recipient), 0) from mail_sends where campaign_id = $1),
+         (select coalesce(max(recipient), 0) from deliveries where campaign_id = $1 and message_id is null)
+       ) + 1 as first)
+     insert into mail_sends (campaign_id, recipient, address, message_id, holder)
+     select $1, r, 'recipient-' || r || '@example.test', '<maha.c' || $1 || '.r' || r || '@' || $5 || '>', $2
+       from start, generate_series(start.first, least(start.first + $3 - 1, $4)) as r
+     on conflict do nothing
+     returning ${ROW}`,
+    [id, holder, settings.batchSize, total, mail.messageIdDomain],
+  );
+  return rows;
+}
+
+// Messages handed to SMTP by a worker that never recorded the outcome (it
+// died mid-send): sent again once stale. The receiver may get them twice,
+// with the same Message-ID; see README.md.
+async function reclaimStale(id, holder) {
+  const { rows } = await db.query(
+    `update mail_sends set holder = $2, state = 'claimed', claimed_at = now()
+      where campaign_id = $1 and state = 'sending' and sending_at < now() - $3 * interval '1 millisecond'
+      returning ${ROW}`,
+    [id, holder, mail.staleMs],
+  );
+  if (rows.length) {
+    log.warn('resending messages whose outcome was never recorded', { campaign: Number(id), messages: rows.length });
+  }
+  return rows;
+}
+
+async function unfinished(id) {
+  const { rows } = await db.query(
+    `select count(*)::int as n from mail_sends where campaign_id = $1 and state in ('claimed', 'sending', 'retry')`,
+    [id],
+  );
+  return rows[0].n;
+}
+
+async function toSending(id, row, holder, from) {
+  const { rowCount } = await db.query(
+    `update mail_sends set state = 'sending', sending_at = now(), tries = tries + 1
+      where campaign_id = $1 and recipient = $2 and holder = $3 and state = $4`,
+    [id, row.recipient, holder, from],
+  );
+  return rowCount === 1;
+}
+
+async function markSent(id, row, holder, response) {
+  const { rows } = await db.query(
+    `with s as (
+       update mail_sends set state = 'sent', sent_at = now(), smtp_response = left($4, 200), last_error = null
+        where campaign_id = $1 and recipient = $2 and holder = $3 and state = 'sending'
+        returning campaign_id, recipient, address, message_id),
+     d as (
+       insert into deliveries (campaign_id, recipient, address, message_id)
+       select campaign_id, recipient, address, message_id from s on conflict do nothing)
+     select count(*)::int as marked from s`,
+    [id, row.recipient, holder, response || ''],
+  );
+  if (rows[0].marked !== 1) {
+    log.warn('message sent after another worker took it over', { campaign: Number(id), recipient: row.recipient });
+  }
+}
+
+async function markUnsent(id, row, holder, newState, err) {
+  await db.query(
+    `update mail_sends set state = $4, last_error = left($5, 200), smtp_response = left($6, 200)
+      where campaign_id = $1 and recipient = $2 and holder = $3 and state = 'sending'`,
+    [id, row.recipient, holder, newState, err.message || String(err), err.response || null],
+  );
+}
+
+async function pause(ms, stopped) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (stopped()) return false;
+    await sleep(Math.min(200, until - Date.now()));
+  }
+  return !stopped();
+}
+
+// One recipient: sent, failed for good, or left claimed/retry for a later run.
+async function sendOne(campaign, row, holder, stopped) {
+  let from = 'claimed';
+  for (let tries = 1; ; tries++) {
+    if (!(await toSending(campaign.id, row, holder, from))) return; // taken over: not ours to send
+    let info;
+    try {
+      info = await smtp.sendMail(mailer.compose(mail, campaign, row));
+    } catch (err) {
+      const kind = mailer.classify(err);
+      if (kind === 'permanent') {
+        await markUnsent(campaign.id, row, holder, 'failed', err);
+        log.warn('recipient refused', { campaign: campaign.id, recipient: row.recipient, smtp: err.responseCode });
+        return;
+      }
+      await markUnsent(campaign.id, row, holder, 'retry', err); // refused or never reached: not sent
+      if (kind === 'job' || tries >= mail.maxTries) {
+        const failure = new Error(`mail not sent after ${tries} tries: ${err.message}`);
+        failure.code = err.code;
+        throw failure;
+      }
+      if (!(await pause(mailer.backoffMs(mail, tries), stopped))) return; // stopping: retried by the next run
+      from = 'retry';
+      continue;
+    }
+    await markSent(campaign.id, row, holder, info.response);
+    return;
+  }
+}
+
+// Up to MAIL_CONNECTIONS messages of the batch at once, throttled; stops
+// taking new ones when the job must stop, and waits for those in hand.
+async function sendRows(campaign, rows, holder, lease, throttle) {
+  const failure = { error: null };
+  const stopped = () => halted(lease, failure);
+  let next = 0;
+  async function lane() {
+    while (next < rows.length && !stopped()) {
+      const row = rows[next++];
+      await throttle.take();
+      if (stopped()) return;
+      try {
+        await sendOne(campaign, row, holder, stopped);
+      } catch (err) {
+        failure.error = failure.error || err;
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(mail.connections, rows.length) }, lane));
+  if (failure.error) throw failure.error;
+  return stopped() || 'ok';
+}
+
+async function sendMail(id, job, holder, lease) {
+  const campaign = { id: Number(id), name: job.name };
+  const throttle = new mailer.Throttle(mail.ratePerCampaign);
+  for (;;) {
+    const stop = halted(lease, { error: null });
+    if (stop) return stop;
+    let rows = await owed(id, holder);
+    if (!rows.length) rows = await claimNext(id, holder, job.recipients);
+    if (!rows.length) rows = await reclaimStale(id, holder);
+    if (!rows.length) {
+      if (!(await unfinished(id))) return 'sent';
+      // Messages another worker handed to SMTP: recorded soon, or stale later.
+      await sleep(Math.min(1000, Math.ceil(mail.staleMs / 4)));
+      continue;
+    }
+    const outcome = await sendRows(campaign, rows, holder, lease, throttle);
+    const { rows: done } = await db.query(
+      `update campaigns set sent = (select count(*) from deliveries where campaign_id = $1) where id = $1 returning sent`,
+      [id],
+    );
+    publish(progressMessage(id, 'running', done[0].sent, job.recipients));
+    if (outcome !== 'ok') return outcome;
+  }
+}
+
 async function finish(id, holder, startedAt) {
   const { rows } = await db.query(
     `update campaigns c
         set status = 'done', finished_at = now(), sent = d.delivered,
-            result = jsonb_build_object('delivered', d.delivered, 'worker', $2::text, 'duration_ms', $3::int)
-       from (select count(*)::int as delivered from deliveries where campaign_id = $1) d
+            result = jsonb_build_object('delivered', d.delivered, 'failed', d.failed,
+                                        'worker', $2::text, 'duration_ms', $3::int)
+       from (select (select count(*)::int from deliveries where campaign_id = $1) as delivered,
+                    (select count(*)::int from mail_sends where campaign_id = $1 and state = 'failed') as failed) d
       where c.id = $1
       returning c.sent, c.recipients`,
     [id, holder, Date.now() - startedAt],
@@ -148,7 +345,9 @@ async function runJob(id, holder) {
     }
     log.info('job started', { campaign: Number(id), recipients: job.recipients, resume_from: job.sent, attempt: job.attempts });
     publish(progressMessage(id, 'running', job.sent, job.recipients));
-    const outcome = await sendBatches(id, job.sent, job.recipients, lease);
+    const outcome = smtp
+      ? await sendMail(id, job, holder, lease)
+      : await sendBatches(id, job.sent, job.recipients, lease);
     if (outcome === 'lease-lost') {
       log.warn('job abandoned: lease lost to another worker', { campaign: Number(id) });
     } else if (outcome === 'hand-back') {
@@ -220,11 +419,14 @@ async function main() {
     release: config.release,
     postgres: config.describePostgres(),
     queue: config.describeQueue(),
+    mail: mailer.describe(mail),
+    mail_rate_per_campaign: mail.ratePerCampaign,
     ...settings,
   });
   const reaper = startReaper();
   await Promise.all(Array.from({ length: settings.concurrency }, (_, slot) => workSlot(slot)));
   clearInterval(reaper);
+  if (smtp) smtp.close();
   await Promise.allSettled([db.end(), redis.quit(), ...(legacy ? [legacy.client.quit()] : [])]);
   log.info('worker stopped');
 }

@@ -11,6 +11,7 @@
 // X-Maha-Campaign / X-Maha-Recipient, so a receiver can tell a message sent
 // twice from two messages (SES replaces the Message-ID; the headers stay).
 
+const net = require('net');
 const { setTimeout: sleep } = require('timers/promises');
 const nodemailer = require('nodemailer');
 const config = require('./config');
@@ -66,6 +67,36 @@ function transport(s) {
     socketTimeout: s.timeoutMs,
     disableFileAccess: true,
     disableUrlAccess: true,
+    // Plain and STARTTLS connections without Nagle's delay: the end of each message is a
+    // small write that would otherwise wait for the server's delayed ACK (about 40 ms a
+    // message: half the throughput on a local sink). Implicit TLS keeps nodemailer's own.
+    getSocket:
+      s.security === 'tls'
+        ? undefined
+        : (options, callback) => {
+            let done = false;
+            const finish = (err, result) => {
+              if (!done) {
+                done = true;
+                socket.setTimeout(0);
+                callback(err, result);
+              }
+            };
+            const socket = net.connect({ host: s.host, port: s.port }, () => {
+              socket.setNoDelay(true);
+              finish(null, { connection: socket });
+            });
+            socket.setTimeout(s.timeoutMs, () => {
+              const err = new Error(`connection to ${s.host}:${s.port} timed out`);
+              err.code = 'ETIMEDOUT';
+              socket.destroy();
+              finish(err);
+            });
+            socket.once('error', (err) => {
+              err.code = err.code === 'ECONNREFUSED' ? 'ECONNREFUSED' : err.code || 'ECONNECTION';
+              finish(err);
+            });
+          },
   });
 }
 

@@ -23,7 +23,7 @@ from mahaops.context import addresses, settings
 from mahaops.secrets import secret
 from mahaops.settings.db import PostgresClientSettings, PostgresSettings
 from mahaops.templating import render
-from operations import apt
+from operations import apt, ebs
 from operations import postgresql as pg
 from operations.files import validated_template
 from operations.services import RestartsOwed
@@ -160,6 +160,14 @@ def db() -> None:
     version = s.postgresql_version
     cluster = f"postgresql@{version}-main"
     conf_dir = f"/etc/postgresql/{version}/main"
+
+    # -- on AWS: data and dumps on their own EBS volume, kept when the instance goes -------
+    if volume := host.data.get("ebs_data_volume_id"):
+        ebs.mounted(
+            name="PostgreSQL data and dumps on their EBS volume",
+            volume_id=volume,
+            path="/var/lib/postgresql",
+        )
 
     # -- packages: Debian's own major, or PGDG's ------------------------------------------
     if version != s.postgresql_distribution_version:

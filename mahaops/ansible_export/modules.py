@@ -654,7 +654,24 @@ def sshd_admits(call: Call) -> list[Task]:
 
     only(call, ["user", "keys"])
     command = admits_command(call.arguments["user"], call.arguments["keys"])
-    return [Task(call.name, "ansible.builtin.shell", {"cmd": command}, {"changed_when": False})]
+    return [_bash(call.name, command, False)]
+
+
+@maps("operations.ebs.mounted")
+def ebs_mounted(call: Call) -> list[Task]:
+    # The operation's fact and command: mount unless the volume is already there.
+    from operations.ebs import EbsMounted, mount_command
+
+    only(call, ["volume_id", "path"])
+    a = call.arguments
+    seen = f"{call.role}_ebs_mounted"
+    check = EbsMounted().command(a["volume_id"], a["path"])
+    command = (
+        f'[ "$({check})" = yes ] || {{ {mount_command(a["volume_id"], a["path"])}; echo mounted; }}'
+    )
+    task = _bash(call.name, command, f"'mounted' in {seen}.stdout_lines")
+    task.keywords["register"] = seen
+    return [task]
 
 
 @maps("operations.release.unpacked")

@@ -134,6 +134,7 @@ def existing_instances(ctx: Context) -> dict[str, list[dict[str, Any]]]:
 def ensure_instances(ctx: Context, key_name: str) -> None:
     ctx.step("EC2 instances")
     existing = existing_instances(ctx)
+    volumes = data_volumes(ctx)
     image: list[tuple[str, str]] = []  # looked up once, only if something is launched
     launched: list[str] = []
     for role in EC2_ROLES:
@@ -148,27 +149,48 @@ def ensure_instances(ctx: Context, key_name: str) -> None:
                 continue
             if not image:
                 image.append(find_debian_ami(ctx))
-            instance_id = _launch(ctx, role, name, index, key_name, image[0])
+            zone = (
+                volumes[data_volume_name(name)]["AvailabilityZone"]
+                if (role == "db" and data_volume_name(name) in volumes)
+                else None
+            )
+            instance_id = _launch(ctx, role, name, index, key_name, image[0], zone)
             ids.append(instance_id)
             launched.append(instance_id)
         ctx.ids[f"instances:{role}"] = ids
+        ctx.ids[f"names:{role}"] = wanted
     for name, extra in sorted(existing.items()):
         for instance in extra:
             _terminate(ctx, instance, name or instance["InstanceId"], "not in the description")
     if launched and not ctx.dry:
         ctx.step(f"waiting for {len(launched)} instance(s) to run")
         ctx.clients.ec2.get_waiter("instance_running").wait(InstanceIds=launched)
+    ensure_data_volumes(ctx, volumes)
 
 
 def _launch(
-    ctx: Context, role: str, name: str, index: int, key_name: str, image: tuple[str, str]
+    ctx: Context,
+    role: str,
+    name: str,
+    index: int,
+    key_name: str,
+    image: tuple[str, str],
+    zone: str | None = None,
 ) -> str:
     spec = ctx.spec.role(role)
-    ctx.plan.record("EC2 instance", name, "create", f"{spec.instance_type}, {spec.disk_gb} GB")
+    where = f", in {zone} beside its kept data volume" if zone else ""
+    ctx.plan.record(
+        "EC2 instance", name, "create", f"{spec.instance_type}, {spec.disk_gb} GB{where}"
+    )
     if ctx.dry:
         return PENDING
     public = ctx.spec.access == "public"
     subnets = ctx.ids["subnets:public" if public else "subnets:private"]
+    if zone is not None:  # an EBS volume attaches only to an instance of its own zone
+        described = ctx.clients.ec2.describe_subnets(SubnetIds=list(subnets))["Subnets"]
+        subnets = [sub["SubnetId"] for sub in described if sub["AvailabilityZone"] == zone]
+        if not subnets:
+            raise ProvisionError(f"{name}: no subnet in {zone}, where its data volume is")
     kwargs: dict[str, Any] = {
         "ImageId": image[0],
         "InstanceType": spec.instance_type,
@@ -202,6 +224,8 @@ def _launch(
             for kind in ("instance", "volume", "network-interface")
         ],
     }
+    if role == "db":  # its data must not go with a stray terminate call
+        kwargs["DisableApiTermination"] = True
     if profile := profile_for(ctx, role):
         kwargs["IamInstanceProfile"] = {"Name": profile}
     response = _retry_new_profile(lambda: ctx.clients.ec2.run_instances(**kwargs))
@@ -227,13 +251,111 @@ def _converge(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> s
     want = ctx.spec.role(role).instance_type
     have = instance["InstanceType"]
     _converge_root_volume(ctx, role, name, instance)
+    if role == "db":
+        _converge_termination_protection(ctx, name, instance_id)
     if have == want:
         ctx.plan.record("EC2 instance", name, "no change", instance_id)
         return instance_id
     ctx.plan.record("EC2 instance", name, "update", f"{have} → {want} (stop, resize, start)")
     if not ctx.dry:
+        if role == "db":
+            _confirm(ctx, f"stop db host {name} ({instance_id}) to resize it to {want}")
         _resize(ctx, instance_id, want)
     return instance_id
+
+
+def _confirm(ctx: Context, what: str) -> None:
+    """A db host stopping or going away stops the platform: only with the operator's yes."""
+    if not ctx.confirm(what):
+        raise ProvisionError(f"not confirmed: {what} (run again and answer yes, or --yes)")
+
+
+def _converge_termination_protection(ctx: Context, name: str, instance_id: str) -> None:
+    if pending(instance_id):
+        return
+    answer = ctx.clients.ec2.describe_instance_attribute(
+        InstanceId=instance_id, Attribute="disableApiTermination"
+    )
+    if answer["DisableApiTermination"]["Value"]:
+        return
+    ctx.plan.record("EC2 instance", name, "update", "termination protection on")
+    if not ctx.dry:
+        ctx.clients.ec2.modify_instance_attribute(
+            InstanceId=instance_id, DisableApiTermination={"Value": True}
+        )
+
+
+# -- db hosts' data volumes ---------------------------------------------------------------------
+
+DATA_DEVICE = "/dev/sdf"
+"""Where a db host's data volume is attached (on Nitro types the kernel names it
+``/dev/nvme1n1``; the db role finds it by its volume id, ``/dev/disk/by-id``)."""
+
+
+def data_volume_name(instance_name: str) -> str:
+    return f"{instance_name}-data"
+
+
+def data_volumes(ctx: Context) -> dict[str, dict[str, Any]]:
+    """The environment's db data volumes by Name, whatever their state."""
+    pages = ctx.clients.ec2.get_paginator("describe_volumes").paginate(
+        Filters=ctx.filters(Role="db", Purpose="data")
+    )
+    return {
+        tags_of(volume).get("Name", volume["VolumeId"]): volume
+        for page in pages
+        for volume in page["Volumes"]
+        if ctx.owns(volume.get("Tags")) and volume["State"] not in ("deleting", "deleted")
+    }
+
+
+def ensure_data_volumes(ctx: Context, volumes: dict[str, dict[str, Any]]) -> None:
+    """Each db host's data on its own encrypted volume, kept when the instance goes: found
+    again by its Name and attached to the instance that replaces it."""
+    ec2 = ctx.clients.ec2
+    for name, instance_id in zip(
+        ctx.ids.get("names:db", []), ctx.ids.get("instances:db", []), strict=True
+    ):
+        volume_name = data_volume_name(name)
+        volume = volumes.get(volume_name)
+        if volume is not None and any(
+            a["InstanceId"] == instance_id for a in volume.get("Attachments", [])
+        ):
+            ctx.plan.record("EBS data volume", volume_name, "no change", volume["VolumeId"])
+            continue
+        if volume is not None and volume["State"] != "available":
+            holder = ", ".join(a["InstanceId"] for a in volume.get("Attachments", []))
+            raise ProvisionError(
+                f"{volume_name} ({volume['VolumeId']}) is attached to {holder}, not {name}"
+            )
+        if volume is None:
+            size = ctx.spec.db_data_gb
+            ctx.plan.record("EBS data volume", volume_name, "create", f"{size} GB, encrypted")
+        else:
+            ctx.plan.record(
+                "EBS data volume", volume_name, "update", f"{volume['VolumeId']}: kept, attach"
+            )
+        if ctx.dry or pending(instance_id):
+            continue
+        if volume is None:
+            zone = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0][
+                "Instances"
+            ][0]["Placement"]["AvailabilityZone"]
+            tags = [*ctx.tags("db", volume_name), {"Key": "Purpose", "Value": "data"}]
+            created = ec2.create_volume(
+                AvailabilityZone=zone,
+                Size=ctx.spec.db_data_gb,
+                VolumeType="gp3",
+                Encrypted=True,
+                TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
+            )
+            volume_id = created["VolumeId"]
+            ec2.get_waiter("volume_available").wait(VolumeIds=[volume_id])
+        else:
+            volume_id = volume["VolumeId"]
+        # Attached later, not at launch: DeleteOnTermination stays false.
+        ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=DATA_DEVICE)
+        ec2.get_waiter("volume_in_use").wait(VolumeIds=[volume_id])
 
 
 def _root_volume_id(instance: dict[str, Any]) -> str | None:
@@ -277,6 +399,14 @@ def _resize(ctx: Context, instance_id: str, instance_type: str) -> None:
 
 def _terminate(ctx: Context, instance: dict[str, Any], name: str, why: str) -> None:
     instance_id = instance["InstanceId"]
-    ctx.plan.record("EC2 instance", name, "delete", f"{instance_id}: {why}")
-    if not ctx.dry and not pending(instance_id):
-        ctx.clients.ec2.terminate_instances(InstanceIds=[instance_id])
+    db = tags_of(instance).get("Role") == "db"
+    kept = " (its data volume is kept)" if db else ""
+    ctx.plan.record("EC2 instance", name, "delete", f"{instance_id}: {why}{kept}")
+    if ctx.dry or pending(instance_id):
+        return
+    if db:
+        _confirm(ctx, f"terminate db host {name} ({instance_id}): {why}")
+        ctx.clients.ec2.modify_instance_attribute(
+            InstanceId=instance_id, DisableApiTermination={"Value": False}
+        )
+    ctx.clients.ec2.terminate_instances(InstanceIds=[instance_id])

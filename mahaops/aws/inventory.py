@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 
 from mahaops.aws.config import Environment, load_environment
-from mahaops.aws.ec2 import read_public_key
+from mahaops.aws.ec2 import DATA_DEVICE, read_public_key
 from mahaops.aws.session import CLIENT_CONFIG, make_session
 from mahaops.hosts import HostSpec
 from mahaops.roles import ROLE_BY_NAME
@@ -66,6 +66,9 @@ def _host(
         "aws_env": loaded.name,
         "role": role.name,
     }
+    for mapping in instance.get("BlockDeviceMappings", []):
+        if mapping.get("DeviceName") == DATA_DEVICE and "Ebs" in mapping:
+            data["ebs_data_volume_id"] = mapping["Ebs"]["VolumeId"]  # the db role mounts it
     if spec.ssh_private_key:
         data["ssh_key"] = str(Path(spec.ssh_private_key).expanduser())
     if spec.access == "public":

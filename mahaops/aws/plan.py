@@ -7,7 +7,7 @@ without making them; ids of resources it would create are :data:`PENDING`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -95,6 +95,8 @@ class Context:
     plan: Plan = field(default_factory=Plan)
     console: Console = field(default_factory=lambda: Console(stderr=True))
     ids: dict[str, Any] = field(default_factory=dict)  # "vpc", "sg:app", "subnets:public", ...
+    # Asked before a db host is stopped or terminated; no answer (the default) is a no.
+    confirm: Callable[[str], bool] = field(default=lambda what: False)
 
     def name(self, *parts: str) -> str:
         """The Name of a resource: ``maha-<env>-<parts...>``."""

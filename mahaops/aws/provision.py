@@ -8,6 +8,7 @@ before the first API call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,18 @@ def provision(
     session: boto3.Session | None = None,
     group_data: Path = DEFAULT_GROUP_DATA,
     console: Console | None = None,
+    yes: bool = False,
+    confirm: Callable[[str], bool] = lambda what: False,
 ) -> Result:
-    """Converge AWS to ``env``'s description; with ``dry``, only say what would change."""
+    """Converge AWS to ``env``'s description; with ``dry``, only say what would change.
+
+    Stopping or terminating a db host happens only after ``confirm(what)`` (or ``yes``).
+    """
     loaded = load_environment(env, group_data)
     openings = security.declared_openings(loaded, group_data)
     public_key = ec2.read_public_key(env, loaded.spec)
     ctx = context_of(loaded, session, dry=dry, console=console)
+    ctx.confirm = (lambda what: True) if yes else confirm
     network.ensure_network(ctx)
     security.ensure_security_groups(ctx, openings)
     key_name = ec2.ensure_key_pair(ctx, public_key)

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from mahaops.aws import cloudfront, s3
 from mahaops.aws.config import load_environment
-from mahaops.aws.ec2 import LIVE_STATES
+from mahaops.aws.ec2 import LIVE_STATES, data_volumes
 from mahaops.aws.plan import Context, Plan, context_of, tags_of
 from mahaops.aws.secrets import SsmSecretStore
 from mahaops.settings import DEFAULT_GROUP_DATA, SettingsError
@@ -68,6 +68,7 @@ def find_doomed(ctx: Context) -> list[Doomed]:
         *_cdn(ctx),
         *_load_balancing(ctx),
         *_instances(ctx),
+        *_data_volumes(ctx),
         *_iam(ctx),
         *_key_pairs(ctx),
         *_security_groups(ctx),
@@ -224,10 +225,29 @@ def _instances(ctx: Context) -> list[Doomed]:
     names = ", ".join(sorted(tags_of(i).get("Name", i["InstanceId"]) for i in instances))
 
     def terminate() -> None:
+        for instance_id in ids:  # db hosts carry termination protection
+            ec2.modify_instance_attribute(
+                InstanceId=instance_id, DisableApiTermination={"Value": False}
+            )
         ec2.terminate_instances(InstanceIds=ids)
         ec2.get_waiter("instance_terminated").wait(InstanceIds=ids)
 
     return [Doomed("EC2 instances", names, terminate)]
+
+
+def _data_volumes(ctx: Context) -> list[Doomed]:
+    """The db hosts' kept data volumes: only a teardown deletes them."""
+    ec2 = ctx.clients.ec2
+    doomed = []
+    for name, volume in sorted(data_volumes(ctx).items()):
+        volume_id = volume["VolumeId"]
+
+        def delete(volume_id: str = volume_id) -> None:
+            ec2.get_waiter("volume_available").wait(VolumeIds=[volume_id])
+            ec2.delete_volume(VolumeId=volume_id)
+
+        doomed.append(Doomed("EBS data volume", name, delete))
+    return doomed
 
 
 def _iam(ctx: Context) -> list[Doomed]:

@@ -119,6 +119,9 @@ class AwsEnvironment(Record):
     # -- instances --------------------------------------------------------------------------
     roles: dict[Ec2Role, AwsRole] = {}  # per role; unlisted roles take the defaults
     ami_id: str | None = None  # pin an AMI; None = newest Debian 12 at provision time
+    # PostgreSQL's data and dumps: an encrypted gp3 volume per db host, kept when the
+    # instance is terminated and attached again to the one that replaces it
+    db_data_gb: int = Field(50, ge=1, le=16384)
 
     # -- SSH access -------------------------------------------------------------------------
     ssh_public_key: str  # a public key file (~ allowed) or the key text, imported to EC2

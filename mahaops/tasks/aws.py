@@ -39,19 +39,28 @@ def _outputs_table(outputs: dict[str, Any]) -> Table:
     return table
 
 
+def _ask_db(what: str) -> bool:
+    try:
+        answer = input(f"About to {what}. Type 'yes' to go on: ")
+    except EOFError:
+        return False
+    return answer.strip().lower() == "yes"
+
+
 @task(
     help={
         "env": "environment to converge, as described in group_data/aws.py",
         "dry": "show the plan (create / update / no change) and change nothing",
+        "yes": "do not ask before stopping or terminating a db host",
     }
 )
-def provision(c: InvokeContext, env: str, dry: bool = False) -> None:
+def provision(c: InvokeContext, env: str, dry: bool = False, yes: bool = False) -> None:
     """Create or update an AWS environment to match group_data/aws.py."""
     from mahaops.aws.provision import provision as run
 
     out, progress = masked_console(), masked_console(stderr=True)
     with _errors():
-        result = run(env, dry=dry, console=progress)
+        result = run(env, dry=dry, console=progress, yes=yes, confirm=_ask_db)
     title = f"{'Plan' if dry else 'Provisioned'}: {env} ({result.plan.summary()})"
     out.print(result.plan.table(title))
     if not dry:

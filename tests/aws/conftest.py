@@ -73,6 +73,39 @@ def _moto_shims() -> None:
 _moto_shims()
 
 
+def _moto_termination_protection() -> None:
+    """moto 5.2 drops RunInstances' DisableApiTermination (ModifyInstanceAttribute keeps it,
+    and TerminateInstances then refuses, as AWS does)."""
+    import contextvars
+
+    from moto.ec2.models import instances as models
+    from moto.ec2.responses import instances as responses
+
+    original_init = models.Instance.__init__
+    if getattr(original_init, "_maha_shim", False):
+        return
+    asked: contextvars.ContextVar[bool] = contextvars.ContextVar("asked", default=False)
+    original_run = responses.InstanceResponse.run_instances
+
+    def run_instances(self: Any) -> Any:
+        token = asked.set(bool(self._get_bool_param("DisableApiTermination", False)))
+        try:
+            return original_run(self)
+        finally:
+            asked.reset(token)
+
+    def instance_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.disable_api_termination = self.disable_api_termination or asked.get()
+
+    instance_init._maha_shim = True  # type: ignore[attr-defined]
+    models.Instance.__init__ = instance_init  # type: ignore[method-assign]
+    responses.InstanceResponse.run_instances = run_instances  # type: ignore[method-assign]
+
+
+_moto_termination_protection()
+
+
 @pytest.fixture(autouse=True)
 def _only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach real AWS, or anything but the local moto server."""

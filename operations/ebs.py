@@ -1,0 +1,89 @@
+"""An EBS volume mounted where a role keeps its data (the db hosts' PostgreSQL data and dumps).
+
+EC2 names an attached volume by the device given at attach time (``/dev/sdf``) on Xen
+types and ``/dev/nvmeXn1`` on Nitro types, where ``/dev/disk/by-id`` holds a link named
+by the volume id: the operation finds the device by the id, so either works.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import FactBase, StringCommand, operation
+
+
+def device_command(volume_id: str) -> str:
+    """Shell printing the volume's device, waiting up to 60 s for it to appear."""
+    serial = volume_id.replace("-", "")
+    candidates = f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{serial} /dev/xvdf /dev/sdf"
+    return (
+        "dev=; for i in $(seq 60); do "
+        f"for d in {candidates}; do [ -b $d ] && dev=$(readlink -f $d) && break 2; done; "
+        'sleep 1; done; [ -n "$dev" ] && echo "$dev"'
+    )
+
+
+class EbsMounted(FactBase[bool]):
+    """
+    Whether ``path`` is a mount of volume ``volume_id``'s device.
+
+    .. code:: python
+
+        host.get_fact(EbsMounted, volume_id="vol-0abc", path="/var/lib/postgresql")
+    """
+
+    def command(self, volume_id: str, path: str) -> str:
+        serial = volume_id.replace("-", "")
+        return (
+            f"src=$(findmnt -no SOURCE {shlex.quote(path)} 2>/dev/null) && "
+            f"for d in /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{serial} /dev/xvdf /dev/sdf;"
+            ' do [ -b $d ] && [ "$(readlink -f $d)" = "$(readlink -f "$src")" ] && echo yes && '
+            "exit 0; done; echo no"
+        )
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[-1].strip() == "yes"
+
+
+def mount_command(volume_id: str, path: str, fs_type: str = "ext4") -> str:
+    """Shell formatting the volume if it holds no file system yet (a new volume), copying
+    what ``path`` already holds onto it, recording it in fstab by UUID and mounting it."""
+    p = shlex.quote(path)
+    return (
+        f"dev=$({device_command(volume_id)}) || "
+        f"{{ echo 'volume {volume_id} is not attached' >&2; exit 1; }}; "
+        # blkid -p exits 2 when the device holds no signature at all: only then format.
+        'blkid -p "$dev" >/dev/null 2>&1; found=$?; '
+        f'if [ $found = 2 ]; then mkfs.{fs_type} -q "$dev"; '
+        f'if [ -d {p} ] && [ -n "$(ls -A {p})" ]; then t=$(mktemp -d); '
+        f'mount "$dev" "$t" && cp -a {p}/. "$t"/ && umount "$t"; rmdir "$t"; fi; '
+        'elif [ $found != 0 ]; then echo "cannot read $dev (blkid: $found)" >&2; exit 1; fi; '
+        'uuid=$(blkid -s UUID -o value "$dev"); '
+        f"mkdir -p {p}; sed -i '\\| {path} |d' /etc/fstab; "
+        f'echo "UUID=$uuid {path} {fs_type} defaults,nofail,x-systemd.device-timeout=60 0 2"'
+        " >> /etc/fstab; "
+        f"mount {p}"
+    )
+
+
+@operation()
+def mounted(volume_id: str, path: str):
+    """
+    Mount EBS volume ``volume_id`` on ``path`` now and at every boot (fstab, by UUID,
+    ``nofail``); a volume with no file system yet is formatted (ext4) and gets what
+    ``path`` held. A volume kept from a former host is mounted as it is.
+
+    + volume_id: the attached volume (``vol-...``)
+    + path: where its data lives
+
+    **Example:**
+
+    .. code:: python
+
+        mounted(name="Data on its EBS volume", volume_id="vol-0abc", path="/var/lib/postgresql")
+    """
+    if host.get_fact(EbsMounted, volume_id=volume_id, path=path):
+        host.noop(f"{path} is on {volume_id}")
+        return
+    yield StringCommand(mount_command(volume_id, path))

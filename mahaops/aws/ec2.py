@@ -248,6 +248,8 @@ def _retry_new_profile(call: Callable[[], T], attempts: int = 10, delay: float =
 
 def _converge(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> str:
     instance_id = str(instance["InstanceId"])
+    if instance.get("State", {}).get("Name") in ("stopping", "stopped"):
+        ctx.ids.setdefault("stopped", set()).add(instance_id)  # never a target while stopped
     want = ctx.spec.role(role).instance_type
     have = instance["InstanceType"]
     _converge_root_volume(ctx, role, name, instance)
@@ -260,8 +262,35 @@ def _converge(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> s
     if not ctx.dry:
         if role == "db":
             _confirm(ctx, f"stop db host {name} ({instance_id}) to resize it to {want}")
+        drain(ctx, instance_id)  # an app server stops taking requests before it stops
         _resize(ctx, instance_id, want)
+        ctx.ids.get("stopped", set()).discard(instance_id)  # started again: a target again
     return instance_id
+
+
+def drain(ctx: Context, instance_id: str) -> None:
+    """Take an instance out of the app target group and wait until the ALB has let its
+    connections finish (the deregistration delay): only then may it stop or go. An
+    instance that is no target (not an app server) returns at once."""
+    elb = ctx.clients.elbv2
+    try:
+        groups = elb.describe_target_groups(Names=[ctx.name("app")])["TargetGroups"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "TargetGroupNotFound":
+            return
+        raise
+    arn = groups[0]["TargetGroupArn"]
+    health = elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    if instance_id not in {d["Target"]["Id"] for d in health}:
+        return
+    ctx.step(f"draining {instance_id} from the load balancer")
+    target = [{"Id": instance_id}]
+    elb.deregister_targets(TargetGroupArn=arn, Targets=target)
+    delay = 5
+    attempts = (ctx.spec.deregistration_delay + 120) // delay  # the delay, and some slack
+    elb.get_waiter("target_deregistered").wait(
+        TargetGroupArn=arn, Targets=target, WaiterConfig={"Delay": delay, "MaxAttempts": attempts}
+    )
 
 
 def _confirm(ctx: Context, what: str) -> None:
@@ -409,4 +438,5 @@ def _terminate(ctx: Context, instance: dict[str, Any], name: str, why: str) -> N
         ctx.clients.ec2.modify_instance_attribute(
             InstanceId=instance_id, DisableApiTermination={"Value": False}
         )
+    drain(ctx, instance_id)  # an app server's open requests finish first
     ctx.clients.ec2.terminate_instances(InstanceIds=[instance_id])

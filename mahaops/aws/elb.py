@@ -173,8 +173,10 @@ def ensure_target_group(ctx: Context) -> str:
 
 
 def ensure_targets(ctx: Context, tg_arn: str) -> None:
-    """The app servers, and only they, are registered."""
-    wanted = {i for i in ctx.ids.get("instances:app", []) if not pending(i)}
+    """The app servers, and only they, are registered; a stopped one is not (AWS refuses
+    it): it is registered by the run after it was started again."""
+    stopped = ctx.ids.get("stopped", set())
+    wanted = {i for i in ctx.ids.get("instances:app", []) if not pending(i) and i not in stopped}
     name = f"{ctx.name('app')} targets"
     registered: set[str] = set()
     if not pending(tg_arn):

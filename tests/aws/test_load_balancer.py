@@ -183,3 +183,88 @@ def test_a_rolling_step_waits_for_its_app_server_to_be_back_in_service(
             clock=lambda: next(clock),
         )
     assert f"{app_ids[1]}" in str(caught.value) and "not healthy after 60 s" in str(caught.value)
+
+
+def _apps_by_name(aws, states=("running",)):
+    reservations = aws.client("ec2").describe_instances(
+        Filters=[
+            {"Name": "tag:Role", "Values": ["app"]},
+            {"Name": "instance-state-name", "Values": list(states)},
+        ]
+    )["Reservations"]
+    return {
+        next(t["Value"] for t in i["Tags"] if t["Key"] == "Name"): i["InstanceId"]
+        for r in reservations
+        for i in r["Instances"]
+    }
+
+
+def _targets(aws):
+    elb = aws.client("elbv2")
+    arn = elb.describe_target_groups(Names=["maha-qa-app"])["TargetGroups"][0]["TargetGroupArn"]
+    health = elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    return {d["Target"]["Id"] for d in health}
+
+
+def _order(calls, *wanted):
+    """Index of each call's first occurrence after the previous one; fails when one is missing."""
+    seen, start = [], 0
+    log = calls.all()
+    for call in wanted:
+        index = log.index(call, start)
+        seen.append(index)
+        start = index + 1
+    return seen
+
+
+def test_scale_in_deregisters_and_waits_for_draining_before_terminating(aws, provision_qa, calls):
+    provision_qa()
+    leaving = _apps_by_name(aws)["maha-qa-app-2"]
+    calls.reset()
+
+    provision_qa(roles={"app": {"count": 1}})
+
+    # deregister, the waiter's DescribeTargetHealth until "unused", and only then terminate
+    _order(
+        calls,
+        "elbv2 DeregisterTargets",
+        "elbv2 DescribeTargetHealth",
+        "ec2 TerminateInstances",
+    )
+    assert leaving not in _targets(aws)
+    assert "maha-qa-app-2" not in _apps_by_name(aws)
+
+
+def test_resizing_an_app_server_drains_it_before_the_stop_and_registers_it_after(
+    aws, provision_qa, calls
+):
+    provision_qa()
+    resized = _apps_by_name(aws)["maha-qa-app-1"]
+    calls.reset()
+
+    provision_qa(roles={"app": {"count": 2, "instance_type": "t3.large"}})
+
+    _order(
+        calls,
+        "elbv2 DeregisterTargets",
+        "elbv2 DescribeTargetHealth",
+        "ec2 StopInstances",
+        "ec2 StartInstances",
+        "elbv2 RegisterTargets",
+    )
+    assert resized in _targets(aws)
+
+
+def test_a_stopped_app_server_is_never_registered_as_a_target(aws, provision_qa):
+    provision_qa()
+    stopped = _apps_by_name(aws)["maha-qa-app-2"]
+    aws.client("ec2").stop_instances(InstanceIds=[stopped])
+    elb = aws.client("elbv2")
+    arn = elb.describe_target_groups(Names=["maha-qa-app"])["TargetGroups"][0]["TargetGroupArn"]
+    elb.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": stopped}])
+
+    plan = provision_qa().plan
+
+    assert stopped not in _targets(aws)  # real AWS refuses a stopped instance as a target
+    rows = {c.kind: (c.action, c.detail) for c in plan if c.kind == "Targets"}
+    assert stopped not in rows["Targets"][1]

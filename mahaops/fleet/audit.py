@@ -23,6 +23,7 @@ from mahaops import masking
 from mahaops.fleet import lock
 from mahaops.fleet.ssh import as_root, environment_hosts, role_of, run_one
 from mahaops.hosts import HostSpec
+from mahaops.settings import DEFAULT_GROUP_DATA
 
 AUDIT_LOG = f"{lock.STATE_DIR}/audit.jsonl"
 
@@ -149,8 +150,10 @@ def guarded(
             if kwargs.get("dry") or env in _held:
                 return body(c, *args, **kwargs)
             say = note or (lambda text: print(text, file=sys.stderr))
+            hosts = _hosts(env)
+            _check_settings(kwargs, hosts)  # bad settings touch no host: no lock, no record
             holder = lock.Holder.new(command_line(name, kwargs))
-            lock_host = lock.lock_host(_hosts(env))
+            lock_host = lock.lock_host(hosts)
             if lock_host is not None:
                 try:
                     lock.acquire(env, lock_host, holder)
@@ -173,6 +176,24 @@ def guarded(
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _check_settings(kwargs: dict[str, Any], hosts: Sequence[HostSpec]) -> None:
+    """The settings the run will read (group_data, ``--set``, each host's merged data),
+    checked as the runner checks them, before the lock: a bad one stops the task naming
+    the file (or ``--set``) and the key."""
+    from invoke.exceptions import Exit
+
+    from mahaops.runner.state import check_host_settings
+    from mahaops.settings import GroupData, SettingsError, parse_overrides
+
+    try:
+        group_data = GroupData(DEFAULT_GROUP_DATA)
+        overrides = parse_overrides(kwargs.get("set") or [])
+        for spec in hosts:
+            check_host_settings(spec, group_data.merged(spec.groups, spec.data, overrides))
+    except SettingsError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
 
 
 def _hosts(env: str) -> list[HostSpec]:

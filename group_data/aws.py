@@ -24,6 +24,27 @@ aws_environments = {
             "worker": {"count": 1, "instance_type": "t3.small"},
         },
     },
+    # The AWS stand-in on this machine (docs/sim.md): moto on 127.0.0.1 started on first
+    # use, each instance a Docker host from the local platform's image. `invoke sim.up`
+    # makes the key pair below when it is missing.
+    "sim": {
+        "region": "eu-west-1",
+        "availability_zones": ["eu-west-1a", "eu-west-1b"],
+        "profile": "maha-sim",  # the stand-in's endpoint and dummy credentials, never AWS
+        "vpc_cidr": "10.213.0.0/16",  # checked against this machine's networks at start
+        "nat_gateway": False,  # every host is public; apt goes through the package cache
+        "admin_cidrs": ["54.214.0.0/16"],  # SSH arrives from this machine's public-side address
+        "ssh_public_key": "~/.ssh/maha-sim.pub",
+        "ssh_private_key": "~/.ssh/maha-sim",
+        "access": "public",  # hosts reached at their public addresses, as on AWS
+        "roles": {
+            "app": {"count": 1, "instance_type": "t3.small"},
+            "db": {"count": 1, "instance_type": "t3.small"},
+            "cache": {"count": 1, "instance_type": "t3.micro"},
+            "log": {"count": 1, "instance_type": "t3.small"},
+            "worker": {"count": 1, "instance_type": "t3.small"},
+        },
+    },
     # Production: HTTPS on its domain, hosts only on private subnets, reached over SSM.
     "production": {
         "region": "eu-west-1",

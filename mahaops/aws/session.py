@@ -15,6 +15,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from mahaops.sim import SIM_PROFILE
+
 CALL_LOG_ENV = "MAHA_AWS_CALL_LOG"
 """If set, every AWS operation is appended to this file as ``service Operation``."""
 
@@ -57,7 +59,15 @@ def _refuse_mutation(model: Any, **_: Any) -> None:
 def make_session(
     region: str | None = None, profile: str | None = None, *, dry: bool = False
 ) -> boto3.Session:
-    """A session for one environment; with ``dry``, mutating calls raise instead of running."""
+    """A session for one environment; with ``dry``, mutating calls raise instead of running.
+
+    The profile ``maha-sim`` is the stand-in on this machine (docs/sim.md): its moto
+    server, started on first use, with its endpoint and dummy credentials.
+    """
+    if profile == SIM_PROFILE:
+        from mahaops.sim.server import session as sim_session
+
+        return instrument(sim_session(region), dry=dry)
     return instrument(boto3.Session(profile_name=profile, region_name=region), dry=dry)
 
 

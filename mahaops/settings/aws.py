@@ -174,6 +174,11 @@ class AwsEnvironment(Record):
             raise ValueError("cdn_certificate_arn: cdn_domain and cdn_certificate_arn go together")
         if self.cdn_certificate_arn and ":us-east-1:" not in self.cdn_certificate_arn:
             raise ValueError("cdn_certificate_arn: CloudFront needs a certificate in us-east-1")
+        if self.profile == "maha-sim" and (self.access != "public" or self.vpc_id):
+            raise ValueError(
+                'access: the sim stand-in (profile "maha-sim") makes its own VPC and reaches'
+                ' hosts at their public addresses: access="public", no vpc_id'
+            )
         if self.access == "bastion" and not self.bastion:
             raise ValueError('bastion: access="bastion" needs bastion="user@host"')
         return self

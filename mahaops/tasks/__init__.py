@@ -3,7 +3,8 @@
 Operator tasks: ``platform`` (up, down, deploy, plan, hosts), ``release`` (build, release,
 rollback), ``ops`` (status, exec, unlock, history), ``aws`` (provision, teardown),
 ``ansible`` (export-ansible, bench-ansible), and the namespaced ``db`` (db.backup,
-db.restore) and ``logs`` (``logs``: the hosts' journals, from ``ops``; logs.ui). Developer
+db.restore), ``sim`` (sim.up, sim.status, sim.down: the AWS stand-in) and ``logs``
+(``logs``: the hosts' journals, from ``ops``; logs.ui). Developer
 tasks: ``dev`` (test, lint, bench). Help texts shared by several tasks are in ``_common``.
 """
 
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from mahaops.tasks import ansible, aws, db, dev, lifecycle, logs, ops, platform, release
+from mahaops.tasks import ansible, aws, db, dev, lifecycle, logs, ops, platform, release, sim
 
 # Top-level names (`invoke up`, `invoke build`, ...): the command line predates the modules.
 FLAT = (platform, lifecycle, release, ops, aws, ansible, dev)
-NAMESPACED = (db, logs)  # `invoke db.backup`, `invoke logs.ui`
+NAMESPACED = (db, logs, sim)  # `invoke db.backup`, `invoke logs.ui`, `invoke sim.up`
 
 
 def root() -> Collection:

@@ -1,0 +1,203 @@
+"""The AWS stand-in (docs/sim.md): EC2 instances on its moto server become real hosts.
+
+One server for the module, in a MAHA_HOME of its own; instances are launched through
+the same boto3 session provisioning uses (profile ``maha-sim``), and the hosts are
+reached over SSH at their public addresses with the key pair, as on AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import pytest
+
+from mahaops.aws.session import make_session
+from mahaops.settings import DEFAULT_GROUP_DATA
+from mahaops.sim import SIM_PROFILE, SimError, server
+from mahaops.sim.hosts import container_name
+from mahaops.sim.networks import kernel_routes
+
+REGION = "eu-west-1"
+DEBIAN_AMI = "ami-0d3b12a2f3c4e5d60"  # mahaops/sim/debian-amis.json
+T = TypeVar("T")
+
+
+def _until(check: Callable[[], T | None], what: str, timeout: float = 120.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """MAHA_HOME and HOME of the module's own: the server's state and the sim key pair."""
+    root = tmp_path_factory.mktemp("sim")
+    saved = {k: os.environ.get(k) for k in ("MAHA_HOME", "HOME")}
+    os.environ["MAHA_HOME"] = str(root / "maha-home")
+    os.environ["HOME"] = str(root / "home")
+    try:
+        yield root
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def sim(homes: Path) -> Iterator[server.Server]:
+    server.ensure_keys()
+    state = server.ensure_server()
+    try:
+        yield state
+    finally:
+        server.stop()
+        server.remove_hosts(state.token)
+
+
+@pytest.fixture(scope="module")
+def ec2(sim: server.Server) -> Any:
+    return make_session(REGION, SIM_PROFILE).client("ec2")
+
+
+@pytest.fixture(scope="module")
+def subnet(ec2: Any) -> str:
+    vpc = ec2.create_vpc(CidrBlock="10.213.0.0/16")["Vpc"]["VpcId"]
+    return str(ec2.create_subnet(VpcId=vpc, CidrBlock="10.213.0.0/24")["Subnet"]["SubnetId"])
+
+
+@pytest.fixture(scope="module")
+def key_pair(ec2: Any, homes: Path) -> Path:
+    private = homes / "home/.ssh/maha-sim"
+    ec2.import_key_pair(
+        KeyName="maha-test", PublicKeyMaterial=private.with_suffix(".pub").read_bytes()
+    )
+    return private
+
+
+def _launch(ec2: Any, subnet: str, name: str, user_data: str = "") -> dict[str, Any]:
+    reservation = ec2.run_instances(
+        ImageId=DEBIAN_AMI,
+        InstanceType="t3.micro",
+        MinCount=1,
+        MaxCount=1,
+        KeyName="maha-test",
+        UserData=user_data,
+        NetworkInterfaces=[
+            {"DeviceIndex": 0, "SubnetId": subnet, "AssociatePublicIpAddress": True}
+        ],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}],
+    )
+    return dict(reservation["Instances"][0])
+
+
+def _ssh(key: Path, address: str, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", f"admin@{address}", command,
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def _container(instance_id: str) -> Any:
+    try:
+        return docker.from_env().containers.get(container_name(instance_id))
+    except docker.errors.NotFound:
+        return None
+
+
+def test_a_running_instance_becomes_a_host_admin_reaches_with_the_key_pair(
+    ec2: Any, subnet: str, key_pair: Path
+) -> None:
+    user_data = '#!/bin/sh\necho "user data ran as $(id -un)" > /var/tmp/first-boot\n'
+    instance = _launch(ec2, subnet, "sim-test-web", user_data)
+    public, private = instance["PublicIpAddress"], instance["PrivateIpAddress"]
+
+    def first_boot_file() -> subprocess.CompletedProcess[str] | None:
+        result = _ssh(key_pair, public, "cat /var/tmp/first-boot")
+        return result if result.returncode == 0 else None
+
+    done = _until(first_boot_file, f"SSH as admin to {public} and the UserData's file")
+    assert done.stdout.strip() == "user data ran as root"
+    inside = _ssh(key_pair, public, "hostname; hostname -I; sudo -n id -u; id maha || true")
+    lines = inside.stdout.split("\n")
+    assert lines[0] == "sim-test-web"
+    assert private in lines[1].split()  # at the address EC2 gave it
+    assert lines[2] == "0"  # admin has sudo without a password, as on Debian's AMIs
+    assert "no such user" in inside.stderr  # no deploy user yet: the base role makes it
+    refused = subprocess.run(
+        ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+         "-i", "/dev/null", f"admin@{public}", "true"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 255  # without the key pair's key: no way in
+
+
+def test_stopped_and_terminated_instances_stop_and_lose_their_hosts(
+    ec2: Any, subnet: str, key_pair: Path
+) -> None:
+    instance = _launch(ec2, subnet, "sim-test-leaving")
+    instance_id = instance["InstanceId"]
+    _until(lambda: (c := _container(instance_id)) and c.status == "running", "the host")
+
+    ec2.stop_instances(InstanceIds=[instance_id])
+    _until(lambda: (c := _container(instance_id)) and c.status == "exited", "the host stopped")
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    _until(lambda: _container(instance_id) is None, "the host removed", timeout=60)
+    assert _ssh(key_pair, instance["PublicIpAddress"], "true").returncode == 255
+
+
+def _group_data_with(tmp_path: Path, old: str, new: str) -> Path:
+    copy = tmp_path / "group_data"
+    shutil.copytree(DEFAULT_GROUP_DATA, copy)
+    text = (copy / "aws.py").read_text()
+    assert old in text
+    (copy / "aws.py").write_text(text.replace(old, new))
+    return copy
+
+
+def test_a_sim_vpc_overlapping_a_network_of_this_machine_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAHA_HOME", str(tmp_path / "maha-home"))
+    taken = kernel_routes()[0][0]  # a network this machine routes (a bridge, the LAN)
+    group_data = _group_data_with(tmp_path, '"10.213.0.0/16"', f'"{taken}"')
+
+    with pytest.raises(SimError) as refused:
+        server.start(group_data)
+
+    message = str(refused.value)
+    assert f"group_data/aws.py: aws_environments.sim.vpc_cidr: {taken} overlaps" in message
+    assert server.read_state() is None  # no server was started
+
+
+def test_a_server_that_died_is_said_lost_not_replaced_by_an_empty_one(
+    sim: server.Server,
+) -> None:
+    """Last: it kills the module's server."""
+    os.kill(sim.pid, signal.SIGKILL)
+    _until(lambda: server.running() is None, "the server gone", timeout=10)
+
+    with pytest.raises(SimError, match="moto keeps them in memory only"):
+        server.ensure_server()
+    with pytest.raises(SimError, match="is gone"):
+        make_session(REGION, SIM_PROFILE)  # provisioning and the inventory hear it too
+    assert server.stop() == sim  # `invoke sim.down` acknowledges it
+    assert server.read_state() is None

@@ -19,6 +19,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server, systemd
 
 from deploys._common import KEYRINGS, apt_repository, reloaded, template, unit
+from deploys._tls import CA_FILE, trust_ca
 from mahaops.context import addresses, settings
 from mahaops.release import for_run
 from mahaops.secrets import secret
@@ -58,11 +59,17 @@ def release_vars(s: ReleaseSettings) -> dict[str, Any]:
     queue_port = int(_peer_setting("cache_servers", "redis_queue_port", 6380))
     db_host = s.app_database_host or _first("db_servers")
     redis_host = s.app_redis_host or _first("cache_servers")
+    # Over TLS, the server's certificate is verified against the environment's CA only.
+    db_tls = (
+        f"?sslmode=verify-full&sslrootcert={CA_FILE}"
+        if _peer_setting("db_servers", "postgresql_ssl", True)
+        else ""
+    )
     return {
         **s.model_dump(),
         "app_database_url": (
             f"postgres://{s.app_database_user}:{db_password}@{db_host}:{db_port}"
-            f"/{s.app_database_name}"
+            f"/{s.app_database_name}{db_tls}"
         ),
         "app_redis_url": (
             # the cache role's ACL: clients are its default user, with redis_password
@@ -149,6 +156,9 @@ def app_user_and_directories(s: ReleaseSettings) -> None:
 
 
 def shared_environment(s: ReleaseSettings) -> OperationMeta:
+    """The environment file of maha-web, maha-worker and migrations, and the CA that its
+    database and Redis connections verify servers against."""
+    trust_ca()
     return template(
         "Shared environment (database and Redis URLs, secrets)",
         "app/maha.env.j2",

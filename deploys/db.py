@@ -19,12 +19,14 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files, postgres, systemd
 
 from deploys._common import KEYRINGS, apt_repository, restart, template, unit
+from deploys._tls import server_certificate, trust_ca
 from mahaops.context import addresses, settings
 from mahaops.secrets import secret
 from mahaops.settings.db import PostgresClientSettings, PostgresSettings
 from mahaops.templating import render
 from operations import apt, ebs
 from operations import postgresql as pg
+from operations.changes import any_changed
 from operations.files import validated_template
 from operations.services import RestartsOwed
 
@@ -93,13 +95,16 @@ def _host_network(address: str) -> str:
     return str(ipaddress.ip_network(address))  # a bare address: /32 or /128
 
 
-def template_vars(s: PostgresSettings, port: int) -> dict[str, Any]:
+def template_vars(s: PostgresSettings, port: int, ssl: bool = True) -> dict[str, Any]:
     """Variables the db templates see: the settings plus what follows from host and inventory."""
     private = host.data.get("private_address")
     distribution = host.get_fact(LinuxDistribution)
+    tls_dir = f"/etc/postgresql/{s.postgresql_version}/main/tls"
     return {
         **s.model_dump(),
         "postgresql_port": port,
+        "postgresql_ssl": ssl,
+        "postgresql_tls_dir": tls_dir,
         "postgresql_distribution_codename": distribution["release_meta"].get("CODENAME", ""),
         "postgresql_pgdg_keyring": PGDG_KEYRING,
         "postgresql_conf_dir": f"/etc/postgresql/{s.postgresql_version}/main",
@@ -155,8 +160,9 @@ def pgdg_repository(tvars: dict[str, Any]) -> None:
 @deploy("PostgreSQL")
 def db() -> None:
     s = settings(PostgresSettings)
-    port = settings(PostgresClientSettings).postgresql_port
-    tvars = template_vars(s, port)
+    client = settings(PostgresClientSettings)
+    port = client.postgresql_port
+    tvars = template_vars(s, port, client.postgresql_ssl)
     version = s.postgresql_version
     cluster = f"postgresql@{version}-main"
     conf_dir = f"/etc/postgresql/{version}/main"
@@ -193,6 +199,14 @@ def db() -> None:
         no_recommends=True,
     )
     pg.adopt_data(name="Adopt data kept from a former host", version=version)
+
+    # -- TLS: a certificate from the environment's CA (renewed by a run near its expiry) ---
+    certificate = []
+    if client.postgresql_ssl:
+        trust_ca()  # psql on the host verifies the server like any client
+        certificate = list(
+            server_certificate("PostgreSQL", tvars["postgresql_tls_dir"], "postgres", "postgres")
+        )
 
     # -- configuration: tuning and who may connect ----------------------------------------
     conf_path = f"{conf_dir}/conf.d/90-maha.conf"
@@ -252,7 +266,7 @@ def db() -> None:
             name="Reload PostgreSQL for new settings",
             service=cluster,
             port=port,
-            _if=conf.did_change,
+            _if=any_changed(conf, *certificate),  # a renewed certificate is read on reload
         )
     systemd.service(
         name="Reload PostgreSQL for new access rules",

@@ -199,8 +199,10 @@ def renewal_reason(
 # -- the environment's store ----------------------------------------------------------------
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:40] or "host"
+def stored_names(host_name: str) -> tuple[str, str]:
+    """The store's names of a host's certificate and key."""
+    slug = re.sub(r"[^a-z0-9]+", "_", host_name.lower()).strip("_")[:40] or "host"
+    return f"tls_cert_{slug}", f"tls_key_{slug}"
 
 
 def ca(store: SecretStore) -> tuple[str, str]:
@@ -240,7 +242,7 @@ def server_certificate(
     if renew_days >= days:
         raise ValueError(f"tls_cert_renew_days ({renew_days}) must be below tls_cert_days")
     ca_cert, ca_key = ca(store)
-    cert_name, key_name = f"tls_cert_{_slug(host_name)}", f"tls_key_{_slug(host_name)}"
+    cert_name, key_name = stored_names(host_name)
     cert, key = store.get(cert_name), store.get(key_name)
     reason = renewal_reason(cert, key, ca_cert, names, renew_days)
     if reason:

@@ -81,6 +81,9 @@ class PostgresClientSettings(Settings):
     """What clients of PostgreSQL need too, so it may be set in all.py."""
 
     postgresql_port: int = Field(5432, ge=1, le=65535)  # server port; firewall and clients follow
+    # TLS with a certificate from the environment's CA; app servers and workers are admitted
+    # over TLS only (hostssl) and verify the server (sslmode=verify-full). False: plain TCP.
+    postgresql_ssl: bool = True
 
 
 @group_settings("db_servers")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mahaops import tls
 from mahaops.local.hosts import LocalHost
 from mahaops.local.pkgcache import PORT as PACKAGE_CACHE_PORT
 from mahaops.secrets import LocalSecretStore, get_or_create
@@ -28,12 +29,23 @@ _INSTALL = (
 )
 
 
-def standin_postgres(run: Callable[[str], str], password: str) -> None:
-    """PostgreSQL as the db role promises it: database ``maha`` owned by ``maha_app``."""
+def standin_postgres(run: Callable[[str], str], password: str, tls_dir: str = "") -> None:
+    """PostgreSQL as the db role promises it: database ``maha`` owned by ``maha_app``; with
+    ``tls_dir`` (server.crt and server.key from the environment's CA), over TLS only."""
     run(_INSTALL.format(packages="postgresql"))
+    hba = "host"
+    if tls_dir:
+        hba = "hostssl"
+        run(
+            "c=/etc/postgresql/15/main; "
+            f"install -o postgres -m 600 {tls_dir}/server.key $c/maha.key && "
+            f"install -o postgres -m 644 {tls_dir}/server.crt $c/maha.crt && "
+            "echo \"ssl = on\nssl_cert_file = '$c/maha.crt'\nssl_key_file = '$c/maha.key'\" "
+            ">> $c/postgresql.conf"
+        )
     run(
         "c=/etc/postgresql/15/main; echo \"listen_addresses='*'\" >> $c/postgresql.conf && "
-        "echo 'host maha maha_app 0.0.0.0/0 scram-sha-256' >> $c/pg_hba.conf && "
+        f"echo '{hba} maha maha_app 0.0.0.0/0 scram-sha-256' >> $c/pg_hba.conf && "
         "systemctl restart postgresql && "
         f'su postgres -c "psql -q -c \\"create user maha_app password \'{password}\'\\" '
         "-c 'create database maha owner maha_app'\""
@@ -70,13 +82,38 @@ def backing_services(testbed: Any) -> dict[str, Any]:
     def run(command: str) -> str:
         return str(testbed.exec(host, command))
 
-    standin_postgres(run, get_or_create(store, "postgresql_password_maha_app"))
+    tls_dir = standin_certificate(testbed, host, store)
+    standin_postgres(run, get_or_create(store, "postgresql_password_maha_app"), tls_dir)
     standin_redis(run, get_or_create(store, "redis_password"))
     _BACKING[testbed.env] = {
         "app_database_host": host.private_address,
         "app_redis_host": host.private_address,
     }
     return _BACKING[testbed.env]
+
+
+def standin_certificate(testbed: Any, host: LocalHost, store: LocalSecretStore) -> str:
+    """A server certificate for the stand-in host from the environment's CA, as the db and
+    cache roles serve theirs (clients verify it); returns the directory holding it."""
+    from tests.checks.db import run
+
+    issued = tls.server_certificate(
+        store, host.name, [host.private_address, host.name, "127.0.0.1"], 365, 30
+    )
+    directory = "/etc/maha/tls/standin"
+    code, out = run(
+        testbed,
+        host,
+        [
+            "sh",
+            "-c",
+            f"umask 077 && mkdir -p {directory} && printf '%s' \"$CERT\" > {directory}/server.crt"
+            f" && printf '%s' \"$KEY\" > {directory}/server.key",
+        ],
+        {"CERT": issued.cert, "KEY": issued.key},
+    )
+    assert code == 0, out
+    return directory
 
 
 def http(th: Any, url: str, *options: str) -> tuple[int, dict[str, str], str]:
@@ -116,7 +153,9 @@ def check_release_layout(th: Any) -> str:
     assert th.file(f"{directory}/release.env").content_string.strip() == f"MAHA_RELEASE={release}"
     env = th.file(f"{APP_ROOT}/shared/maha.env")
     assert (env.mode, env.user) == (0o600, APP_USER)
-    assert "DATABASE_URL=postgres://maha_app:" in th.check_output(f"cat {APP_ROOT}/shared/maha.env")
+    assert 'DATABASE_URL="postgres://maha_app:' in th.check_output(
+        f"cat {APP_ROOT}/shared/maha.env"
+    )
     assert th.file(f"{directory}/src/web.js").user == "root"  # the app cannot change its code
     user = th.user(APP_USER)
     assert user.shell in ("/usr/sbin/nologin", "/bin/false")

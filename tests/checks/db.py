@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from mahaops import tls
 from mahaops.local.hosts import LocalHost
+from mahaops.secrets import LocalSecretStore
 
 CLIENT_PACKAGES = "postgresql-client redis-tools"
+CA_FILE = "/etc/maha/tls/ca.crt"  # the environment's CA, where the roles put it on clients
+OTHER_CA_FILE = "/tmp/maha-other-ca.crt"  # a CA of no environment: nothing may trust it
 
 
 def run(testbed: Any, host: LocalHost, argv: list[str], env: dict[str, str] | None = None):
@@ -21,13 +25,26 @@ def run(testbed: Any, host: LocalHost, argv: list[str], env: dict[str, str] | No
 
 
 def install_clients(testbed: Any, host: LocalHost) -> None:
-    """psql and redis-cli on a client host (through the apt proxy the base role set up)."""
+    """psql and redis-cli on a client host (through the apt proxy the base role set up),
+    with the environment's CA where the app role puts it (a host converged with base only
+    trusts it like an app server), and another CA, to show it is refused."""
     testbed.exec(
         host,
         "command -v psql >/dev/null && command -v redis-cli >/dev/null || "
         f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
         f"{CLIENT_PACKAGES} >/dev/null",
     )
+    ca_cert = LocalSecretStore(testbed.env).get(tls.CA_CERT)
+    other_ca = tls.new_ca_certificate(tls.new_key(), "nowhere")
+    for path, pem in ((CA_FILE, ca_cert), (OTHER_CA_FILE, other_ca)):
+        if pem:
+            code, out = run(
+                testbed,
+                host,
+                ["sh", "-c", 'mkdir -p "${P%/*}" && printf "%s" "$PEM" > "$P"'],
+                {"PEM": pem, "P": path},
+            )
+            assert code == 0, out
 
 
 def psql(
@@ -39,8 +56,15 @@ def psql(
     password: str = "",
     database: str = "maha",
     port: int = 5432,
+    sslmode: str = "",
+    rootcert: str = CA_FILE,
 ) -> tuple[int, str]:
-    """``sql`` run on ``client`` against ``server`` over TCP; (exit code, output)."""
+    """``sql`` run on ``client`` against ``server`` over TCP; (exit code, output).
+    ``sslmode``: libpq's (``disable``, ``verify-full`` against ``rootcert``...); "" = psql's
+    default (prefer: TLS when the server offers it, unverified)."""
+    env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "3"}
+    if sslmode:
+        env.update(PGSSLMODE=sslmode, PGSSLROOTCERT=rootcert)
     return run(
         testbed,
         client,
@@ -60,7 +84,7 @@ def psql(
             "-c",
             sql,
         ],
-        {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "3"},
+        env,
     )
 
 
@@ -78,17 +102,48 @@ def superuser_sql(testbed: Any, db: LocalHost, sql: str, database: str = "postgr
 def check_client_connects(
     testbed: Any, db: LocalHost, client: LocalHost, password: str, port: int = 5432
 ) -> None:
-    """A host in app_servers logs in as maha_app to database maha with its password."""
+    """A host in app_servers logs in as maha_app to database maha with its password, over
+    TLS, the server verified against the environment's CA (verify-full)."""
     code, out = psql(
         testbed,
         client,
         db.private_address,
-        "SELECT current_user || '@' || current_database()",
+        "SELECT current_user || '@' || current_database() || ' ' || ssl::text "
+        "FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
         password=password,
         port=port,
+        sslmode="verify-full",
     )
     assert code == 0, out
-    assert out.strip() == "maha_app@maha"
+    assert out.strip() == "maha_app@maha true"
+
+
+def check_tls_only(
+    testbed: Any, db: LocalHost, client: LocalHost, password: str, port: int = 5432
+) -> None:
+    """An app server's plain connection is refused, and a server certificate is accepted
+    only from the environment's CA (another CA's trust fails the handshake's check)."""
+    code, out = psql(
+        testbed,
+        client,
+        db.private_address,
+        "SELECT 1",
+        password=password,
+        port=port,
+        sslmode="disable",
+    )
+    assert code != 0 and "no pg_hba.conf entry" in out and "no encryption" in out, out
+    code, out = psql(
+        testbed,
+        client,
+        db.private_address,
+        "SELECT 1",
+        password=password,
+        port=port,
+        sslmode="verify-full",
+        rootcert=OTHER_CA_FILE,
+    )
+    assert code != 0 and "certificate verify failed" in out, out
 
 
 def check_refusals(
@@ -141,6 +196,9 @@ def check_server(testbed: Any, db: LocalHost, version: int = 15, port: int = 543
     )
     hba = testbed.exec(db, f"stat -c '%U %a' /etc/postgresql/{version}/main/pg_hba.conf")
     assert hba.strip() == "postgres 640"
+    key = testbed.exec(db, f"stat -c '%U %a' /etc/postgresql/{version}/main/tls/server.key")
+    assert key.strip() == "postgres 600"
+    assert superuser_sql(testbed, db, "SHOW ssl") == "on"
 
 
 def check_backups_scheduled(testbed: Any, db: LocalHost) -> None:
@@ -165,5 +223,6 @@ def check_db(
     """The db role's promises, checked on a converged db host and an app server."""
     check_server(testbed, db, version, port)
     check_client_connects(testbed, db, client, password, port)
+    check_tls_only(testbed, db, client, password, port)
     check_refusals(testbed, db, client, password, port)
     check_backups_scheduled(testbed, db)

@@ -4,6 +4,7 @@ survives re-deploys, restarts and setting changes, restart-or-reload, backups, s
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mahaops import PROJECT_ROOT
+from mahaops import PROJECT_ROOT, tls
 from mahaops.local.hosts import LocalHost
 from mahaops.secrets import LocalSecretStore
 from tests.checks import converge
@@ -362,6 +363,58 @@ def test_kept_data_without_its_configuration_is_adopted(
     assert adopted.named("Adopt data kept from a former host")[0].status == "changed"
     assert app_sql(testbed, tier, "SELECT count(*) FROM replaced") == "500"
     again = tier.record(testbed.deploy(roles=["base", "db"], limit=[tier.server.name]))
+    assert again.ok and not again.changed, [op.name for op in again.changed]
+
+
+def test_app_servers_get_in_over_verified_tls_only(testbed: Testbed, tier: ServiceTier) -> None:
+    checks.check_client_connects(testbed, tier.server, tier.app, password(testbed))
+    checks.check_tls_only(testbed, tier.server, tier.app, password(testbed))
+
+
+def served_serial(testbed: Testbed, client: LocalHost, server: LocalHost) -> int:
+    """The serial number of the certificate PostgreSQL presents to ``client``."""
+    out = testbed.exec(
+        client,
+        f"openssl s_client -starttls postgres -connect {server.private_address}:5432 "
+        "</dev/null 2>/dev/null | openssl x509 -noout -serial",
+    ).strip()
+    return int(out.removeprefix("serial="), 16)
+
+
+def serial(pem: str) -> int:
+    from cryptography import x509
+
+    return int(x509.load_pem_x509_certificate(pem.encode()).serial_number)
+
+
+def test_a_certificate_near_expiry_is_renewed_by_a_run_without_showing_its_key(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    store = LocalSecretStore(testbed.env)
+    cert_name, key_name = tls.stored_names(tier.server.name)
+    current = store.get(cert_name)
+    assert current and served_serial(testbed, tier.app, tier.server) == serial(current)
+    # The stored certificate, as if issued 340 days ago: 25 days left, inside the 30.
+    ca_cert, ca_key = tls.ca(store)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=340)
+    short, short_key = tls.issue(ca_cert, ca_key, tls.names_of(current), days=365, now=old)
+    store.put(cert_name, short)
+    store.put(key_name, short_key)
+    key_file = "/etc/postgresql/15/main/tls/server.key"
+    planned = tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name], dry=True))
+    assert planned.ok and f"Will modify {key_file}" in planned.output, planned.output
+    renewed_key = store.get(key_name)
+    assert renewed_key and renewed_key != short_key
+    body = [line for line in renewed_key.splitlines() if not line.startswith("-----")]
+    assert body and not [line for line in body if line in planned.output]
+    run = tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name]))
+    assert run.ok, run.output
+    assert run.named("Reload PostgreSQL for new settings")[0].status == "changed"
+    renewed = store.get(cert_name)
+    assert renewed and renewed != short
+    assert served_serial(testbed, tier.app, tier.server) == serial(renewed)
+    checks.check_client_connects(testbed, tier.server, tier.app, password(testbed))
+    again = tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name]))
     assert again.ok and not again.changed, [op.name for op in again.changed]
 
 

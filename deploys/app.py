@@ -120,6 +120,8 @@ def nodejs(n: NodejsSettings) -> None:
         key_name="NodeSource signing key",
         key_url=n.nodejs_nodesource_key_url,
         keyring=NODESOURCE_KEYRING,
+        fingerprint=n.nodejs_nodesource_key_fingerprint,
+        fingerprint_setting="nodejs_nodesource_key_fingerprint",
         src="app/nodesource.list.j2",
         dest="/etc/apt/sources.list.d/nodesource.list",
         **tvars,

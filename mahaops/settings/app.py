@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from mahaops.settings.base import Cidr, UserName
-from mahaops.settings.models import Settings, group_settings
+from mahaops.settings.models import Fingerprint, Settings, group_settings
 
 _NGINX_SIZE = re.compile(r"^\d+[kKmMgG]?$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -103,6 +103,9 @@ class NodejsSettings(Settings):
     nodejs_distribution_major: int = 18  # the major of the distribution's own nodejs package
     nodejs_nodesource_url: str = "https://deb.nodesource.com"  # repository base (node_<major>.x)
     nodejs_nodesource_key_url: str = "https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key"
+    # The key NodeSource signs its repositories with (since 2023); a downloaded key that is
+    # not this one is refused before the repository is trusted.
+    nodejs_nodesource_key_fingerprint: Fingerprint = "6F71F525282841EEDAF851B42F59B5F99B1BE0B4"
 
 
 @group_settings("app_servers")

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from mahaops.settings.models import Settings, group_settings
+from mahaops.settings.models import Fingerprint, Settings, group_settings
 
 _SIZE = re.compile(r"^\d+[kmg]$")
 _SERIES = re.compile(r"^\d+\.\d+$")
@@ -37,13 +37,6 @@ def _version(value: str) -> str:
     return value
 
 
-def _fingerprint(value: str) -> str:
-    if value and not re.fullmatch(r"[0-9A-F]{40}", value):
-        raise ValueError(f"{value!r} is not a key fingerprint (40 upper-case hex digits)")
-    return value
-
-
-Fingerprint = Annotated[str, AfterValidator(_fingerprint)]
 Size = Annotated[str, AfterValidator(_size)]
 Series = Annotated[str, AfterValidator(_series)]
 Version = Annotated[str, AfterValidator(_version)]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 
 # C0 controls and DEL: a newline in a value would start a new line in the config file it
 # is written to (a second directive, or a second sysctl), so none is ever accepted.
@@ -75,3 +75,13 @@ def group_settings(*groups: str) -> Callable[[type[S]], type[S]]:
 def registered() -> dict[str, tuple[type[Settings], ...]]:
     """Group -> models registered for it so far (a copy); ``mahaops.settings`` has them all."""
     return {group: tuple(models) for group, models in _BY_GROUP.items()}
+
+
+def _fingerprint(value: str) -> str:
+    if value and not re.fullmatch(r"[0-9A-F]{40}", value):
+        raise ValueError(f"{value!r} is not a key fingerprint (40 upper-case hex digits)")
+    return value
+
+
+# A vendor signing key's pinned fingerprint; "" pins nothing, so every key is refused.
+Fingerprint = Annotated[str, AfterValidator(_fingerprint)]

@@ -1,10 +1,13 @@
 """The app role on a real host: converge, idempotence, dry runs with diffs, a bad nginx
 setting that never reaches nginx, nginx's hardening (version hidden, request size and
 timeouts, HSTS, sign-in rate limit), a web restart that fails no request, NodeSource's
-plan, and release pruning."""
+plan and its pinned key, and release pruning."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from typing import Any
 
 import pytest
@@ -113,6 +116,56 @@ def test_another_node_major_plans_nodesource_with_a_signed_by_key(
     )
     assert testbed.exec(host, "node --version").startswith("v18.")
     assert testbed.exec(host, "ls /etc/apt/sources.list.d/").strip() == ""
+
+
+def _a_key_that_is_not_nodesource_s() -> tuple[str, str]:
+    """A signing key made here: (armored public key, fingerprint)."""
+    home = tempfile.mkdtemp(prefix="maha-gpg-")
+    try:
+        gpg = ["gpg", "--batch", "--homedir", home]
+        subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", "intruder@example.test",
+                        "ed25519", "sign", "never"], check=True, capture_output=True)  # fmt: skip
+        colons = subprocess.run([*gpg, "--with-colons", "--list-keys"], check=True,
+                                capture_output=True, text=True).stdout  # fmt: skip
+        fpr = next(x.split(":")[9] for x in colons.splitlines() if x.startswith("fpr:"))
+        armored = subprocess.run([*gpg, "--armor", "--export", fpr], check=True,
+                                 capture_output=True, text=True).stdout  # fmt: skip
+        return armored, fpr
+    finally:
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_nodesource_key_that_is_not_the_pinned_one_is_never_trusted(
+    testbed: Testbed, converged
+) -> None:
+    host, backing = converged
+    armored, fpr = _a_key_that_is_not_nodesource_s()
+    served = "/srv/maha-test-nodesource.asc"
+    container = testbed.environment.client.containers.get(host.container)
+    try:
+        testbed.exec(host, f"cat > {served} <<'EOF'\n{armored}EOF")
+        refused = testbed.deploy(
+            roles=["app"],
+            limit=[host.name],
+            overrides={
+                **backing,
+                "nodejs_major": 20,
+                "nodejs_nodesource_key_url": f"file://{served}",
+            },
+        )
+        assert not refused.ok, refused.output
+        output = " ".join(refused.output.split())
+        assert "nodejs_nodesource_key_fingerprint" in output and fpr in output, refused.output
+        assert "6F71F525282841EEDAF851B42F59B5F99B1BE0B4" in output  # what was expected
+        left = testbed.exec(
+            host, "ls /etc/apt/sources.list.d/nodesource.list /etc/apt/keyrings/nodesource.asc"
+            " 2>&1", check=False,
+        )  # fmt: skip
+        assert left.count("No such file") == 2, "a refused key, or its repository, is in place"
+    finally:
+        container.exec_run(["rm", "-f", served])
+    assert testbed.exec(host, "node --version").startswith("v18.")
 
 
 def test_old_releases_are_pruned_but_never_current_nor_the_rollback_target(

@@ -32,6 +32,9 @@ KEY_PAIR_ID_SECRET = "cloudfront_key_pair_id"
 CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 ALL_VIEWER = "216adef6-5c7f-47e4-b989-5492eafa07d3"  # forward headers, cookies, query strings
+# The same but the viewer's Host: the ALB origin then gets its own name as Host (and SNI),
+# which its certificate covers; the CloudFront name (AllViewer) would fail the TLS check.
+ALL_VIEWER_EXCEPT_HOST = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
 
 
 def ensure_cdn(ctx: Context) -> str:
@@ -96,7 +99,8 @@ def _key_name(ctx: Context, public: str) -> str:
 
 
 def _signing_keys(ctx: Context) -> list[dict[str, Any]]:
-    items = ctx.clients.cloudfront.list_public_keys()["PublicKeyList"].get("Items") or []
+    pages = ctx.clients.cloudfront.get_paginator("list_public_keys").paginate()
+    items = [k for page in pages for k in page["PublicKeyList"].get("Items") or []]
     prefix = f"{ctx.name('uploads')}-"
     return [k for k in items if k["Name"].startswith(prefix)]
 
@@ -141,9 +145,21 @@ def ensure_signing_key(ctx: Context) -> str:
     return key_id
 
 
+def key_groups(cf: Any) -> list[dict[str, Any]]:
+    """Every key group of the account, page by page (botocore has no paginator for it)."""
+    items: list[dict[str, Any]] = []
+    marker: str | None = None
+    while True:
+        page = cf.list_key_groups(**({"Marker": marker} if marker else {}))["KeyGroupList"]
+        items.extend(page.get("Items") or [])
+        marker = page.get("NextMarker")
+        if not marker:
+            return items
+
+
 def ensure_key_group(ctx: Context, key_id: str) -> str:
     cf, name = ctx.clients.cloudfront, ctx.name("uploads")
-    items = cf.list_key_groups()["KeyGroupList"].get("Items") or []
+    items = key_groups(cf)
     found = next(
         (g["KeyGroup"] for g in items if g["KeyGroup"]["KeyGroupConfig"]["Name"] == name), None
     )
@@ -260,7 +276,7 @@ def distribution_config(
     default = {
         **_behaviour("alb", CACHING_DISABLED),
         "AllowedMethods": _methods(["GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE"]),
-        "OriginRequestPolicyId": ALL_VIEWER,
+        "OriginRequestPolicyId": ALL_VIEWER_EXCEPT_HOST,
     }
     behaviours = [
         {"PathPattern": "/static/*", **_behaviour("static", CACHING_OPTIMIZED)},
@@ -303,6 +319,7 @@ def fingerprint(config: dict[str, Any]) -> tuple[Any, ...]:
             b["ViewerProtocolPolicy"],
             bool(b.get("Compress")),
             b.get("CachePolicyId"),
+            b.get("OriginRequestPolicyId") or None,
             tuple(trusted.get("Items") or []) if trusted.get("Enabled") else (),
         )
 

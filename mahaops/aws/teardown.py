@@ -78,6 +78,15 @@ def find_doomed(ctx: Context) -> list[Doomed]:
     ]
 
 
+def _all(client: Any, operation: str, key: str, **kwargs: Any) -> list[Any]:
+    """Every item of a list or describe call, through its paginator where botocore has one
+    (an account with many groups, subnets or keys answers in pages)."""
+    if client.can_paginate(operation):
+        pages = client.get_paginator(operation).paginate(**kwargs)
+        return [item for page in pages for item in page.get(key) or []]
+    return list(getattr(client, operation)(**kwargs).get(key) or [])
+
+
 def _owned(ctx: Context, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tag filters, checked again: deleting another environment's resource is never an option."""
     return [r for r in resources if ctx.owns(r.get("Tags"))]
@@ -110,7 +119,7 @@ def _cdn(ctx: Context) -> list[Doomed]:
                 lambda: _delete_distribution(ctx, distribution["Id"]),
             )
         )
-    groups = cf.list_key_groups()["KeyGroupList"].get("Items") or []
+    groups = cloudfront.key_groups(cf)
     for group in (g["KeyGroup"] for g in groups):
         if group["KeyGroupConfig"]["Name"] == ctx.name("uploads"):
             doomed.append(
@@ -128,7 +137,11 @@ def _cdn(ctx: Context) -> list[Doomed]:
                 _by_etag(cf.get_public_key, cf.delete_public_key, key["Id"]),
             )
         )
-    controls = cf.list_origin_access_controls()["OriginAccessControlList"].get("Items") or []
+    controls = [
+        item
+        for page in cf.get_paginator("list_origin_access_controls").paginate()
+        for item in page["OriginAccessControlList"].get("Items") or []
+    ]
     for oac in controls:
         if oac["Name"] == ctx.name("s3"):
             doomed.append(
@@ -217,7 +230,7 @@ def _delete_lb(ctx: Context, arn: str) -> None:
 def _instances(ctx: Context) -> list[Doomed]:
     ec2 = ctx.clients.ec2
     filters = [*ctx.filters(), {"Name": "instance-state-name", "Values": LIVE_STATES}]
-    reservations = ec2.describe_instances(Filters=filters)["Reservations"]
+    reservations = _all(ec2, "describe_instances", "Reservations", Filters=filters)
     instances = _owned(ctx, [i for r in reservations for i in r["Instances"]])
     if not instances:
         return []
@@ -280,16 +293,16 @@ def _delete_role(ctx: Context, name: str) -> None:
                 InstanceProfileName=name, RoleName=role["RoleName"]
             )
         iam.delete_instance_profile(InstanceProfileName=name)
-    for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+    for policy in _all(iam, "list_role_policies", "PolicyNames", RoleName=name):
         iam.delete_role_policy(RoleName=name, PolicyName=policy)
-    for attached in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+    for attached in _all(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name):
         iam.detach_role_policy(RoleName=name, PolicyArn=attached["PolicyArn"])
     iam.delete_role(RoleName=name)
 
 
 def _key_pairs(ctx: Context) -> list[Doomed]:
     ec2 = ctx.clients.ec2
-    pairs = _owned(ctx, ec2.describe_key_pairs(Filters=ctx.filters())["KeyPairs"])
+    pairs = _owned(ctx, _all(ec2, "describe_key_pairs", "KeyPairs", Filters=ctx.filters()))
     return [
         Doomed("Key pair", p["KeyName"], partial(ec2.delete_key_pair, KeyName=p["KeyName"]))
         for p in pairs
@@ -301,7 +314,9 @@ def _key_pairs(ctx: Context) -> list[Doomed]:
 
 def _security_groups(ctx: Context) -> list[Doomed]:
     ec2 = ctx.clients.ec2
-    groups = _owned(ctx, ec2.describe_security_groups(Filters=ctx.filters())["SecurityGroups"])
+    groups = _owned(
+        ctx, _all(ec2, "describe_security_groups", "SecurityGroups", Filters=ctx.filters())
+    )
     if not groups:
         return []
 
@@ -327,7 +342,9 @@ def _network(ctx: Context) -> list[Doomed]:
     ec2, filters = ctx.clients.ec2, ctx.filters()
     doomed = []
     live = {"Name": "state", "Values": ["pending", "available"]}
-    for nat in _owned(ctx, ec2.describe_nat_gateways(Filters=[*filters, live])["NatGateways"]):
+    for nat in _owned(
+        ctx, _all(ec2, "describe_nat_gateways", "NatGateways", Filters=[*filters, live])
+    ):
         nat_id = nat["NatGatewayId"]
 
         def delete_nat(nat_id: str = nat_id) -> None:
@@ -335,7 +352,7 @@ def _network(ctx: Context) -> list[Doomed]:
             ec2.get_waiter("nat_gateway_deleted").wait(NatGatewayIds=[nat_id])
 
         doomed.append(Doomed("NAT gateway", nat_id, delete_nat))
-    for address in _owned(ctx, ec2.describe_addresses(Filters=filters)["Addresses"]):
+    for address in _owned(ctx, _all(ec2, "describe_addresses", "Addresses", Filters=filters)):
         doomed.append(
             Doomed(
                 "Elastic IP",
@@ -343,7 +360,7 @@ def _network(ctx: Context) -> list[Doomed]:
                 partial(ec2.release_address, AllocationId=address["AllocationId"]),
             )
         )
-    for table in _owned(ctx, ec2.describe_route_tables(Filters=filters)["RouteTables"]):
+    for table in _owned(ctx, _all(ec2, "describe_route_tables", "RouteTables", Filters=filters)):
         doomed.append(
             Doomed(
                 "Route table",
@@ -351,7 +368,7 @@ def _network(ctx: Context) -> list[Doomed]:
                 partial(_delete_route_table, ctx, table),
             )
         )
-    for subnet in _owned(ctx, ec2.describe_subnets(Filters=filters)["Subnets"]):
+    for subnet in _owned(ctx, _all(ec2, "describe_subnets", "Subnets", Filters=filters)):
         doomed.append(
             Doomed(
                 "Subnet",
@@ -359,11 +376,13 @@ def _network(ctx: Context) -> list[Doomed]:
                 partial(_retry_dependency, partial(ec2.delete_subnet, SubnetId=subnet["SubnetId"])),
             )
         )
-    for igw in _owned(ctx, ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]):
+    for igw in _owned(
+        ctx, _all(ec2, "describe_internet_gateways", "InternetGateways", Filters=filters)
+    ):
         doomed.append(
             Doomed("Internet gateway", igw["InternetGatewayId"], partial(_delete_igw, ctx, igw))
         )
-    for vpc in _owned(ctx, ec2.describe_vpcs(Filters=filters)["Vpcs"]):
+    for vpc in _owned(ctx, _all(ec2, "describe_vpcs", "Vpcs", Filters=filters)):
         doomed.append(
             Doomed(
                 "VPC",

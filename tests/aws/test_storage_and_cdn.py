@@ -107,3 +107,17 @@ def test_presigned_upload_url_is_time_limited(aws):
         s3, UPLOADS, "uploads/u1/a.png", content_type="image/png", expires=120
     )
     assert "X-Amz-Expires=120" in url and "uploads/u1/a.png" in url
+
+
+def test_the_alb_origin_gets_its_own_host_header_not_the_viewers(aws, provision_qa, calls):
+    # The viewer's Host is the CloudFront (or cdn_domain) name: forwarded to an HTTPS ALB
+    # origin it fails the origin's certificate check. The managed policy that forwards all
+    # but Host lets CloudFront send the origin's own name.
+    provision_qa()
+    _, config = _distribution(aws)
+    default = config["DefaultCacheBehavior"]
+    assert default["OriginRequestPolicyId"] == "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+    assert default["OriginRequestPolicyId"] != "216adef6-5c7f-47e4-b989-5492eafa07d3"  # AllViewer
+    calls.reset()
+    provision_qa()
+    assert not [c for c in calls.mutating() if c.startswith("cloudfront")]

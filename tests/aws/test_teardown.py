@@ -75,3 +75,60 @@ def test_protected_environment_is_refused_before_any_call(aws, two_envs, calls):
     with pytest.raises(SettingsError, match=r"prod\.protected: teardown refused"):
         teardown("prod", yes=True, session=aws, group_data=two_envs, console=QUIET)
     assert calls.all() == []
+
+
+def test_listings_read_every_page_not_only_the_first():
+    # An account with many security groups or key groups answers in pages: what is on the
+    # second page is found (and deleted, or reused) too.
+    import boto3
+    from botocore.stub import Stubber
+
+    from mahaops.aws.cloudfront import key_groups
+    from mahaops.aws.teardown import _all
+
+    ec2 = boto3.client("ec2", region_name="eu-west-1")
+    with Stubber(ec2) as stub:
+        stub.add_response(
+            "describe_security_groups",
+            {"SecurityGroups": [{"GroupId": "sg-1"}], "NextToken": "t2"},
+            {"Filters": []},
+        )
+        stub.add_response(
+            "describe_security_groups",
+            {"SecurityGroups": [{"GroupId": "sg-2"}]},
+            {"Filters": [], "NextToken": "t2"},
+        )
+        groups = _all(ec2, "describe_security_groups", "SecurityGroups", Filters=[])
+    assert [g["GroupId"] for g in groups] == ["sg-1", "sg-2"]
+
+    cf = boto3.client("cloudfront", region_name="us-east-1")
+
+    def group(name: str) -> dict:
+        return {
+            "KeyGroup": {
+                "Id": name,
+                "LastModifiedTime": "2026-01-01T00:00:00Z",
+                "KeyGroupConfig": {"Name": name, "Items": ["K"]},
+            }
+        }
+
+    with Stubber(cf) as stub:
+        stub.add_response(
+            "list_key_groups",
+            {
+                "KeyGroupList": {
+                    "MaxItems": 1,
+                    "Quantity": 1,
+                    "Items": [group("a")],
+                    "NextMarker": "m",
+                }
+            },
+            {},
+        )
+        stub.add_response(
+            "list_key_groups",
+            {"KeyGroupList": {"MaxItems": 1, "Quantity": 1, "Items": [group("maha-qa-uploads")]}},
+            {"Marker": "m"},
+        )
+        names = [g["KeyGroup"]["KeyGroupConfig"]["Name"] for g in key_groups(cf)]
+    assert names == ["a", "maha-qa-uploads"]

@@ -170,8 +170,9 @@ def base() -> None:
         mode="600",
         **tvars,
     )
-    # Before the reload: with the configuration on disk, sshd admits the deploy user.
-    if first_contact or changed(sshd) or changed(deploy_user):
+    # Before the reload: with the configuration on disk, sshd admits the deploy user with
+    # the operator's key (where the key is ours to manage: AWS, first contact or not).
+    if s.base_deploy_user_keys and (first_contact or changed(sshd) or changed(deploy_user)):
         sshd_admits(
             name=f"sshd admits {s.base_deploy_user} with its key (sshd -T -C)",
             user=s.base_deploy_user,

@@ -65,6 +65,8 @@ def release_vars(s: ReleaseSettings) -> dict[str, Any]:
         if _peer_setting("db_servers", "postgresql_ssl", True)
         else ""
     )
+    redis_tls = bool(_peer_setting("cache_servers", "redis_tls", True))
+    scheme = "rediss" if redis_tls else "redis"
     return {
         **s.model_dump(),
         "app_database_url": (
@@ -73,10 +75,11 @@ def release_vars(s: ReleaseSettings) -> dict[str, Any]:
         ),
         "app_redis_url": (
             # the cache role's ACL: clients are its default user, with redis_password
-            f"redis://:{redis_password}@{redis_host}:{redis_port}/{s.app_redis_db}"
+            f"{scheme}://:{redis_password}@{redis_host}:{redis_port}/{s.app_redis_db}"
         ),
         # the job queue's own instance on the cache host (noeviction), same users
-        "app_queue_url": f"redis://:{redis_password}@{redis_host}:{queue_port}/0",
+        "app_queue_url": f"{scheme}://:{redis_password}@{redis_host}:{queue_port}/0",
+        "app_redis_ca_file": CA_FILE if redis_tls else "",
     }
 
 

@@ -19,6 +19,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 
 from deploys._common import restart, template, unit
+from deploys._tls import CA_FILE, server_certificate, trust_ca
 from mahaops.context import settings
 from mahaops.masking import digest
 from mahaops.secrets import secret
@@ -27,6 +28,7 @@ from operations import apt
 from operations.facts import IsContainer
 
 SERVICE = "redis-server"
+TLS_DIR = "/etc/redis/tls"
 QUEUE_SERVICE = "redis-server@queue"  # Debian's template unit: /etc/redis/redis-queue.conf
 
 
@@ -38,6 +40,9 @@ def template_vars(
     return {
         **s.model_dump(),
         "redis_port": ports.redis_port,
+        "redis_tls": ports.redis_tls,
+        "redis_tls_dir": TLS_DIR,
+        "redis_tls_ca_file": CA_FILE,
         "redis_bind": [*([str(private)] if private else []), "127.0.0.1"],
         "redis_in_container": in_container,
         # Redis compares SHA-256 digests: the passwords themselves are never written, and
@@ -130,13 +135,19 @@ def cache() -> None:
         cache_time=3600,
         no_recommends=True,
     )
+    # -- TLS: both instances serve the certificate from the environment's CA (renewed by a
+    # run near its expiry); the plain ports are closed ------------------------------------
+    certificate = []
+    if ports.redis_tls:
+        trust_ca()  # redis-cli --tls on the host verifies like any client
+        certificate = list(server_certificate("Redis", TLS_DIR, "redis", "redis"))
     per_instance = instances(s, ports)
     _instance(
         "Redis",
         "Configure Redis (bind, auth, memory, AOF)",
         "/etc/redis/redis.conf",
         SERVICE,
-        [limits[SERVICE]],
+        [limits[SERVICE], *certificate],
         {**tvars, **per_instance["cache"]},
     )
     files.directory(
@@ -151,7 +162,7 @@ def cache() -> None:
         "Configure the Redis queue (bind, auth, noeviction, AOF)",
         "/etc/redis/redis-queue.conf",
         QUEUE_SERVICE,
-        [limits[QUEUE_SERVICE]],
+        [limits[QUEUE_SERVICE], *certificate],
         {**tvars, **per_instance["queue"]},
     )
 

@@ -47,6 +47,9 @@ const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379/0';
 // The job queue (and progress pub/sub) has its own Redis instance that never evicts; one
 // Redis serves both where QUEUE_URL is unset (a developer's machine).
 const queueUrl = process.env.QUEUE_URL || redisUrl;
+// rediss:// URLs: the CA that Redis servers' certificates must chain to (the platform's own);
+// unset, Node's public roots, which no internal certificate chains to.
+const redisCaFile = process.env.REDIS_CA_FILE || '';
 
 module.exports = {
   int,
@@ -61,5 +64,6 @@ module.exports = {
   describeUrl,
   describeRedis: () => describeUrl(redisUrl),
   queueUrl,
+  redisCaFile,
   describeQueue: () => describeUrl(queueUrl),
 };

@@ -2,6 +2,7 @@
 // Redis connections. ioredis reconnects by itself; we log each outage once
 // (not every retry) and its recovery, and never the URL's password.
 
+const fs = require('fs');
 const Redis = require('ioredis');
 const config = require('./config');
 const log = require('./log');
@@ -15,6 +16,7 @@ const PROGRESS_CHANNEL = 'maha:progress';
 // queue and its progress channel); the cache instance is config.redisUrl.
 function connect(role, { failFast = false, url = config.queueUrl } = {}) {
   const client = new Redis(url, {
+    ...tlsOptions(url),
     connectionName: `maha-${role}`,
     connectTimeout: 3000,
     enableOfflineQueue: !failFast,
@@ -34,4 +36,10 @@ function connect(role, { failFast = false, url = config.queueUrl } = {}) {
   return client;
 }
 
-module.exports = { connect, PROGRESS_CHANNEL };
+// rediss:// verifies the server's certificate (chain and address) against the platform's CA.
+function tlsOptions(url) {
+  if (!url.startsWith('rediss://')) return {};
+  return { tls: config.redisCaFile ? { ca: fs.readFileSync(config.redisCaFile) } : {} };
+}
+
+module.exports = { connect, tlsOptions, PROGRESS_CHANNEL };

@@ -42,6 +42,9 @@ class RedisClientSettings(Settings):
 
     redis_port: int = Field(6379, ge=1, le=65535)  # the cache instance; firewall, clients follow
     redis_queue_port: int = Field(6380, ge=1, le=65535)  # the job queue's own instance
+    # Both ports speak TLS only (plain TCP closed: `port 0`), with a certificate from the
+    # environment's CA that clients verify (rediss://). False: plain TCP on the same ports.
+    redis_tls: bool = True
 
     @field_validator("redis_queue_port")
     @classmethod

@@ -52,15 +52,21 @@ def standin_postgres(run: Callable[[str], str], password: str, tls_dir: str = ""
     )
 
 
-def standin_redis(run: Callable[[str], str], password: str) -> None:
+def standin_redis(run: Callable[[str], str], password: str, tls_dir: str = "") -> None:
     """Redis as the cache role promises it: requirepass, the cache on 6379 and the job
-    queue's instance on 6380. Transient units: the test bed needs a Redis, not the cache
-    role's hardened one."""
+    queue's instance on 6380 (with ``tls_dir``: TLS only). Transient units: the test bed
+    needs a Redis, not the cache role's hardened one."""
     run(_INSTALL.format(packages="redis-server"))
     run("systemctl disable --now redis-server >/dev/null 2>&1 || true")
     for unit, port in (("redis-standin", 6379), ("redis-standin-queue", 6380)):
+        listen = f"--port {port}"
+        if tls_dir:
+            listen = (
+                f"--port 0 --tls-port {port} --tls-cert-file {tls_dir}/server.crt "
+                f"--tls-key-file {tls_dir}/server.key --tls-auth-clients no"
+            )
         run(
-            f"systemd-run --unit={unit} /usr/bin/redis-server --bind 0.0.0.0 --port {port} "
+            f"systemd-run --unit={unit} /usr/bin/redis-server --bind 0.0.0.0 {listen} "
             f"--protected-mode no --requirepass {password} --dir /tmp "
             f"--dbfilename {unit}.rdb >/dev/null"
         )
@@ -84,7 +90,7 @@ def backing_services(testbed: Any) -> dict[str, Any]:
 
     tls_dir = standin_certificate(testbed, host, store)
     standin_postgres(run, get_or_create(store, "postgresql_password_maha_app"), tls_dir)
-    standin_redis(run, get_or_create(store, "redis_password"))
+    standin_redis(run, get_or_create(store, "redis_password"), tls_dir)
     _BACKING[testbed.env] = {
         "app_database_host": host.private_address,
         "app_redis_host": host.private_address,

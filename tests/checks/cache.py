@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mahaops.local.hosts import LocalHost
-from tests.checks.db import run
+from tests.checks.db import CA_FILE, OTHER_CA_FILE, run
 
 QUEUE_PORT = 6380  # redis_queue_port's default
 DENIED = ("FLUSHALL", "FLUSHDB", "CONFIG GET maxmemory", "DEBUG SLEEP 0", "KEYS *", "SHUTDOWN")
@@ -23,10 +23,15 @@ def redis(
     password: str = "",
     user: str = "",
     port: int = 6379,
+    tls: bool = True,
+    cacert: str = CA_FILE,
 ) -> tuple[int, str]:
-    """``redis-cli`` on ``client`` against ``server``; (exit code, output)."""
+    """``redis-cli`` on ``client`` against ``server``; (exit code, output). Over TLS by
+    default, the server's certificate checked against ``cacert``."""
     # redis-cli has no connect timeout of its own: a dropped SYN would wait minutes.
     argv = ["timeout", "5", "redis-cli", "-h", server, "-p", str(port), "--no-auth-warning"]
+    if tls:
+        argv += ["--tls", "--cacert", cacert]
     if user:
         argv += ["--user", user]
     env = {"REDISCLI_AUTH": password} if password else {}
@@ -126,6 +131,34 @@ def check_queue(
     assert "NOPERM" in out, out
 
 
+def check_tls_only(testbed: Any, cache: LocalHost, client: LocalHost, password: str) -> None:
+    """Both instances speak TLS only: a plain client gets no answer, and a server
+    certificate is accepted only from the environment's CA."""
+    for port in (6379, QUEUE_PORT):
+        code, out = redis(
+            testbed,
+            client,
+            cache.private_address,
+            "PING",
+            password=password,
+            port=port,
+            tls=False,
+        )
+        assert code != 0 or "PONG" not in out, f"plain TCP answered on {port}: {out}"
+        code, out = redis(
+            testbed,
+            client,
+            cache.private_address,
+            "PING",
+            password=password,
+            port=port,
+            cacert=OTHER_CA_FILE,
+        )
+        assert "PONG" not in out and "certificate verify failed" in out, out
+    key = testbed.exec(cache, "stat -c '%U %a' /etc/redis/tls/server.key").strip()
+    assert key == "redis 600", key
+
+
 def check_password_not_in_config(testbed: Any, cache: LocalHost, password: str) -> None:
     """Only SHA-256 digests of the passwords are written on the host."""
     code, _ = run(testbed, cache, ["grep", "-rqF", password, "/etc/redis"])
@@ -144,5 +177,6 @@ def check_cache(
     check_server(testbed, cache, admin_password, port)
     check_queue(testbed, cache, client, password, admin_password)
     check_auth(testbed, cache, client, password)
+    check_tls_only(testbed, cache, client, password)
     check_dangerous_commands_denied(testbed, cache, client, password, admin_password)
     check_password_not_in_config(testbed, cache, password)

@@ -3,12 +3,15 @@ dangerous commands denied, keys that survive re-deploys, restarts and setting ch
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
+from mahaops import tls
 from mahaops.secrets import LocalSecretStore
 from tests.checks import cache as checks
 from tests.checks import converge
@@ -83,6 +86,57 @@ def test_hosts_outside_app_servers_and_workers_cannot_reach_redis(
         testbed, tier.outsider, tier.server.private_address, "PING", password=password
     )
     assert code != 0 and "PONG" not in out, out
+
+
+def test_both_instances_speak_tls_only_verified_against_the_platform_ca(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    password, _ = passwords(testbed)
+    checks.check_tls_only(testbed, tier.server, tier.app, password)
+    for port in (6379, checks.QUEUE_PORT):
+        code, out = checks.redis(
+            testbed, tier.app, tier.server.private_address, "PING", password=password, port=port
+        )
+        assert code == 0 and out.strip() == "PONG", out
+
+
+def served_serial(testbed: Testbed, tier: ServiceTier, port: int) -> int:
+    """The serial number of the certificate Redis presents on ``port`` to the app server."""
+    out = testbed.exec(
+        tier.app,
+        f"openssl s_client -connect {tier.server.private_address}:{port} </dev/null "
+        "2>/dev/null | openssl x509 -noout -serial",
+    ).strip()
+    return int(out.removeprefix("serial="), 16)
+
+
+def test_a_certificate_near_expiry_is_renewed_and_served_by_both_instances(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    store = LocalSecretStore(testbed.env)
+    cert_name, key_name = tls.stored_names(tier.server.name)
+    current = store.get(cert_name)
+    assert current
+    ca_cert, ca_key = tls.ca(store)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=340)  # 25 days left, inside the 30
+    short, short_key = tls.issue(ca_cert, ca_key, tls.names_of(current), days=365, now=old)
+    store.put(cert_name, short)
+    store.put(key_name, short_key)
+    run = tier.record(testbed.deploy(roles=["cache"], limit=[tier.server.name]))
+    assert run.ok, run.output
+    assert {"Redis | Redis TLS key", *BOTH_CONFIGURED[1::2]} <= {op.name for op in run.changed}, [
+        op.name for op in run.changed
+    ]
+    renewed = store.get(cert_name)
+    assert renewed and renewed != short
+    expected = x509.load_pem_x509_certificate(renewed.encode()).serial_number
+    password, _ = passwords(testbed)
+    for port in (6379, checks.QUEUE_PORT):
+        assert served_serial(testbed, tier, port) == expected
+        code, out = checks.redis(
+            testbed, tier.app, tier.server.private_address, "PING", password=password, port=port
+        )
+        assert code == 0 and out.strip() == "PONG", out
 
 
 def test_dry_run_shows_the_diff_and_changes_nothing(testbed: Testbed, tier: ServiceTier) -> None:

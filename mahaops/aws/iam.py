@@ -1,8 +1,9 @@
 """IAM: instance roles that grant exactly what each host needs.
 
 App servers and workers get ``maha-<env>-app``: read, write and delete objects
-in the uploads bucket, nothing else. With ``access="ssm"`` every host also
-gets the Session Manager core policy (db, cache and log hosts through
+in the uploads bucket, nothing else. db hosts get ``maha-<env>-db``: put and list
+in the backup bucket, nothing else (no read, no delete). With ``access="ssm"``
+every host also gets the Session Manager core policy (cache and log hosts through
 ``maha-<env>-node``); otherwise those hosts get no role at all.
 """
 
@@ -61,12 +62,33 @@ def uploads_policy(bucket: str) -> dict[str, Any]:
     }
 
 
+def backups_policy(bucket: str) -> dict[str, Any]:
+    """The db hosts' S3 access: put dumps into the backup bucket and list it; no read, no
+    delete (a stolen db host cannot erase the history; the bucket's lifecycle expires it)."""
+    arn = f"arn:aws:s3:::{bucket}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PutBackups",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": f"{arn}/*",
+            },
+            {"Sid": "ListBackups", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": arn},
+        ],
+    }
+
+
 def instance_roles(ctx: Context) -> list[InstanceRole]:
     ssm = (SSM_CORE,) if ctx.spec.access == "ssm" else ()
     roles = [
         InstanceRole(
             ctx.name("app"), "app", {"uploads": uploads_policy(bucket_name(ctx, "uploads"))}, ssm
-        )
+        ),
+        InstanceRole(
+            ctx.name("db"), "db", {"backups": backups_policy(bucket_name(ctx, "backups"))}, ssm
+        ),
     ]
     if ssm:
         roles.append(InstanceRole(ctx.name("node"), "node", {}, ssm))
@@ -77,6 +99,8 @@ def profile_for(ctx: Context, role: str) -> str | None:
     """The instance profile an EC2 role's hosts wear, if any."""
     if role in ("app", "worker"):
         return ctx.name("app")
+    if role == "db":
+        return ctx.name("db")
     return ctx.name("node") if ctx.spec.access == "ssm" else None
 
 

@@ -15,6 +15,7 @@ import boto3
 
 from mahaops.aws.config import Environment, load_environment
 from mahaops.aws.ec2 import DATA_DEVICE, read_public_key
+from mahaops.aws.s3 import named_bucket
 from mahaops.aws.session import CLIENT_CONFIG, make_session
 from mahaops.hosts import HostSpec
 from mahaops.roles import ROLE_BY_NAME
@@ -44,7 +45,18 @@ def hosts(
     config = _ssh_config(loaded) if spec.access != "public" else None
     operator_key = read_public_key(env, spec)
     result = [_host(loaded, instance, config, operator_key) for instance in instances]
-    return sorted((h for h in result if h is not None), key=lambda h: h.name)
+    found = sorted((h for h in result if h is not None), key=lambda h: h.name)
+    if any("db_servers" in h.groups for h in found):
+        account = session.client("sts", config=CLIENT_CONFIG).get_caller_identity()["Account"]
+        bucket = named_bucket(loaded.project, env, "backups", account)
+        for h in found:
+            if "db_servers" in h.groups:
+                # Dumps go to the backup bucket with the db host's own role (put and list
+                # only); the bucket's lifecycle expires them, so the host's pruning is set
+                # past that age and never tries a delete the role does not allow.
+                h.data["postgresql_backup_s3_bucket"] = bucket
+                h.data["postgresql_backup_s3_keep_days"] = spec.backup_retention_days + 2
+    return found
 
 
 def _host(

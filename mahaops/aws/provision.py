@@ -56,11 +56,13 @@ def provision(
     elb.ensure_load_balancing(ctx)
     distribution = cloudfront.ensure_cdn(ctx)
     for purpose in s3.BUCKETS:
-        s3.ensure_bucket_policy(ctx, purpose, None if pending(distribution) else distribution)
+        readers = None if pending(distribution) or purpose == "backups" else distribution
+        s3.ensure_bucket_policy(ctx, purpose, readers)  # backups: no reader but the db role
     outputs = {
         "load balancer": ctx.ids.get("lb:dns"),
         "CloudFront": ctx.ids.get("cdn:domain"),
         "uploads bucket": ctx.ids.get("bucket:uploads"),
         "static bucket": ctx.ids.get("bucket:static"),
+        "backup bucket": ctx.ids.get("bucket:backups"),
     }
     return Result(ctx.plan, outputs)

@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 
 from mahaops.aws.plan import Context, ProvisionError
 
-BUCKETS: tuple[str, ...] = ("uploads", "static")
+BUCKETS: tuple[str, ...] = ("uploads", "static", "backups")
+ROLE_OF_BUCKET = {"uploads": "app", "static": "static", "backups": "db"}  # its Role tag
 PUBLIC_ACCESS_BLOCK = {
     "BlockPublicAcls": True,
     "IgnorePublicAcls": True,
@@ -30,7 +31,11 @@ ABORT_MULTIPART_DAYS = 7
 
 def bucket_name(ctx: Context, purpose: str) -> str:
     """Globally unique and predictable: ``maha-<env>-<purpose>-<account id>``."""
-    return f"{ctx.project}-{ctx.env}-{purpose}-{ctx.clients.account_id}"
+    return named_bucket(ctx.project, ctx.env, purpose, ctx.clients.account_id)
+
+
+def named_bucket(project: str, env: str, purpose: str, account: str) -> str:
+    return f"{project}-{env}-{purpose}-{account}"
 
 
 def _code(exc: ClientError) -> str:
@@ -47,14 +52,23 @@ def _read(call: Callable[..., Any], missing: tuple[str, ...], **kwargs: Any) -> 
         raise
 
 
-def lifecycle_rule(days: int) -> dict[str, Any]:
-    return {
+def lifecycle_rule(days: int, expire_days: int | None = None) -> dict[str, Any]:
+    """Old versions go after ``days``; with ``expire_days`` (backups) current objects too:
+    the db hosts may not delete, so the bucket itself keeps the retention."""
+    rule: dict[str, Any] = {
         "ID": "expire-old-versions",
         "Status": "Enabled",
         "Filter": {"Prefix": ""},
         "NoncurrentVersionExpiration": {"NoncurrentDays": days},
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_DAYS},
     }
+    if expire_days is not None:
+        rule["Expiration"] = {"Days": expire_days}
+    return rule
+
+
+def _expire_days(ctx: Context, purpose: str) -> int | None:
+    return ctx.spec.backup_retention_days if purpose == "backups" else None
 
 
 def bucket_policy(bucket: str, distribution_arn: str | None) -> dict[str, Any]:
@@ -93,7 +107,7 @@ def ensure_buckets(ctx: Context) -> None:
 def ensure_bucket(ctx: Context, purpose: str) -> None:
     s3, name = ctx.clients.s3, bucket_name(ctx, purpose)
     ctx.ids[f"bucket:{purpose}"] = name
-    role = "app" if purpose == "uploads" else "static"
+    role = ROLE_OF_BUCKET[purpose]
     try:
         s3.head_bucket(Bucket=name)
     except ClientError as exc:
@@ -104,14 +118,14 @@ def ensure_bucket(ctx: Context, purpose: str) -> None:
         ctx.plan.record("S3 bucket", name, "create", "private, encrypted, versioned")
         if not ctx.dry:
             _create(ctx, name)
-            for apply in _setters(ctx, name, role).values():
+            for apply in _setters(ctx, name, role, purpose).values():
                 apply()
         return
-    drift = _drift(ctx, name, role)
+    drift = _drift(ctx, name, role, purpose)
     ctx.plan.record("S3 bucket", name, "update" if drift else "no change", ", ".join(drift))
     if ctx.dry:
         return
-    setters = _setters(ctx, name, role)
+    setters = _setters(ctx, name, role, purpose)
     for aspect in drift:
         setters[aspect]()
 
@@ -124,10 +138,10 @@ def _create(ctx: Context, name: str) -> None:
     ctx.clients.s3.get_waiter("bucket_exists").wait(Bucket=name)
 
 
-def _setters(ctx: Context, name: str, role: str) -> dict[str, Callable[[], Any]]:
+def _setters(ctx: Context, name: str, role: str, purpose: str) -> dict[str, Callable[[], Any]]:
     """Each aspect of a bucket and the call that sets it to the description."""
     s3 = ctx.clients.s3
-    rule = lifecycle_rule(ctx.spec.uploads_noncurrent_days)
+    rule = lifecycle_rule(ctx.spec.uploads_noncurrent_days, _expire_days(ctx, purpose))
     return {
         "public access block": lambda: s3.put_public_access_block(
             Bucket=name, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK
@@ -158,7 +172,7 @@ def _setters(ctx: Context, name: str, role: str) -> dict[str, Callable[[], Any]]
     }
 
 
-def _drift(ctx: Context, name: str, role: str) -> list[str]:
+def _drift(ctx: Context, name: str, role: str, purpose: str) -> list[str]:
     """The aspects of an existing bucket that differ from the description."""
     s3 = ctx.clients.s3
     tags = _read(s3.get_bucket_tagging, ("NoSuchTagSet",), Bucket=name)
@@ -187,19 +201,23 @@ def _drift(ctx: Context, name: str, role: str) -> list[str]:
     life = _read(
         s3.get_bucket_lifecycle_configuration, ("NoSuchLifecycleConfiguration",), Bucket=name
     )
-    if not _lifecycle_matches((life or {}).get("Rules", []), ctx.spec.uploads_noncurrent_days):
+    days, expire = ctx.spec.uploads_noncurrent_days, _expire_days(ctx, purpose)
+    if not _lifecycle_matches((life or {}).get("Rules", []), days, expire):
         drift.append("lifecycle")
     if current_tags != ctx.tag_dict(role, name):
         drift.append("tags")
     return drift
 
 
-def _lifecycle_matches(rules: list[dict[str, Any]], days: int) -> bool:
+def _lifecycle_matches(
+    rules: list[dict[str, Any]], days: int, expire_days: int | None = None
+) -> bool:
     if len(rules) != 1:
         return False
     rule = rules[0]
     return (
         rule.get("Status") == "Enabled"
+        and rule.get("Expiration", {}).get("Days") == expire_days
         and rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == days
         and rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
         == ABORT_MULTIPART_DAYS

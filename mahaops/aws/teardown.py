@@ -266,7 +266,7 @@ def _data_volumes(ctx: Context) -> list[Doomed]:
 def _iam(ctx: Context) -> list[Doomed]:
     iam = ctx.clients.iam
     doomed = []
-    for name in (ctx.name("app"), ctx.name("node")):
+    for name in (ctx.name("app"), ctx.name("db"), ctx.name("node")):
         try:
             role = iam.get_role(RoleName=name)["Role"]
         except ClientError as exc:

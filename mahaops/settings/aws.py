@@ -140,6 +140,7 @@ class AwsEnvironment(Record):
     alb_idle_timeout: int = Field(3600, ge=1, le=4000)  # seconds; long for WebSockets
     deregistration_delay: int = Field(30, ge=0, le=3600)  # seconds to drain a leaving target
     uploads_noncurrent_days: int = Field(30, ge=1)  # keep replaced/deleted uploads this long
+    backup_retention_days: int = Field(35, ge=1)  # the backup bucket expires dumps this old
 
     @field_validator("roles", mode="before")
     @classmethod

@@ -107,7 +107,7 @@ def _signing_keys(ctx: Context) -> list[dict[str, Any]]:
 
 def ensure_signing_key(ctx: Context) -> str:
     """The public key CloudFront checks signed upload URLs against; its private half is a secret."""
-    store = SsmSecretStore(ctx.env, client=ctx.clients.ssm)
+    store = SsmSecretStore(ctx.env, client=ctx.clients.ssm, project=ctx.project)
     private = store.get(PRIVATE_KEY_SECRET)
     if private is None:
         ctx.plan.record(

@@ -1,4 +1,5 @@
-"""Secrets of an AWS environment: SSM Parameter Store SecureStrings under ``/maha/<env>/``.
+"""Secrets of an AWS environment: SSM Parameter Store SecureStrings under
+``/<platform>/<env>/`` (``platform_name``, ``maha`` by default).
 
 Satisfies :class:`mahaops.secrets.SecretStore`; every value read or written is
 registered with :mod:`mahaops.masking`, so no output shows it. Parameters are
@@ -14,16 +15,25 @@ from botocore.exceptions import ClientError
 
 from mahaops import masking
 
-PREFIX = "/maha"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 
 
 class SsmSecretStore:
-    """Secrets of one environment as SSM SecureString parameters ``/maha/<env>/<name>``."""
+    """Secrets of one environment as SSM SecureString parameters ``/<platform>/<env>/<name>``."""
 
-    def __init__(self, env: str, client: Any = None) -> None:
+    def __init__(self, env: str, client: Any = None, project: str | None = None) -> None:
         self.env = env
         self._client = client
+        self._project = project
+
+    @property
+    def project(self) -> str:
+        """The platform name (Project tag, first path part), from group_data when not given."""
+        if self._project is None:
+            from mahaops.aws.config import load_environment
+
+            self._project = load_environment(self.env).project
+        return self._project
 
     @property
     def client(self) -> Any:
@@ -40,7 +50,7 @@ class SsmSecretStore:
     def path(self, name: str) -> str:
         if not _NAME.match(name):
             raise ValueError(f"bad secret name {name!r}: lower-case letters, digits and _")
-        return f"{PREFIX}/{self.env}/{name}"
+        return f"/{self.project}/{self.env}/{name}"
 
     def get(self, name: str) -> str | None:
         try:
@@ -55,7 +65,7 @@ class SsmSecretStore:
     def put(self, name: str, value: str) -> None:
         masking.register(value)
         path = self.path(name)
-        tags = {"Project": "maha", "Environment": self.env, "Role": "secrets", "Name": path}
+        tags = {"Project": self.project, "Environment": self.env, "Role": "secrets", "Name": path}
         try:  # SSM takes tags only on creation, and never together with Overwrite
             self.client.put_parameter(
                 Name=path,
@@ -72,6 +82,6 @@ class SsmSecretStore:
     def names(self) -> list[str]:
         """Full parameter names of this environment's secrets."""
         pages = self.client.get_paginator("get_parameters_by_path").paginate(
-            Path=f"{PREFIX}/{self.env}/", Recursive=True
+            Path=f"/{self.project}/{self.env}/", Recursive=True
         )
         return [p["Name"] for page in pages for p in page["Parameters"]]

@@ -447,7 +447,7 @@ def _delete_bucket(ctx: Context, name: str) -> None:
 
 
 def _secrets(ctx: Context) -> list[Doomed]:
-    store = SsmSecretStore(ctx.env, client=ctx.clients.ssm)
+    store = SsmSecretStore(ctx.env, client=ctx.clients.ssm, project=ctx.project)
     names = store.names()
     # The path is the environment's; the tag confirms the parameter was made for it.
     owned = [n for n in names if _parameter_tags(ctx, n).get("Environment") == ctx.env]

@@ -91,5 +91,6 @@ def test_throttled_calls_are_retried(monkeypatch: pytest.MonkeyPatch):
         return answers.pop(0)
 
     client.meta.events.register_first("before-send.ssm.GetParameter", send)
-    assert SsmSecretStore("qa", client=client).get("api_token") == "value-after-throttling"
+    store = SsmSecretStore("qa", client=client, project="maha")
+    assert store.get("api_token") == "value-after-throttling"
     assert len(sent) == 3

@@ -3,7 +3,8 @@
     MAHA_ENV=staging pyinfra inventories/aws.py deploys/base.py
 
 Groups are the local inventory's: app_servers, db_servers, cache_servers,
-log_servers, workers; load_balancers stays empty (the ALB is AWS's own).
+log_servers, workers; load_balancers stays empty (the ALB is AWS's own), and
+mail_servers too (the SMTP sink is for local platforms and tests).
 """
 
 from mahaops.aws.inventory import hosts as _hosts
@@ -20,3 +21,4 @@ cache_servers = _groups["cache_servers"]
 log_servers = _groups["log_servers"]
 workers = _groups["workers"]
 load_balancers: list[tuple[str, dict]] = []  # on AWS the load balancer is the ALB
+mail_servers: list[tuple[str, dict]] = []  # the mail sink is local only

@@ -36,7 +36,10 @@ def ensure_network(ctx: Context) -> None:
     for t, tier in enumerate(_TIERS):
         ids = [ensure_subnet(ctx, vpc, tier, z, blocks[t * 2 + z]) for z in range(2)]
         ctx.ids[f"subnets:{tier}"] = ids
-    nat = ensure_nat_gateway(ctx, ctx.ids["subnets:public"][0]) if spec.nat_gateway else None
+    # Only private hosts route out through a NAT gateway (billed by the hour): with
+    # access="public" every host has its own public address and none is made.
+    needed = spec.nat_gateway and spec.access != "public"
+    nat = ensure_nat_gateway(ctx, ctx.ids["subnets:public"][0]) if needed else None
     ensure_route_table(ctx, vpc, "public", {"GatewayId": igw})
     ensure_route_table(ctx, vpc, "private", {"NatGatewayId": nat} if nat else None)
 

@@ -113,7 +113,7 @@ class AwsEnvironment(Record):
     public_subnet_ids: list[str] = []  # with vpc_id: two public subnets (ALB, NAT)
     private_subnet_ids: list[str] = []  # with vpc_id: two private subnets (instances)
     vpc_cidr: Cidr = "10.20.0.0/16"  # a new VPC's range; split into four /20 subnets
-    nat_gateway: bool = True  # outbound internet (apt) for private subnets; costs money
+    nat_gateway: bool = True  # outbound internet (apt) for private hosts; none when all public
     admin_cidrs: list[Cidr] = []  # sources allowed to SSH; [] = no SSH from outside
 
     # -- instances --------------------------------------------------------------------------
@@ -179,6 +179,11 @@ class AwsEnvironment(Record):
             raise ValueError(
                 'access: the sim stand-in (profile "maha-sim") makes its own VPC and reaches'
                 ' hosts at their public addresses: access="public", no vpc_id'
+            )
+        if self.access != "public" and not self.nat_gateway and not self.vpc_id:
+            raise ValueError(
+                f'nat_gateway: hosts are private with access="{self.access}", and without a'
+                " NAT gateway they have no route out (packages, SSM): set nat_gateway = True"
             )
         if self.access == "bastion" and not self.bastion:
             raise ValueError('bastion: access="bastion" needs bastion="user@host"')

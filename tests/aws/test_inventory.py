@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mahaops.aws.inventory import hosts, record_handover
-from mahaops.roles import GROUPS
+from mahaops.roles import GROUPS, ROLE_BY_NAME
+from mahaops.settings.aws import EC2_ROLES
 
 
 def test_hosts_are_grouped_by_role_tag_like_the_local_inventory(
@@ -16,7 +17,12 @@ def test_hosts_are_grouped_by_role_tag_like_the_local_inventory(
     groups = {h.name: h.groups for h in found}
     assert groups["maha-qa-app-1"] == ("aws", "app_servers")
     assert groups["maha-qa-db-1"] == ("aws", "db_servers")
-    assert {g for h in found for g in h.groups[1:]} == set(GROUPS) - {"load_balancers"}
+    # every role EC2 runs (the ALB is AWS's own, the mail sink is local only)
+    assert {g for h in found for g in h.groups[1:]} == {ROLE_BY_NAME[r].group for r in EC2_ROLES}
+    assert set(GROUPS) - {g for h in found for g in h.groups[1:]} == {
+        "load_balancers",
+        "mail_servers",
+    }
 
 
 def test_public_access_connects_to_public_addresses_with_the_key(

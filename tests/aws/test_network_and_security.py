@@ -40,9 +40,28 @@ def test_vpc_has_public_and_private_subnets_in_two_zones(aws, provision_qa):
         if r.get("DestinationCidrBlock") == "0.0.0.0/0"
     ]
     assert public_default[0]["GatewayId"].startswith("igw-")
-    assert private_default[0]["NatGatewayId"].startswith(
-        "nat-"
-    )  # private hosts reach out only via NAT
+    # access="public": every host has its own address, so no NAT gateway is paid for
+    assert private_default == []
+    assert not ec2.describe_nat_gateways(Filters=[{"Name": "tag:Environment", "Values": ["qa"]}])[
+        "NatGateways"
+    ]
+
+
+def test_private_hosts_route_out_through_a_nat_gateway(aws, provision_qa):
+    provision_qa(access="bastion", bastion="admin@bastion.example.org")
+    ec2 = aws.client("ec2")
+    tables = _by_name(
+        t
+        for t in ec2.describe_route_tables(Filters=[{"Name": "tag:Environment", "Values": ["qa"]}])[
+            "RouteTables"
+        ]
+    )
+    (default,) = [
+        r
+        for r in tables["maha-qa-private-routes"]["Routes"]
+        if r.get("DestinationCidrBlock") == "0.0.0.0/0"
+    ]
+    assert default["NatGatewayId"].startswith("nat-")  # private hosts reach out only via NAT
 
 
 def test_existing_vpc_is_used_not_created(aws, provision_qa):

@@ -79,3 +79,10 @@ def test_example_group_data_describes_a_protected_production():
     production = load_environment("production", PROJECT_ROOT / "group_data")
     assert not staging.spec.protected and production.spec.protected
     assert production.spec.certificate_arn and production.spec.access == "ssm"
+
+
+def test_private_hosts_without_a_nat_gateway_are_refused_before_any_call(provision_qa, calls):
+    error = _rejected(
+        provision_qa, calls, access="bastion", bastion="admin@b.example.org", nat_gateway=False
+    )
+    assert "nat_gateway" in error.message and "no route out" in error.message

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from mahaops.aws.config import Environment, load_environment
 from mahaops.aws.ec2 import DATA_DEVICE, read_public_key
@@ -46,6 +47,12 @@ def hosts(
     operator_key = read_public_key(env, spec)
     result = [_host(loaded, instance, config, operator_key) for instance in instances]
     found = sorted((h for h in result if h is not None), key=lambda h: h.name)
+    if any("app_servers" in h.groups for h in found):
+        # The ALB's nodes sit in its subnets: nginx takes the client address from
+        # X-Forwarded-For only when the request comes from there.
+        for h in found:
+            if "app_servers" in h.groups:
+                h.data["nginx_real_ip_from"] = _load_balancer_subnets(session, loaded)
     if any("db_servers" in h.groups for h in found):
         account = session.client("sts", config=CLIENT_CONFIG).get_caller_identity()["Account"]
         bucket = named_bucket(loaded.project, env, "backups", account)
@@ -57,6 +64,23 @@ def hosts(
                 h.data["postgresql_backup_s3_bucket"] = bucket
                 h.data["postgresql_backup_s3_keep_days"] = spec.backup_retention_days + 2
     return found
+
+
+def _load_balancer_subnets(session: boto3.Session, loaded: Environment) -> list[str]:
+    """The CIDR blocks of the subnets the environment's ALB is in ([] before it exists)."""
+    elb: Any = session.client("elbv2", config=CLIENT_CONFIG)
+    ec2: Any = session.client("ec2", config=CLIENT_CONFIG)
+    try:
+        (lb,) = elb.describe_load_balancers(Names=[f"{loaded.project}-{loaded.name}"])[
+            "LoadBalancers"
+        ]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "LoadBalancerNotFound":
+            return []
+        raise
+    ids = [zone["SubnetId"] for zone in lb["AvailabilityZones"]]
+    subnets = ec2.describe_subnets(SubnetIds=ids)["Subnets"]
+    return sorted(subnet["CidrBlock"] for subnet in subnets)
 
 
 def _host(

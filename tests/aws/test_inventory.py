@@ -75,3 +75,14 @@ def test_first_contact_is_the_images_user_until_the_host_is_handed_over(
     assert again[first.name].data["ssh_user"] == "maha"
     others = [h for h in again.values() if h.name != first.name]
     assert others and all(h.data["ssh_user"] == "admin" for h in others)
+
+
+def test_app_servers_trust_forwarded_client_addresses_only_from_the_alb_subnets(
+    aws, provision_qa, write_group_data
+):
+    provision_qa()
+    found = hosts("qa", session=aws, group_data=write_group_data())
+    app = next(h for h in found if "app_servers" in h.groups)
+    # the public subnets (10.20.0.0/20 and 10.20.16.0/20 of the default vpc_cidr) hold the ALB
+    assert app.data["nginx_real_ip_from"] == ["10.20.0.0/20", "10.20.16.0/20"]
+    assert all("nginx_real_ip_from" not in h.data for h in found if "app_servers" not in h.groups)

@@ -19,7 +19,7 @@ from pyinfra.operations import files, server, systemd
 
 from mahaops.pyinfra_hooks import send_first_when_changing
 from mahaops.templating import JINJA_ENV_KWARGS, template_path
-from operations import apt
+from operations import apt, release
 from operations.aptkeys import fingerprint_check
 from operations.services import PENDING_RESTARTS, marker, restart_owed
 
@@ -166,6 +166,28 @@ def reloaded(name: str, service: str, when: Sequence[OperationMeta]) -> Operatio
     """
     _owed_before(service, when, reload=True)
     return restart_owed(name=name, service=service, when=list(when), reload=True)
+
+
+def release_restarted(
+    name: str, service: str, when: Sequence[OperationMeta], root: str
+) -> OperationMeta:
+    """
+    ``release.restarted`` for an app service, owed from before any of ``when`` changes the
+    host: each records ``<root>/pending/<service>`` first (the release's own marker, holding
+    the release ``current`` names, unless a switch already wrote one), so a run killed
+    between a new unit or environment file and the restart leaves it owed; the release's
+    health check removes the marker.
+
+    + name: the operation's name
+    + service: the systemd unit (maha-web, maha-worker)
+    + when: the operations whose change the running service must pick up (unit,
+      environment, the release switch)
+    + root: the app root
+    """
+    record = StringCommand(release.owed_before_command(root, service))
+    for op in when:
+        send_first_when_changing(op, record)
+    return release.restarted(name=name, service=service, when=list(when), root=root)
 
 
 def _owed_before(service: str, when: Sequence[OperationMeta], reload: bool) -> None:

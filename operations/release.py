@@ -242,6 +242,16 @@ def owed_command(root: str, services: Sequence[str], release_id: str) -> str:
     return f"mkdir -p {q(f'{root}/{PENDING}')}" + (f" && {marks}" if marks else "")
 
 
+def owed_before_command(root: str, service: str) -> str:
+    """Shell recording a restart of ``service`` as owed before a new unit or environment
+    file is written (``pending/<service>``, holding the release ``current`` names); a
+    marker already there (a switch's, naming the release it moved to) is kept."""
+    q = shlex.quote
+    pending, mark = f"{root}/{PENDING}", f"{root}/{PENDING}/{service}"
+    running = f"readlink {q(root + '/current')} | sed 's|^releases/||'"
+    return f"mkdir -p {q(pending)} && {{ [ -e {q(mark)} ] || {running} > {q(mark)}; }}"
+
+
 @operation()
 def current(release_id: str, root: str = "/srv/maha", services: Sequence[str] = ()):
     """

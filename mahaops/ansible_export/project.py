@@ -32,6 +32,7 @@ from mahaops.ansible_export.modules import to_tasks
 from mahaops.roles import BASE, GROUPS, ROLE_BY_NAME, Role
 from mahaops.settings import GroupData, Settings, from_data, group_models
 from mahaops.templating import TEMPLATES
+from operations.release import owed_before_command as release_owed_before
 from operations.services import marker as owed_marker_path
 
 SECRET_PREFIX = "maha_secret_"
@@ -51,6 +52,34 @@ RELEASE_RESTART = "operations.release.restarted"  # also notified by the release
 def owed_topic(topic: str) -> str:
     """The handler recording on the host that ``topic``'s restart is owed."""
     return f"{topic}: record the restart as owed"
+
+
+# Modules that check a changed file with ``validate`` before putting it in place (and only
+# then: not when it is already right, nor in check mode).
+VALIDATING = frozenset(
+    {
+        "ansible.builtin.template",
+        "ansible.builtin.copy",
+        "ansible.builtin.lineinfile",
+        "ansible.builtin.blockinfile",
+    }
+)
+
+
+def owed_record(path: str) -> str:
+    """Shell recording an owed restart's marker (``operations.services``)."""
+    return f"mkdir -p {shlex.quote(path.rpartition('/')[0])} && touch {shlex.quote(path)}"
+
+
+def owed_validate(records: Iterable[str], validate: str | None = None) -> str:
+    """A ``validate`` command that records restarts as owed (``records``, shell) once the
+    new file passed ``validate`` (if any), before it is put in place: as the pyinfra deploys
+    do, a run killed between writing a configuration and its restart leaves it owed."""
+    record = " && ".join(f"{{ {r}; }}" for r in dict.fromkeys(records))
+    script = record if validate is None else validate.replace("%s", '"$1"') + " && " + record
+    if "%" in script:
+        raise ExportError(f"validate {validate!r}: Ansible formats it with %, so only %s may")
+    return f"sh -c {shlex.quote(script)} maha-validate %s"
 
 
 # -- YAML: deterministic, yamllint-clean, Jinja only where we put it ---------------------------
@@ -375,10 +404,22 @@ def build_role(
     registered: dict[str, list[str]] = {
         gate: [] for its_gates in deferred.values() for gate in its_gates
     }
+    owes: dict[str, list[str]] = {}  # gating op hash -> what records its restarts owed first
+    for handler, its_gates in gates.items():
+        a = by_hash[handler][0].arguments
+        if by_hash[handler][0].operation == OWED_RESTART:
+            record = owed_record(owed_marker_path(a["service"], bool(a.get("reload"))))
+        elif by_hash[handler][0].operation == RELEASE_RESTART and a.get("root"):
+            record = release_owed_before(a["root"], a["service"])
+        else:
+            continue
+        for gate in its_gates:
+            owes.setdefault(gate, []).append(record)
 
     builder = _RoleBuilder(
         role, hosts, settings, secrets, host_vars, role_hosts, topics, notifies, registered, out
     )
+    builder.owes = owes
     for op_hash, group in by_hash.items():
         try:
             if group[0].operation == RELEASE_RESTART and op_hash in topics:
@@ -406,6 +447,7 @@ class _RoleBuilder:
     registered: dict[str, list[str]]  # gating op hash -> variables its tasks register
     out: RoleOutput
     psycopg: bool = False  # the PostgreSQL driver community.postgresql needs is installed
+    owes: Mapping[str, list[str]] = field(default_factory=dict)  # gate -> owed markers
 
     def owed_marker(self, handler: str, call: Call) -> None:
         """At an owed restart's place (operations.services.restart_owed): the handler its
@@ -418,11 +460,7 @@ class _RoleBuilder:
         self.out.add_handler(
             {
                 "name": owed_topic(topic),
-                "ansible.builtin.shell": {
-                    "cmd": f"mkdir -p {shlex.quote(path.rpartition('/')[0])} && "
-                    f"touch {shlex.quote(path)}",
-                    "creates": path,
-                },
+                "ansible.builtin.shell": {"cmd": owed_record(path), "creates": path},
             }
         )
         self.out.add_task(
@@ -509,6 +547,12 @@ class _RoleBuilder:
                     item["when"] = conditions[0] if len(conditions) == 1 else conditions
                 if op_hash in self.notifies and "ansible.builtin.stat" not in item:
                     item["notify"] = list(self.notifies[op_hash])  # (a stat never changes)
+                for module in VALIDATING & item.keys() if op_hash in self.owes else ():
+                    # The owed marker before the file changes (the notified handler also
+                    # records it, for a change of owner or mode only).
+                    args = dict(item[module])
+                    args["validate"] = owed_validate(self.owes[op_hash], args.get("validate"))
+                    item[module] = args
                 if op_hash in self.registered and "ansible.builtin.stat" not in item:
                     if "register" not in item:
                         variable = f"{self.role}_changed_{len(self.registered_names())}"

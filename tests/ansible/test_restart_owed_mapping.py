@@ -1,16 +1,23 @@
 """The export of an owed restart (operations.services.restart_owed): a changed input
-records the restart as owed on the host (a handler, flushed before the restart's place),
-the restart's handler is notified whenever the marker is there (also one a crashed run
-left), and it removes the marker after the restart."""
+records the restart as owed on the host (a file's own ``validate``, before the file is put
+in place, and a handler, flushed before the restart's place), the restart's handler is
+notified whenever the marker is there (also one a crashed run left), and it removes the
+marker after the restart."""
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mahaops.ansible_export.model import Call, Host
-from mahaops.ansible_export.project import build_role, layout_settings
+from mahaops.ansible_export.project import build_role, layout_settings, owed_record, owed_validate
 from mahaops.roles import BASE
 from mahaops.settings import GroupData
+from operations.release import owed_before_command
 
 HOSTS = {"base-1": Host("base-1", ("local",), {"ansible_host": "127.0.0.1"}, {})}
 MARKER = "/var/lib/maha/pending-restart/chrony"
@@ -96,3 +103,52 @@ def test_a_release_restart_left_owed_by_a_crashed_run_is_notified_by_its_marker(
     assert names.index(due["name"]) > names.index("Switch")
     assert out.tasks[names.index(due["name"]) + 1]["ansible.builtin.meta"] == "flush_handlers"
     assert [h["name"] for h in out.handlers] == ["Restart maha-web"]
+
+
+def test_a_changed_unit_records_the_release_s_restart_owed_before_it_is_put_in_place() -> None:
+    unit = call(
+        "files.line", "Unit maha-web", "unit", path="/etc/systemd/system/maha-web.service",
+        line="Restart=always", present=True, replace="", escape_regex_characters=False,
+    )  # fmt: skip
+    restart = call(
+        "operations.release.restarted", "Restart maha-web", "restart2", service="maha-web",
+        when=[], root="/srv/maha", triggers=["unit"],
+    )  # fmt: skip
+    out = build_role("base", [unit, restart], HOSTS, layout_settings(GroupData(), [BASE]), {}, {})
+    assert out.errors == []
+    validate = out.tasks[0]["ansible.builtin.lineinfile"]["validate"]
+    assert validate == owed_validate([owed_before_command("/srv/maha", "maha-web")])
+
+
+def test_a_changed_file_records_the_restart_owed_before_it_is_put_in_place() -> None:
+    """The input's own ``validate`` (run by Ansible only when the file would change, and
+    before it is moved into place) records the marker: a run killed between writing the
+    file and flushing the handlers still leaves the restart owed."""
+    line = call(
+        "files.line", "Chrony server", "conf", path="/etc/chrony.conf", line="server x",
+        present=True, replace="", escape_regex_characters=False,
+    )  # fmt: skip
+    restart = call(
+        "operations.services.restart_owed", "Restart chrony", "restart1", service="chrony",
+        when=[], daemon_reload=False, triggers=["conf"],
+    )  # fmt: skip
+    out = build_role("base", [line, restart], HOSTS, layout_settings(GroupData(), [BASE]), {}, {})
+    assert out.errors == []
+    validate = out.tasks[0]["ansible.builtin.lineinfile"]["validate"]
+    assert validate == owed_validate([owed_record(MARKER)])
+    assert out.tasks[0]["notify"] == ["Restart chrony: record the restart as owed"]
+
+
+@pytest.mark.parametrize(("check_passes", "recorded"), [(True, True), (False, False)])
+def test_the_owed_validate_records_only_once_the_file_s_own_check_passed(
+    tmp_path: Path, check_passes: bool, recorded: bool
+) -> None:
+    """Run as Ansible runs ``validate``: ``%`` formatted with the candidate's path, split
+    with shlex, no shell of its own."""
+    marker = tmp_path / "owed" / "sshd.reload"
+    candidate = tmp_path / "candidate"
+    candidate.write_text("ok\n" if check_passes else "bad\n")
+    validate = owed_validate([owed_record(str(marker))], "grep -qx ok %s")
+    result = subprocess.run(shlex.split(validate % str(candidate)), check=False)
+    assert (result.returncode == 0) is check_passes
+    assert marker.exists() is recorded

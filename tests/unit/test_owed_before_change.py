@@ -8,6 +8,7 @@ presence of the commands pyinfra sends, on the installed pyinfra.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,26 @@ def test_restart_and_reloaded_record_the_marker_before_their_changing_inputs(
     assert record in commands[0] and f"touch {tmp_path}/new" in commands[1]
     assert sum(record in command for command in commands) == 2  # before the file; the restart's
     assert f"systemctl {'reload' if 'reload' in marker else 'restart'} chrony" in commands[-1]
+
+
+def test_an_app_service_restart_is_owed_in_the_release_s_marker_before_its_unit_changes(
+    local: tuple[State, Host], tmp_path: Path
+) -> None:
+    """A new unit or environment file records ``<root>/pending/<service>`` (the release
+    ``current`` names) first; a marker a switch wrote is kept."""
+    state, host = local
+    root = tmp_path / "srv"
+    (root / "releases" / "r1").mkdir(parents=True)
+    (root / "current").symlink_to("releases/r1")
+    unit = files.file(name="Unit", path=str(tmp_path / "maha-web.service"))
+    _common.release_restarted("Restart maha-web", "maha-web", when=[unit], root=str(root))
+    generator = state.ops[host][pyinfra_hooks.op_hash_of(unit)].command_generator
+    record, touch = (str(c.get_raw_value()) for c in generator() if isinstance(c, StringCommand))
+    assert "/pending/maha-web" in record and touch == f"touch {tmp_path}/maha-web.service"
+
+    subprocess.run(["sh", "-c", record], check=True)
+    marker = root / "pending" / "maha-web"
+    assert marker.read_text().strip() == "r1"
+    marker.write_text("r2\n")  # a switch's marker: the release it moved to
+    subprocess.run(["sh", "-c", record], check=True)
+    assert marker.read_text() == "r2\n"

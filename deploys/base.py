@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, python, server, systemd
 
-from deploys._common import restart, template
+from deploys._common import reloaded, restart, template
 from deploys.log_shipping import log_shipping
 from mahaops import firewall
 from mahaops.context import addresses, host_roles, settings
@@ -178,12 +178,7 @@ def base() -> None:
             user=s.base_deploy_user,
             keys=s.base_deploy_user_keys,
         )
-    systemd.service(
-        name="Reload sshd for the new configuration",
-        service="ssh",
-        reloaded=True,
-        _if=sshd.did_change,
-    )
+    reloaded("Reload sshd for the new configuration", "ssh", when=[sshd])
     sshd_applies(
         name="sshd applies the hardened settings (sshd -T)",
         expected=sshd_expected(s),
@@ -261,11 +256,6 @@ def base() -> None:
             **tvars,
         )
         systemd.service(name="Run the firewall", service="nftables", running=True, enabled=True)
-        systemd.service(
-            name="Load the new firewall rules",
-            service="nftables",
-            reloaded=True,
-            _if=rules.did_change,
-        )
+        reloaded("Load the new firewall rules", "nftables", when=[rules])
 
     log_shipping()

@@ -18,7 +18,7 @@ from pyinfra.facts.hardware import Cpus, Memory
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files, postgres, systemd
 
-from deploys._common import KEYRINGS, apt_repository, restart, template, unit
+from deploys._common import KEYRINGS, apt_repository, reloaded, restart, template, unit
 from deploys._tls import server_certificate, trust_ca
 from mahaops.context import addresses, settings
 from mahaops.secrets import secret
@@ -268,12 +268,7 @@ def db() -> None:
             port=port,
             _if=any_changed(conf, *certificate),  # a renewed certificate is read on reload
         )
-    systemd.service(
-        name="Reload PostgreSQL for new access rules",
-        service=cluster,
-        reloaded=True,
-        _if=hba.did_change,
-    )
+    reloaded("Reload PostgreSQL for new access rules", cluster, when=[hba])
 
     # -- users and databases --------------------------------------------------------------
     for user in s.postgresql_users:

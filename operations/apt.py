@@ -1,4 +1,5 @@
-"""apt with a bound: pyinfra's own apt operations, each command stopped after ``timeout``.
+"""apt with a bound: pyinfra's own apt operations, each command stopped after ``timeout``;
+installs first finish what a killed dpkg left.
 
 apt's own timeouts cover a connection that stalls, not every wait (a fetch method left
 waiting on a half-closed connection was seen to hang for 14 minutes). Wrapping each
@@ -19,13 +20,26 @@ from pyinfra.operations import apt as pyinfra_apt
 DEFAULT_TIMEOUT = 600  # BaseSettings.base_apt_timeout's default
 KILL_AFTER = 10  # seconds between TERM and KILL when the bound is reached
 
+# dpkg journals each status change in /var/lib/dpkg/updates and empties it when it ends
+# cleanly: entries there mean a dpkg was killed (a run killed mid-install), and apt then
+# refuses every install ("dpkg was interrupted"). Finishing its work first is what apt's
+# message asks for; the check is one ls, in the install's own command.
+REPAIR_INTERRUPTED = (
+    'if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then '
+    "echo 'dpkg was interrupted: dpkg --configure -a' >&2; "
+    "DEBIAN_FRONTEND=noninteractive dpkg --force-confdef --force-confold --configure -a; fi"
+)
 
-def bounded(command: Any, timeout: int) -> Any:
-    """``command`` run under ``timeout``; commands that are not shell strings pass as they are."""
+
+def bounded(command: Any, timeout: int, repair: bool = False) -> Any:
+    """``command`` run under ``timeout`` (after ``REPAIR_INTERRUPTED`` when ``repair``);
+    commands that are not shell strings pass as they are."""
     if isinstance(command, StringCommand):
         command = command.get_raw_value()
     if not isinstance(command, str):
         return command
+    if repair:
+        command = f"{REPAIR_INTERRUPTED}; {command}"
     stopped = shlex.quote(
         f"apt stopped after {int(timeout)}s (base_apt_timeout): is the package cache or "
         "mirror answering?"
@@ -36,11 +50,13 @@ def bounded(command: Any, timeout: int) -> Any:
     )
 
 
-def _bounded_all(commands: Iterator[Any], timeout: int | None) -> Iterator[Any]:
+def _bounded_all(
+    commands: Iterator[Any], timeout: int | None, repair: bool = False
+) -> Iterator[Any]:
     if timeout is None:  # the host's setting
         timeout = int(host.data.get("base_apt_timeout", DEFAULT_TIMEOUT))
     for command in commands:
-        yield bounded(command, timeout)
+        yield bounded(command, timeout, repair)
 
 
 @operation(is_idempotent=False)
@@ -74,7 +90,8 @@ def packages(
     timeout: int | None = None,
 ):
     """
-    Install or remove apt packages, each apt command stopped after ``timeout`` seconds.
+    Install or remove apt packages, each apt command stopped after ``timeout`` seconds,
+    after finishing what an interrupted dpkg left (``dpkg --configure -a``, only then).
 
     + packages: package name(s)
     + present: whether the packages should be installed
@@ -108,4 +125,4 @@ def packages(
         cache_time=cache_time,
         no_recommends=no_recommends,
     )
-    yield from _bounded_all(commands, timeout)
+    yield from _bounded_all(commands, timeout, repair=True)

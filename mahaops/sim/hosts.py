@@ -30,6 +30,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -52,6 +53,7 @@ IMAGE_USER = "maha"  # the host image's deploy user, which an AMI does not have
 PUBLIC_NETWORK = "maha-sim-public"
 APT_EGRESS = "/etc/apt/apt.conf.d/00sim-egress"  # the base role's own file is 01maha-proxy
 BOOT_DONE = "/var/lib/cloud/instance/boot-finished"
+PARALLEL_BOOTS = 4  # hosts made at once: most of a boot is waiting on systemd
 RETRY_AFTER = 30.0  # seconds before an instance whose host could not be made is tried again
 
 Log = Callable[[str], None]
@@ -124,20 +126,20 @@ class Reconciler:
         """Make Docker match the server's instances once."""
         instances, subnets = self._describe()
         containers = self.containers()
+        new: list[tuple[str, dict[str, Any]]] = []
         for instance_id, (region, instance) in sorted(instances.items()):
             state = instance["State"]["Name"]
             container = containers.get(instance_id)
             try:
                 if state in ("pending", "running"):
                     if container is None:
-                        if time.monotonic() < self._failed.get(instance_id, 0.0):
-                            continue
-                        self._create(region, instance, subnets)
-                    elif container.status != "running":
+                        if time.monotonic() >= self._failed.get(instance_id, 0.0):
+                            new.append((region, instance))
+                        continue
+                    if container.status != "running":
                         container.start()
                         self.log(f"{instance_id}: started")
-                    if state == "pending" and self.on_ready is not None:
-                        self.on_ready(region, instance_id)
+                    self._ready(region, instance)
                 elif state in ("stopping", "stopped"):
                     if container is not None and container.status == "running":
                         container.stop(timeout=20)
@@ -146,13 +148,48 @@ class Reconciler:
                     container.remove(force=True)
                     self.log(f"{instance_id}: terminated, host removed")
             except Exception as exc:  # one host's trouble must not stop the others
-                self._failed[instance_id] = time.monotonic() + RETRY_AFTER
-                self.log(f"{instance_id}: {type(exc).__name__}: {exc}")
+                self._failure(instance_id, exc)
+        if new:
+            self._create_all(new, subnets)
         for instance_id, container in containers.items():
             if instance_id not in instances:
                 container.remove(force=True)
                 self.log(f"{instance_id}: gone from EC2, host removed")
         self._prune_networks(subnets)
+
+    def _ready(self, region: str, instance: dict[str, Any]) -> None:
+        if instance["State"]["Name"] == "pending" and self.on_ready is not None:
+            self.on_ready(region, instance["InstanceId"])
+
+    def _failure(self, instance_id: str, exc: Exception) -> None:
+        self._failed[instance_id] = time.monotonic() + RETRY_AFTER
+        self.log(f"{instance_id}: {type(exc).__name__}: {exc}")
+
+    def _create_all(
+        self, new: list[tuple[str, dict[str, Any]]], subnets: dict[str, dict[str, Any]]
+    ) -> None:
+        """Hosts for new instances, booted side by side (networks made first, one by one)."""
+        try:
+            self._prepare()
+            for _region, instance in new:
+                self._subnet_network(subnets[instance["SubnetId"]])
+            if any(instance.get("PublicIpAddress") for _r, instance in new):
+                self._public_network()
+        except Exception as exc:
+            for _region, instance in new:
+                self._failure(instance["InstanceId"], exc)
+            return
+        with ThreadPoolExecutor(max_workers=PARALLEL_BOOTS) as pool:
+            futures = {
+                pool.submit(self._create, region, instance, subnets): (region, instance)
+                for region, instance in new
+            }
+            for future, (region, instance) in futures.items():
+                try:
+                    future.result()
+                    self._ready(region, instance)
+                except Exception as exc:
+                    self._failure(instance["InstanceId"], exc)
 
     def run(self, stop: threading.Event, interval: float = 2.0) -> None:
         """Passes until ``stop`` is set; a failed pass is logged and the next one tries."""
@@ -199,13 +236,13 @@ class Reconciler:
         networks = self.docker.networks.list(filters={"label": [f"{LABEL_SERVER}={self.token}"]})
         for network in networks:
             subnet_id = network.attrs.get("Labels", {}).get(LABEL_SUBNET, "")
-            if subnet_id in subnets or subnet_id == "public":
-                continue
+            if subnet_id in subnets:
+                continue  # the public network goes too once no host uses it
             network.reload()
             if not network.attrs.get("Containers"):
                 with contextlib.suppress(NotFound, APIError):
                     network.remove()
-                    self.log(f"{subnet_id}: subnet gone, network removed")
+                    self.log(f"{network.name}: no subnet or host uses it, removed")
 
     # -- hosts -------------------------------------------------------------------------------
 

@@ -8,11 +8,9 @@ does not replace running instances; it is used for the next ones launched.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -22,7 +20,6 @@ from mahaops.settings import SettingsError
 from mahaops.settings.aws import EC2_ROLES, AwsEnvironment
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
-T = TypeVar("T")
 
 
 # -- the image ---------------------------------------------------------------------------------
@@ -228,22 +225,9 @@ def _launch(
         kwargs["DisableApiTermination"] = True
     if profile := profile_for(ctx, role):
         kwargs["IamInstanceProfile"] = {"Name": profile}
-    response = _retry_new_profile(lambda: ctx.clients.ec2.run_instances(**kwargs))
+    # A profile made a moment ago is retried by the session (eventual_retry_delay).
+    response = ctx.clients.ec2.run_instances(**kwargs)
     return str(response["Instances"][0]["InstanceId"])
-
-
-def _retry_new_profile(call: Callable[[], T], attempts: int = 10, delay: float = 3.0) -> T:
-    """A just-created instance profile takes seconds to be usable by EC2; wait it out."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except ClientError as exc:
-            error = exc.response["Error"]
-            eventual = "instance profile" in error.get("Message", "").lower()
-            if error["Code"] != "InvalidParameterValue" or not eventual or attempt == attempts - 1:
-                raise
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def _converge(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> str:

@@ -56,6 +56,45 @@ def _refuse_mutation(model: Any, **_: Any) -> None:
         )
 
 
+# Right after a VPC, subnet, security group or instance profile is made, other calls may
+# not see it yet for seconds (eventual consistency): AWS answers "not found" or, for a
+# profile, "Invalid IAM Instance Profile". Calls that build on a new resource retry these
+# with backoff for about two minutes; reads (existence checks) and deletes never do.
+EVENTUAL_CODES = frozenset(
+    {
+        "InvalidGroup.NotFound",
+        "InvalidSubnetID.NotFound",
+        "InvalidVpcID.NotFound",
+        "InvalidRouteTableID.NotFound",
+        "InvalidInternetGatewayID.NotFound",
+        "InvalidAllocationID.NotFound",
+        "InvalidInstanceID.NotFound",
+        "InvalidNetworkInterfaceID.NotFound",
+        "InvalidSubnet",  # ELB: a subnet it cannot see yet
+        "InvalidConfigurationRequest",  # ELB: a security group it cannot see yet
+    }
+)
+_BUILDS_ON = ("Create", "Run", "Authorize", "Attach", "Associate", "Modify", "Register", "Put")
+EVENTUAL_ATTEMPTS = 10  # 1+2+4+8+16+20*5 s of waiting: about two minutes
+
+
+def eventual_retry_delay(
+    response: Any = None, attempts: int = 0, operation: Any = None, **_: Any
+) -> float | None:
+    """botocore ``needs-retry`` hook: seconds to wait before retrying a call that failed
+    only because a resource made a moment ago is not visible yet; None otherwise."""
+    if response is None or operation is None or attempts >= EVENTUAL_ATTEMPTS:
+        return None
+    if not str(operation.name).startswith(_BUILDS_ON):
+        return None
+    error = (response[1] or {}).get("Error", {}) if isinstance(response, tuple) else {}
+    code, message = str(error.get("Code", "")), str(error.get("Message", "")).lower()
+    profile = code == "InvalidParameterValue" and "instance profile" in message
+    if code not in EVENTUAL_CODES and not profile:
+        return None
+    return float(min(2 ** (attempts - 1), 20))
+
+
 def make_session(
     region: str | None = None, profile: str | None = None, *, dry: bool = False
 ) -> boto3.Session:
@@ -77,6 +116,8 @@ def instrument(session: boto3.Session, *, dry: bool = False) -> boto3.Session:
     Hooks apply to clients made after this call; registering twice is harmless.
     """
     session.events.register("before-call.*.*", _record_call, unique_id="maha-call-log")
+    hooks: Any = session.events  # the stubs want handlers returning None; a delay is the API
+    hooks.register_first("needs-retry", eventual_retry_delay, unique_id="maha-eventual-consistency")
     if dry:
         session.events.register("before-call.*.*", _refuse_mutation, unique_id="maha-dry-guard")
     return session

@@ -94,3 +94,43 @@ def test_throttled_calls_are_retried(monkeypatch: pytest.MonkeyPatch):
     store = SsmSecretStore("qa", client=client, project="maha")
     assert store.get("api_token") == "value-after-throttling"
     assert len(sent) == 3
+
+
+def test_a_call_on_a_resource_aws_does_not_see_yet_is_retried_for_about_two_minutes(
+    aws, monkeypatch: pytest.MonkeyPatch
+):
+    # Just after CreateSecurityGroup, AWS may answer InvalidGroup.NotFound for seconds:
+    # the session retries calls that build on a resource, with growing delays, for about
+    # two minutes, then gives up with AWS's answer. (moto never sees this group at all.)
+    from botocore.exceptions import ClientError
+
+    from mahaops.aws.session import instrument
+
+    waits: list[float] = []
+    monkeypatch.setattr("time.sleep", waits.append)
+    ec2 = instrument(boto3.Session(region_name=REGION)).client("ec2")
+    with pytest.raises(ClientError, match=r"InvalidGroup\.NotFound"):
+        ec2.authorize_security_group_ingress(
+            GroupId="sg-0123456789abcdef0",
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 22,
+                    "ToPort": 22,
+                    "IpRanges": [{"CidrIp": "10.0.0.0/8"}],
+                }
+            ],
+        )
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0, 20.0, 20.0]
+    assert 100 <= sum(waits) <= 150
+
+
+def test_an_existence_check_is_never_retried(aws, monkeypatch: pytest.MonkeyPatch):
+    from botocore.exceptions import ClientError
+
+    from mahaops.aws.session import instrument
+
+    monkeypatch.setattr("time.sleep", lambda _: pytest.fail("a read must not wait"))
+    ec2 = instrument(boto3.Session(region_name=REGION)).client("ec2")
+    with pytest.raises(ClientError, match=r"InvalidGroup\.NotFound"):
+        ec2.describe_security_groups(GroupIds=["sg-0123456789abcdef0"])

@@ -55,6 +55,9 @@ aws_environments = {
         "ssh_public_key": "~/.ssh/maha-production.pub",
         "ssh_private_key": "~/.ssh/maha-production",
         "access": "ssm",  # SSH tunnelled through AWS Systems Manager; no public addresses
+        # Debian's images have no SSM agent: provision refuses "ssm" until these pin the
+        # regional package it installs from UserData (version, and its SHA-256 to check):
+        # "ssm_agent_version": "3.x.y.z", "ssm_agent_sha256": "<64 hex digits>",
         "domain": "maha.example.org",  # ALB: HTTP redirects to HTTPS with this certificate
         "certificate_arn": (
             "arn:aws:acm:eu-west-1:111122223333:certificate/00000000-0000-0000-0000-000000000000"

@@ -8,6 +8,7 @@ does not replace running instances; it is used for the next ones launched.
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,8 @@ def _launch(
             for kind in ("instance", "volume", "network-interface")
         ],
     }
+    if ctx.spec.access == "ssm":
+        kwargs["UserData"] = ssm_agent_user_data(ctx.spec)  # boto3 encodes it
     if role == "db":  # its data must not go with a stray terminate call
         kwargs["DisableApiTermination"] = True
     if profile := profile_for(ctx, role):
@@ -424,3 +427,52 @@ def _terminate(ctx: Context, instance: dict[str, Any], name: str, why: str) -> N
         )
     drain(ctx, instance_id)  # an app server's open requests finish first
     ctx.clients.ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+# -- the SSM agent (access="ssm") ---------------------------------------------------------------
+
+
+def require_ssm_agent(env: str, spec: AwsEnvironment) -> None:
+    """access="ssm" works only with an agent on the host: Debian's images ship none, so it is
+    installed from UserData, and only a pinned, checksummed package is installed."""
+    if spec.access != "ssm":
+        return
+    if not (spec.ssm_agent_version and spec.ssm_agent_sha256):
+        raise SettingsError(
+            "group_data/aws.py",
+            "aws_environments",
+            f'{env}.access: "ssm" needs the SSM agent, which Debian\'s images do not ship; set'
+            " ssm_agent_version and ssm_agent_sha256 (of the regional debian_amd64 package)"
+            ' so new instances install it, or use access="bastion"',
+        )
+    if not re.fullmatch(r"[0-9a-f]{64}", spec.ssm_agent_sha256):
+        raise SettingsError(
+            "group_data/aws.py",
+            "aws_environments",
+            f"{env}.ssm_agent_sha256: expected 64 lower-case hex digits",
+        )
+    if not re.fullmatch(r"\d+(\.\d+){2,3}", spec.ssm_agent_version):
+        raise SettingsError(
+            "group_data/aws.py", "aws_environments", f"{env}.ssm_agent_version: e.g. 3.3.1142.0"
+        )
+
+
+def ssm_agent_user_data(spec: AwsEnvironment) -> str:
+    """The first-boot script installing the pinned SSM agent, checked before dpkg sees it."""
+    region = spec.region
+    url = (
+        f"https://s3.{region}.amazonaws.com/amazon-ssm-{region}/{spec.ssm_agent_version}"
+        "/debian_amd64/amazon-ssm-agent.deb"
+    )
+    return (
+        "#!/bin/sh\n"
+        "# Installs the AWS SSM agent (Debian's images ship none), checksum first.\n"
+        "set -eu\n"
+        "deb=$(mktemp --suffix=.deb)\n"
+        f"python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1],"
+        f' sys.argv[2])\' {url} "$deb"\n'
+        f'echo "{spec.ssm_agent_sha256}  $deb" | sha256sum -c -\n'
+        'dpkg -i "$deb"\n'
+        'rm -f "$deb"\n'
+        "systemctl enable --now amazon-ssm-agent\n"
+    )

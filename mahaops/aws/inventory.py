@@ -15,7 +15,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from mahaops.aws.config import Environment, load_environment
-from mahaops.aws.ec2 import DATA_DEVICE, read_public_key
+from mahaops.aws.ec2 import DATA_DEVICE, read_public_key, require_ssm_agent
 from mahaops.aws.s3 import named_bucket
 from mahaops.aws.session import CLIENT_CONFIG, make_session
 from mahaops.hosts import HostSpec
@@ -30,6 +30,7 @@ def hosts(
     """The environment's running instances as pyinfra hosts, sorted by name."""
     loaded = load_environment(env, group_data)
     spec = loaded.spec
+    require_ssm_agent(env, spec)  # no agent on the hosts, no SSM session to reach them
     session = session or make_session(spec.region, spec.profile)
     ec2: Any = session.client("ec2", config=CLIENT_CONFIG)
     filters = [

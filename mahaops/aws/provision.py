@@ -45,6 +45,7 @@ def provision(
     loaded = load_environment(env, group_data)
     openings = security.declared_openings(loaded, group_data)
     public_key = ec2.read_public_key(env, loaded.spec)
+    ec2.require_ssm_agent(env, loaded.spec)
     ctx = context_of(loaded, session, dry=dry, console=console)
     ctx.confirm = (lambda what: True) if yes else confirm
     network.ensure_network(ctx)

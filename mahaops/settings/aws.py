@@ -129,6 +129,10 @@ class AwsEnvironment(Record):
     ssh_user: str = "admin"  # Debian cloud images' initial user
     access: Literal["public", "bastion", "ssm"] = "public"  # how pyinfra reaches hosts
     bastion: str | None = None  # with access="bastion": "user@host[:port]" to jump through
+    # access="ssm": Debian's images ship no SSM agent; UserData installs this version of
+    # the regional package, refused unless its SHA-256 matches (both required for "ssm")
+    ssm_agent_version: str | None = None  # e.g. "3.3.1142.0"
+    ssm_agent_sha256: str | None = None  # of debian_amd64/amazon-ssm-agent.deb, that version
 
     # -- web --------------------------------------------------------------------------------
     domain: Domain | None = None  # name served by the ALB over HTTPS; None = plain HTTP

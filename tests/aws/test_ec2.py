@@ -162,3 +162,38 @@ def test_debians_ssm_parameter_is_asked_first(write_group_data):
         )
         assert find_debian_ami(ctx) == ("ami-0123456789abcdef0", "/dev/xvda")
         ssm.assert_no_pending_responses()
+
+
+def test_ssm_access_without_an_agent_to_install_is_refused_before_any_call(provision_qa, calls):
+    import pytest
+
+    from mahaops.settings import SettingsError
+
+    with pytest.raises(SettingsError) as caught:
+        provision_qa(access="ssm", admin_cidrs=[])
+    assert calls.all() == []
+    assert "qa.access" in caught.value.message and "SSM agent" in caught.value.message
+
+
+def test_ssm_hosts_install_the_pinned_agent_checksum_first(aws, provision_qa, monkeypatch):
+    import base64
+    import subprocess
+
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")  # AmazonSSMManagedInstanceCore
+    sha = "ab" * 32
+    provision_qa(access="ssm", admin_cidrs=[], ssm_agent_version="3.3.1142.0", ssm_agent_sha256=sha)
+    instance = _instances(aws, "cache")[0]
+    raw = aws.client("ec2").describe_instance_attribute(
+        InstanceId=instance["InstanceId"], Attribute="userData"
+    )["UserData"]["Value"]
+    script = base64.b64decode(raw).decode()
+    url = (
+        "https://s3.eu-west-1.amazonaws.com/amazon-ssm-eu-west-1/3.3.1142.0"
+        "/debian_amd64/amazon-ssm-agent.deb"
+    )
+    assert url in script
+    lines = script.splitlines()
+    check = next(i for i, line in enumerate(lines) if "sha256sum -c" in line)
+    install = next(i for i, line in enumerate(lines) if line.startswith("dpkg -i"))
+    assert sha in lines[check] and check < install and lines[2] == "set -eu"
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)

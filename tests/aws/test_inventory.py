@@ -36,12 +36,16 @@ def test_public_access_connects_to_public_addresses_with_the_key(
     assert host.data["private_address"].startswith("10.20.")
 
 
+SSM_AGENT = {"ssm_agent_version": "3.3.1142.0", "ssm_agent_sha256": "0" * 64}  # well-formed
+
+
 def test_ssm_access_tunnels_ssh_through_session_manager(
     aws, provision_qa, write_group_data, monkeypatch
 ):
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-    provision_qa(access="ssm", admin_cidrs=[])
-    host = hosts("qa", session=aws, group_data=write_group_data(access="ssm", admin_cidrs=[]))[0]
+    ssm = {"access": "ssm", "admin_cidrs": [], **SSM_AGENT}
+    provision_qa(**ssm)
+    host = hosts("qa", session=aws, group_data=write_group_data(**ssm))[0]
     assert host.data["ssh_hostname"] == host.data["instance_id"]
     config = Path(host.data["ssh_config_file"]).read_text()
     assert (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mahaops.aws.security import flatten
 
 from .conftest import REGION
+from .test_inventory import SSM_AGENT
 
 
 def _by_name(items, key="Tags"):
@@ -142,6 +143,6 @@ def test_a_rule_added_by_hand_is_revoked(aws, provision_qa):
 
 def test_no_admin_cidrs_means_no_ssh_from_anywhere(aws, provision_qa, monkeypatch):
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")  # for AmazonSSMManagedInstanceCore
-    provision_qa(admin_cidrs=[], access="ssm")
+    provision_qa(admin_cidrs=[], access="ssm", **SSM_AGENT)
     groups, _ = _groups(aws)
     assert all(not _sources(g, 22) for g in groups.values())

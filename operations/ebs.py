@@ -12,6 +12,8 @@ import shlex
 from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, operation
 
+from operations.facts import IsContainer
+
 
 def device_command(volume_id: str) -> str:
     """Shell printing the volume's device, waiting up to 60 s for it to appear."""
@@ -83,6 +85,9 @@ def mounted(volume_id: str, path: str):
 
         mounted(name="Data on its EBS volume", volume_id="vol-0abc", path="/var/lib/postgresql")
     """
+    if host.get_fact(IsContainer):  # the AWS stand-in (sim): instances are containers
+        host.noop(f"a container has no block device for {volume_id}: {path} stays where it is")
+        return
     if host.get_fact(EbsMounted, volume_id=volume_id, path=path):
         host.noop(f"{path} is on {volume_id}")
         return

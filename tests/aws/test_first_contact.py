@@ -105,3 +105,17 @@ def test_an_empty_admin_cidrs_is_refused_naming_file_and_key_before_the_host_cha
     assert "local.py" in result.output and "base_admin_cidrs" in result.output, result.output
     assert "lock" in result.output
     assert testbed.exec(host, FINGERPRINTS) == before
+
+
+def test_a_db_data_volume_on_a_container_host_is_left_alone(testbed: Testbed) -> None:
+    # The AWS stand-in's instances are containers: moto attaches the data volume, but no
+    # block device exists, so the db role says so and goes on (a real instance mounts it).
+    host = testbed.host("db", name="sim-db-1")
+    spec = host.spec()
+    data = {**spec.data, "ebs_data_volume_id": "vol-0123456789abcdef0"}
+    plan = run_deploy(
+        testbed.env, roles=["db"], dry=True, hosts=[HostSpec(spec.name, spec.groups, data)]
+    )
+    assert plan.ok, plan.output
+    (mount,) = [op for op in plan.operations if "EBS volume" in op.name]
+    assert mount.status == "unchanged", mount

@@ -153,15 +153,26 @@ def start(group_data: Path = DEFAULT_GROUP_DATA) -> Server:
     state = Server(process.pid, port, token, time.time(), regions)
     _state_path().write_text(json.dumps(asdict(state)))
     _write_aws_config(state)
-    return _wait_answering(state)
+    try:
+        return _wait_answering(state, process)
+    except SimError:
+        process.kill()  # nothing was made yet: no state to keep
+        process.wait()
+        _state_path().unlink(missing_ok=True)
+        raise
 
 
-def _wait_answering(state: Server, timeout: float = 60.0) -> Server:
+def _wait_answering(
+    state: Server, process: subprocess.Popen[bytes] | None = None, timeout: float = 60.0
+) -> Server:
+    """``state`` once its port answers. The process that started the server asks its own
+    handle whether it died (``/proc`` may still show the parent's command line just
+    after the fork)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _answers(state.port):
             return state
-        if not _alive(state):
+        if (process.poll() is not None) if process is not None else not _alive(state):
             break
         time.sleep(0.2)
     log = sim_home() / LOG_FILE
@@ -258,6 +269,8 @@ def _write_key_pair(private: Path, public: Path) -> None:
 
 def remove_hosts(token: str) -> list[str]:
     """Remove the hosts and networks the server ``token`` made; the names removed."""
+    from docker.errors import APIError, NotFound
+
     from mahaops.local.engine import ensure_engine
     from mahaops.sim import LABEL_SERVER
 
@@ -268,7 +281,6 @@ def remove_hosts(token: str) -> list[str]:
         container.remove(force=True)
         removed.append(container.name)
     for network in client.networks.list(filters=selector):
-        network.reload()
-        if not network.attrs.get("Containers"):
+        with contextlib.suppress(NotFound, APIError):  # gone already, or another host's
             network.remove()
     return removed

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +20,11 @@ from typing import Any, TypeVar
 import docker
 import pytest
 
+from mahaops import PROJECT_ROOT
+from mahaops.aws.inventory import hosts as inventory_hosts
 from mahaops.aws.session import make_session
 from mahaops.settings import DEFAULT_GROUP_DATA
-from mahaops.sim import SIM_PROFILE, SimError, server
+from mahaops.sim import LABEL_ENV, SIM_PROFILE, SimError, server
 from mahaops.sim.hosts import container_name
 from mahaops.sim.networks import kernel_routes
 
@@ -75,8 +78,9 @@ def ec2(sim: server.Server) -> Any:
 
 @pytest.fixture(scope="module")
 def subnet(ec2: Any) -> str:
+    # Beside the sim environment's own subnets (10.213.0.0/20 and the next three /20s).
     vpc = ec2.create_vpc(CidrBlock="10.213.0.0/16")["Vpc"]["VpcId"]
-    return str(ec2.create_subnet(VpcId=vpc, CidrBlock="10.213.0.0/24")["Subnet"]["SubnetId"])
+    return str(ec2.create_subnet(VpcId=vpc, CidrBlock="10.213.128.0/24")["Subnet"]["SubnetId"])
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +166,47 @@ def test_stopped_and_terminated_instances_stop_and_lose_their_hosts(
     ec2.terminate_instances(InstanceIds=[instance_id])
     _until(lambda: _container(instance_id) is None, "the host removed", timeout=60)
     assert _ssh(key_pair, instance["PublicIpAddress"], "true").returncode == 255
+
+
+def _sim_hosts() -> list[Any]:
+    return docker.from_env().containers.list(all=True, filters={"label": [f"{LABEL_ENV}=sim"]})
+
+
+def test_provisioning_the_sim_environment_makes_its_hosts_and_teardown_removes_them(
+    sim: server.Server, key_pair: Path
+) -> None:
+    """The operator's path, unchanged: invoke provision, the AWS inventory, invoke teardown."""
+    provisioned = _invoke("provision", "--env", "sim")
+    assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
+
+    # provision waited for instance_running, which the stand-in says once a host booted.
+    hosts = _sim_hosts()
+    assert sorted(c.labels["maha.sim.name"] for c in hosts) == [
+        f"maha-sim-{role}-1" for role in ("app", "cache", "db", "log", "worker")
+    ]
+    assert all(c.status == "running" for c in hosts)
+    found = inventory_hosts("sim")
+    assert len(found) == 5
+    db = next(h for h in found if "db_servers" in h.groups)
+    assert db.data["ssh_user"] == "admin"
+    login = _ssh(Path(db.data["ssh_key"]), db.data["ssh_hostname"], "hostname")
+    assert login.stdout.strip() == "maha-sim-db-1", login.stderr
+
+    torn_down = _invoke("teardown", "--env", "sim", "--yes")
+    assert torn_down.returncode == 0, torn_down.stdout + torn_down.stderr
+    _until(lambda: not _sim_hosts(), "the sim environment's hosts removed", timeout=60)
+    _until(
+        lambda: not docker.from_env().networks.list(filters={"label": [f"{LABEL_ENV}=sim"]}),
+        "its subnets' networks removed",
+        timeout=30,
+    )
+
+
+def _invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "invoke"), *args],
+        cwd=PROJECT_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
 
 
 def _group_data_with(tmp_path: Path, old: str, new: str) -> Path:

@@ -283,13 +283,14 @@ def distribution_config(
         {"PathPattern": "/uploads/*", **_behaviour("uploads", CACHING_OPTIMIZED, key_group)},
     ]
     aliases = [spec.cdn_domain] if spec.cdn_domain else []
+    cdn_certificate = ctx.ids.get("cdn_certificate", spec.cdn_certificate_arn)
     certificate: dict[str, Any] = (
         {
-            "ACMCertificateArn": spec.cdn_certificate_arn,
+            "ACMCertificateArn": cdn_certificate,
             "SSLSupportMethod": "sni-only",
             "MinimumProtocolVersion": "TLSv1.2_2021",
         }
-        if spec.cdn_certificate_arn
+        if cdn_certificate
         else {"CloudFrontDefaultCertificate": True}
     )
     return {

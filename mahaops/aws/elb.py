@@ -247,7 +247,8 @@ def _health_text(description: dict[str, Any]) -> str:
 
 def desired_listeners(ctx: Context, tg_arn: str) -> dict[int, dict[str, Any]]:
     forward = [{"Type": "forward", "TargetGroupArn": tg_arn}]
-    if not ctx.spec.certificate_arn:
+    certificate = ctx.ids.get("certificate", ctx.spec.certificate_arn)
+    if not certificate:
         return {80: {"Protocol": "HTTP", "DefaultActions": forward}}
     redirect = {
         "Type": "redirect",
@@ -258,7 +259,7 @@ def desired_listeners(ctx: Context, tg_arn: str) -> dict[int, dict[str, Any]]:
         443: {
             "Protocol": "HTTPS",
             "DefaultActions": forward,
-            "Certificates": [{"CertificateArn": ctx.spec.certificate_arn}],
+            "Certificates": [{"CertificateArn": certificate}],
             "SslPolicy": TLS_POLICY,
         },
     }

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 from rich.console import Console
 
-from mahaops.aws import cloudfront, ec2, elb, iam, network, s3, security
+from mahaops.aws import acm, cloudfront, ec2, elb, iam, network, s3, security
 from mahaops.aws.config import load_environment
 from mahaops.aws.plan import Plan, context_of, pending
 from mahaops.settings import DEFAULT_GROUP_DATA
@@ -54,6 +54,7 @@ def provision(
     s3.ensure_buckets(ctx)
     iam.ensure_iam(ctx)
     ec2.ensure_instances(ctx, key_name)
+    acm.ensure_certificates(ctx)
     elb.ensure_load_balancing(ctx)
     distribution = cloudfront.ensure_cdn(ctx)
     for purpose in s3.BUCKETS:

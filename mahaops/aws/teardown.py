@@ -18,7 +18,7 @@ import boto3
 from botocore.exceptions import ClientError
 from rich.console import Console
 
-from mahaops.aws import cloudfront, s3
+from mahaops.aws import acm, cloudfront, s3
 from mahaops.aws.config import load_environment
 from mahaops.aws.ec2 import LIVE_STATES, data_volumes
 from mahaops.aws.plan import Context, Plan, context_of, tags_of
@@ -67,6 +67,7 @@ def find_doomed(ctx: Context) -> list[Doomed]:
     return [
         *_cdn(ctx),
         *_load_balancing(ctx),
+        *_certificates(ctx),
         *_instances(ctx),
         *_data_volumes(ctx),
         *_iam(ctx),
@@ -222,6 +223,34 @@ def _delete_lb(ctx: Context, arn: str) -> None:
     )
     elb.delete_load_balancer(LoadBalancerArn=arn)  # its listeners go with it
     elb.get_waiter("load_balancers_deleted").wait(LoadBalancerArns=[arn])
+
+
+# -- ACM certificates this environment requested (never one given by ARN) ---------------------
+
+
+def _certificates(ctx: Context) -> list[Doomed]:
+    doomed = []
+    for region in sorted({ctx.clients.region, acm.CLOUDFRONT_REGION}):
+        client = ctx.clients._client("acm", region)
+        for summary in _all(client, "list_certificates", "CertificateSummaryList"):
+            arn = summary["CertificateArn"]
+            tags = client.list_tags_for_certificate(CertificateArn=arn).get("Tags")
+            if not ctx.owns(tags):
+                continue
+
+            def delete(client: Any = client, arn: str = arn) -> None:
+                for attempt in range(30):  # in use until the ALB or distribution is gone
+                    try:
+                        client.delete_certificate(CertificateArn=arn)
+                        return
+                    except ClientError as exc:
+                        code = exc.response["Error"]["Code"]
+                        if code != "ResourceInUseException" or attempt == 29:
+                            raise
+                        time.sleep(10)
+
+            doomed.append(Doomed("ACM certificate", f"{summary['DomainName']} ({region})", delete))
+    return doomed
 
 
 # -- instances, IAM, key pairs -----------------------------------------------------------------

@@ -136,9 +136,9 @@ class AwsEnvironment(Record):
 
     # -- web --------------------------------------------------------------------------------
     domain: Domain | None = None  # name served by the ALB over HTTPS; None = plain HTTP
-    certificate_arn: CertificateArn | None = None  # regional ACM cert covering domain
+    certificate_arn: CertificateArn | None = None  # regional ACM cert; None = requested
     cdn_domain: Domain | None = None  # CloudFront alias (e.g. cdn.example.org)
-    cdn_certificate_arn: CertificateArn | None = None  # ACM cert in us-east-1 for cdn_domain
+    cdn_certificate_arn: CertificateArn | None = None  # us-east-1 cert; None = requested
     app_port: int = Field(80, ge=1, le=65535)  # nginx on the app servers
     health_check_path: str = "/health"  # the target group's health check
     alb_idle_timeout: int = Field(3600, ge=1, le=4000)  # seconds; long for WebSockets
@@ -173,10 +173,11 @@ class AwsEnvironment(Record):
             raise ValueError(f"availability_zones: give two zones of {self.region}")
         if self.vpc_id and (len(self.public_subnet_ids) != 2 or len(self.private_subnet_ids) != 2):
             raise ValueError("vpc_id: an existing VPC needs two public_subnet_ids and two private")
-        if bool(self.domain) != bool(self.certificate_arn):
-            raise ValueError("certificate_arn: domain and certificate_arn go together")
-        if bool(self.cdn_domain) != bool(self.cdn_certificate_arn):
-            raise ValueError("cdn_certificate_arn: cdn_domain and cdn_certificate_arn go together")
+        # A domain without an ARN gets an ACM certificate requested (mahaops/aws/acm.py).
+        if self.certificate_arn and not self.domain:
+            raise ValueError("certificate_arn: a certificate needs the domain it covers")
+        if self.cdn_certificate_arn and not self.cdn_domain:
+            raise ValueError("cdn_certificate_arn: a certificate needs the cdn_domain it covers")
         if self.cdn_certificate_arn and ":us-east-1:" not in self.cdn_certificate_arn:
             raise ValueError("cdn_certificate_arn: CloudFront needs a certificate in us-east-1")
         if self.profile == "maha-sim" and (self.access != "public" or self.vpc_id):

@@ -69,9 +69,10 @@ def test_missing_ssh_public_key_file_is_named_before_any_call(provision_qa, call
     assert "qa.ssh_public_key: no file" in error.message
 
 
-def test_domain_without_certificate_is_refused(provision_qa, calls):
-    error = _rejected(provision_qa, calls, domain="maha.example.org")
-    assert "certificate_arn" in error.message
+def test_certificate_without_its_domain_is_refused(provision_qa, calls):
+    arn = "arn:aws:acm:eu-west-1:111122223333:certificate/00000000-0000-0000-0000-000000000000"
+    error = _rejected(provision_qa, calls, certificate_arn=arn)
+    assert "certificate_arn" in error.message and "domain" in error.message
 
 
 def test_example_group_data_describes_a_protected_production():

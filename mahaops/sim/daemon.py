@@ -4,8 +4,8 @@
 
 Started by ``mahaops.sim.server.start`` (never by hand); SIGTERM stops both. moto is
 given Debian 12 images (``debian-amis.json``, the owner and names provisioning looks
-for), two shims for gaps in moto 5.2 that a real account does not have, and instances
-that stay ``pending`` until their host has booted.
+for), two shims for gaps in moto 5.2 that a real account does not have, instances
+that stay ``pending`` until their host has booted, and the ALB stand-in (``alb``).
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
 
     moto_shims()
     ready = instances_boot()
+    from mahaops.sim import sim_home
+    from mahaops.sim.alb import LoadBalancers
+
+    balancers = LoadBalancers(args.regions.split(","), sim_home(), _log)
+    balancers.install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     _log(f"moto on 127.0.0.1:{args.port} (token {args.token}, regions {args.regions})")
@@ -114,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         log=_log,
         on_ready=ready,
     )
+    threading.Thread(target=balancers.run, args=(stop,), daemon=True).start()
     reconciler.run(stop, args.interval)
     server.stop()
     _log("stopped: the AWS state this server held is gone")

@@ -80,6 +80,10 @@ def status(c: InvokeContext) -> None:
             container.status,
         )
     out.print(table)
+    from mahaops.sim.alb import listeners
+
+    for listener, port in sorted(listeners(server.sim_home()).items()):
+        out.print(f"load balancer {listener} answers on 127.0.0.1:{port}")
 
 
 @task(help={"yes": "do not ask for confirmation"})

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +26,8 @@ from mahaops import PROJECT_ROOT
 from mahaops.aws.inventory import hosts as inventory_hosts
 from mahaops.aws.session import make_session
 from mahaops.settings import DEFAULT_GROUP_DATA
-from mahaops.sim import LABEL_ENV, SIM_PROFILE, SimError, server
+from mahaops.sim import LABEL_ENV, SIM_PROFILE, SimError, server, sim_home
+from mahaops.sim.alb import listeners
 from mahaops.sim.hosts import container_name
 from mahaops.sim.networks import kernel_routes
 
@@ -200,6 +203,60 @@ def test_provisioning_the_sim_environment_makes_its_hosts_and_teardown_removes_t
         "its subnets' networks removed",
         timeout=30,
     )
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def test_the_load_balancer_forwards_to_healthy_targets_and_reports_their_health(
+    ec2: Any, subnet: str, key_pair: Path
+) -> None:
+    elbv2 = make_session(REGION, SIM_PROFILE).client("elbv2")
+    vpc = ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["VpcId"]
+    other = ec2.create_subnet(
+        VpcId=vpc, CidrBlock="10.213.129.0/24", AvailabilityZone=f"{REGION}b"
+    )["Subnet"]["SubnetId"]
+    group = elbv2.create_target_group(
+        Name="sim-test", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="instance",
+        HealthCheckPath="/health", HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
+        HealthyThresholdCount=2, UnhealthyThresholdCount=2,
+    )["TargetGroups"][0]["TargetGroupArn"]  # fmt: skip
+    balancer = elbv2.create_load_balancer(Name="sim-test", Subnets=[subnet, other])[
+        "LoadBalancers"
+    ][0]
+    elbv2.create_listener(
+        LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": group}],
+    )  # fmt: skip
+    web = "#!/bin/sh\nmkdir -p /srv/www && echo ok > /srv/www/health && cd /srv/www\n"
+    instance = _launch(ec2, subnet, "sim-test-app", web + "exec python3 -m http.server 8080\n")
+    instance_id, public = instance["InstanceId"], instance["PublicIpAddress"]
+    ec2.get_waiter("instance_running").wait(
+        InstanceIds=[instance_id], WaiterConfig={"Delay": 2, "MaxAttempts": 60}
+    )
+
+    def health() -> str:
+        found = elbv2.describe_target_health(TargetGroupArn=group, Targets=[{"Id": instance_id}])
+        return str(found["TargetHealthDescriptions"][0]["TargetHealth"]["State"])
+
+    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": instance_id}])
+    _until(lambda: health() == "healthy", "the target healthy", timeout=90)
+    port = listeners(sim_home())[f"{balancer['DNSName']}:80"]
+    assert _get(port, "/health") == (200, "ok\n")
+
+    stopped = _ssh(key_pair, public, "sudo systemctl stop sim-user-data")
+    assert stopped.returncode == 0, stopped.stderr
+    _until(lambda: health() == "unhealthy", "the target unhealthy", timeout=60)
+    assert _get(port, "/health")[0] == 503  # no healthy target left
+
+    elbv2.deregister_targets(TargetGroupArn=group, Targets=[{"Id": instance_id}])
+    _until(lambda: health() == "draining", "the target draining", timeout=10)
+    ec2.terminate_instances(InstanceIds=[instance_id])
 
 
 def _invoke(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,239 @@
+"""The ALB stand-in: each load balancer's listeners on 127.0.0.1, health checks as the
+target group says, and ``describe_target_health`` answered from those checks.
+
+Runs in the daemon beside moto and reads moto's ELBv2 models directly (same process):
+for every listener that forwards to a target group, a TCP proxy on a free port of
+127.0.0.1 sends each new connection to a healthy target (round robin) at its private
+address; every ``HealthCheckIntervalSeconds`` each registered target is asked
+``HealthCheckPath`` on its port: ``HealthyThresholdCount`` answers of 200-399 make it
+healthy, ``UnhealthyThresholdCount`` failures unhealthy. A deregistered target is
+``draining`` (no new connections) for the group's ``deregistration_delay``.
+Where each listener is: ``$MAHA_HOME/sim-server/listeners.json``
+(``{"<lb dns name>:<listener port>": <port on 127.0.0.1>}``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import json
+import select
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LISTENERS_FILE = "listeners.json"
+
+
+@dataclass
+class Health:
+    state: str = "initial"
+    reason: str | None = "Elb.RegistrationInProgress"
+    ok: int = 0
+    bad: int = 0
+    next_check: float = 0.0
+    draining_until: float = 0.0
+    address: tuple[str, int] | None = None
+
+
+class _Proxy(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, pick: Callable[[], tuple[str, int] | None]) -> None:
+        self.pick = pick
+        super().__init__(("127.0.0.1", 0), _Pipe)
+
+
+def _status(code: int, text: str) -> bytes:
+    """What an ALB answers itself: no healthy target (503), one that refused (502)."""
+    return f"HTTP/1.1 {code} {text}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+
+
+class _Pipe(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: Any = self.server
+        target = server.pick()
+        if target is None:
+            self.request.sendall(_status(503, "Service Unavailable"))
+            return
+        try:
+            upstream = socket.create_connection(target, timeout=5)
+        except OSError:
+            self.request.sendall(_status(502, "Bad Gateway"))
+            return
+        with upstream:
+            sockets = [self.request, upstream]
+            while True:
+                readable, _w, _x = select.select(sockets, [], [], 3600)
+                if not readable:
+                    return
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is self.request else self.request).sendall(data)
+
+
+class LoadBalancers:
+    """Every load balancer of the server's regions, kept in step with moto's models."""
+
+    def __init__(self, regions: list[str], state_dir: Path, log: Callable[[str], None]) -> None:
+        self.regions = regions
+        self.state_dir = state_dir
+        self.log = log
+        self.health: dict[tuple[str, str], Health] = {}  # (target group arn, target id)
+        self.proxies: dict[str, _Proxy] = {}  # "<dns>:<port>" -> proxy
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+
+    # -- moto's side -------------------------------------------------------------------------
+
+    def _backends(self) -> list[tuple[Any, Any]]:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ec2.models import ec2_backends
+        from moto.elbv2.models import elbv2_backends
+
+        return [
+            (elbv2_backends[DEFAULT_ACCOUNT_ID][r], ec2_backends[DEFAULT_ACCOUNT_ID][r])
+            for r in self.regions
+        ]
+
+    def install(self) -> None:
+        """Answer ``describe_target_health`` from the checks (moto says healthy always)."""
+        from moto.elbv2.models import FakeHealthStatus, FakeTargetGroup
+
+        original = FakeTargetGroup.health_for
+        stand_in = self
+
+        def health_for(tg: Any, target: dict[str, Any], ec2_backend: Any) -> Any:
+            with stand_in._lock:
+                health = stand_in.health.get((tg.arn, target["Id"]))
+            if health is None and target["Id"] in tg.targets:
+                health = Health()  # registered, not checked yet: never moto's "healthy"
+            if health is None:
+                return original(tg, target, ec2_backend)
+            port = target.get("Port", tg.port)
+            return FakeHealthStatus(
+                target["Id"], port, tg.health_check_port, health.state, health.reason
+            )
+
+        FakeTargetGroup.health_for = health_for  # type: ignore[method-assign,assignment]
+
+    # -- one pass ----------------------------------------------------------------------------
+
+    def once(self) -> None:
+        now = time.monotonic()
+        wanted: dict[str, str] = {}  # listener key -> target group arn
+        for elbv2, ec2 in self._backends():
+            for tg in list(elbv2.target_groups.values()):
+                self._follow(tg, ec2, now)
+            for lb in list(elbv2.load_balancers.values()):
+                for listener in list(lb.listeners.values()):
+                    for action in listener.default_actions:
+                        arn = action.data.get("TargetGroupArn")
+                        if action.type == "forward" and arn:
+                            wanted[f"{lb.dns_name}:{listener.port}"] = arn
+        self._proxies(wanted)
+
+    def _follow(self, tg: Any, ec2: Any, now: float) -> None:
+        registered = dict(tg.targets)
+        delay = int(tg.attributes.get("deregistration_delay.timeout_seconds", 300))
+        with self._lock:
+            for (arn, target_id), health in list(self.health.items()):
+                if arn != tg.arn or target_id in registered:
+                    continue
+                if health.state != "draining":
+                    health.state, health.reason = "draining", "Target.DeregistrationInProgress"
+                    health.draining_until = now + delay
+                elif now >= health.draining_until:
+                    del self.health[(arn, target_id)]
+            for target_id, target in registered.items():
+                health = self.health.setdefault((tg.arn, target_id), Health())
+                if health.state == "draining":  # registered again
+                    self.health[(tg.arn, target_id)] = health = Health()
+                instance = ec2.get_instance_by_id(target_id)
+                address = getattr(instance, "private_ip", None)
+                port = int(target.get("Port") or tg.port)
+                health.address = (address, port) if address else None
+        for target_id in registered:
+            due = self.health.get((tg.arn, target_id))
+            if due is not None and now >= due.next_check:
+                due.next_check = now + int(tg.health_check_interval_seconds)
+                self._check(tg, due)
+
+    def _check(self, tg: Any, health: Health) -> None:
+        ok = False
+        if health.address is not None:
+            port = tg.health_check_port
+            port = health.address[1] if port in (None, "traffic-port") else int(port)
+            timeout = float(tg.health_check_timeout_seconds)
+            try:
+                conn = http.client.HTTPConnection(health.address[0], port, timeout=timeout)
+                conn.request("GET", tg.health_check_path or "/")
+                ok = 200 <= conn.getresponse().status < 400
+                conn.close()
+            except (OSError, http.client.HTTPException):
+                ok = False
+        with self._lock:
+            if ok:
+                health.ok, health.bad = health.ok + 1, 0
+                if health.ok >= int(tg.healthy_threshold_count) and health.state != "healthy":
+                    health.state, health.reason = "healthy", None
+            else:
+                health.ok, health.bad = 0, health.bad + 1
+                if health.state == "initial" or health.bad >= int(tg.unhealthy_threshold_count):
+                    failing = health.state != "initial"
+                    health.state = "unhealthy"
+                    health.reason = (
+                        "Target.FailedHealthChecks" if failing else "Elb.InitialHealthChecking"
+                    )
+
+    def _pick(self, arn: str) -> tuple[str, int] | None:
+        with self._lock:
+            healthy = [
+                h.address
+                for (tg, _id), h in sorted(self.health.items())
+                if tg == arn and h.state == "healthy" and h.address
+            ]
+        return healthy[next(self._turn) % len(healthy)] if healthy else None
+
+    def _proxies(self, wanted: dict[str, str]) -> None:
+        changed = False
+        for key in set(self.proxies) - set(wanted):
+            self.proxies.pop(key).shutdown()
+            changed = True
+        for key, arn in wanted.items():
+            if key in self.proxies:
+                continue
+            proxy = _Proxy(lambda arn=arn: self._pick(arn))  # type: ignore[misc]
+            threading.Thread(target=proxy.serve_forever, daemon=True).start()
+            self.proxies[key] = proxy
+            self.log(f"load balancer {key}: listening on 127.0.0.1:{proxy.server_address[1]}")
+            changed = True
+        if changed:
+            ports = {key: p.server_address[1] for key, p in self.proxies.items()}
+            (self.state_dir / LISTENERS_FILE).write_text(json.dumps(ports, indent=1))
+
+    def run(self, stop: threading.Event, tick: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                self.once()
+            except Exception as exc:
+                self.log(f"load balancers: {type(exc).__name__}: {exc}")
+            stop.wait(tick)
+        for proxy in self.proxies.values():
+            with contextlib.suppress(Exception):
+                proxy.shutdown()
+
+
+def listeners(state_dir: Path) -> dict[str, int]:
+    """Where each listener of the stand-in's load balancers answers on 127.0.0.1."""
+    path = state_dir / LISTENERS_FILE
+    return dict(json.loads(path.read_text())) if path.exists() else {}

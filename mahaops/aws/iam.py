@@ -80,18 +80,47 @@ def backups_policy(bucket: str) -> dict[str, Any]:
     }
 
 
+def no_secrets_policy(project: str, account: str) -> dict[str, Any]:
+    """No host reads the platform's secrets from SSM: deploys render them from the operator's
+    machine. Session Manager's core policy allows ``ssm:GetParameter*`` on every parameter;
+    this explicit deny wins over it, so a compromised host cannot read the others' secrets."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "NoPlatformSecrets",
+                "Effect": "Deny",
+                "Action": [
+                    "ssm:GetParameter",
+                    "ssm:GetParameters",
+                    "ssm:GetParametersByPath",
+                    "ssm:GetParameterHistory",
+                ],
+                "Resource": f"arn:aws:ssm:*:{account}:parameter/{project}/*",
+            }
+        ],
+    }
+
+
 def instance_roles(ctx: Context) -> list[InstanceRole]:
     ssm = (SSM_CORE,) if ctx.spec.access == "ssm" else ()
+    deny = {"no-secrets": no_secrets_policy(ctx.project, ctx.clients.account_id)}
     roles = [
         InstanceRole(
-            ctx.name("app"), "app", {"uploads": uploads_policy(bucket_name(ctx, "uploads"))}, ssm
+            ctx.name("app"),
+            "app",
+            {"uploads": uploads_policy(bucket_name(ctx, "uploads")), **deny},
+            ssm,
         ),
         InstanceRole(
-            ctx.name("db"), "db", {"backups": backups_policy(bucket_name(ctx, "backups"))}, ssm
+            ctx.name("db"),
+            "db",
+            {"backups": backups_policy(bucket_name(ctx, "backups")), **deny},
+            ssm,
         ),
     ]
     if ssm:
-        roles.append(InstanceRole(ctx.name("node"), "node", {}, ssm))
+        roles.append(InstanceRole(ctx.name("node"), "node", dict(deny), ssm))
     return roles
 
 

@@ -35,7 +35,7 @@ def test_db_hosts_may_only_put_and_list_backups(aws, provision_qa):
     profile = iam.get_instance_profile(InstanceProfileName="maha-qa-db")["InstanceProfile"]
     (role,) = profile["Roles"]
     names = iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]
-    assert names == ["backups"]
+    assert sorted(names) == ["backups", "no-secrets"]
     assert iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"] == []
     document = iam.get_role_policy(RoleName=role["RoleName"], PolicyName="backups")[
         "PolicyDocument"

@@ -56,3 +56,21 @@ def test_secrets_carry_the_platform_name_not_a_fixed_one(aws, provision_qa, writ
         ResourceType="Parameter", ResourceId="/acme/qa/cloudfront_private_key"
     )["TagList"]
     assert {"Key": "Project", "Value": "acme"} in tags
+
+
+def test_no_host_role_may_read_the_platforms_secrets(aws, provision_qa, monkeypatch):
+    # Deploys render secrets from the operator's machine; hosts never read SSM. With
+    # access="ssm" every role carries AmazonSSMManagedInstanceCore (GetParameter* on *):
+    # an explicit deny on the platform's parameters wins over it, for every role.
+    from .test_inventory import SSM_AGENT
+
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    provision_qa(access="ssm", admin_cidrs=[], **SSM_AGENT)
+    iam = aws.client("iam")
+    for role in ("maha-qa-app", "maha-qa-db", "maha-qa-node"):
+        document = iam.get_role_policy(RoleName=role, PolicyName="no-secrets")["PolicyDocument"]
+        (statement,) = document["Statement"]
+        assert statement["Effect"] == "Deny"
+        assert "ssm:GetParameter" in statement["Action"]
+        assert "ssm:GetParametersByPath" in statement["Action"]
+        assert statement["Resource"] == "arn:aws:ssm:*:123456789012:parameter/maha/*"

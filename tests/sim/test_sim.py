@@ -203,6 +203,17 @@ def test_provisioning_the_sim_environment_makes_its_hosts_and_teardown_removes_t
         "its subnets' networks removed",
         timeout=30,
     )
+    session = make_session(REGION, SIM_PROFILE)
+    sim_ec2: Any = session.client("ec2")
+    tagged = [{"Name": "tag:Environment", "Values": ["sim"]}]
+    assert not sim_ec2.describe_vpcs(Filters=tagged)["Vpcs"]
+    assert not sim_ec2.describe_instances(
+        Filters=[*tagged, {"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    )["Reservations"]
+    balancers = session.client("elbv2").describe_load_balancers()["LoadBalancers"]
+    assert not [b for b in balancers if b["LoadBalancerName"].startswith("maha-sim")]
+    buckets = session.client("s3").list_buckets()["Buckets"]
+    assert not [b["Name"] for b in buckets if b["Name"].startswith("maha-sim-")]
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

@@ -242,6 +242,7 @@ def _converge(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> s
     _converge_root_volume(ctx, role, name, instance)
     if role == "db":
         _converge_termination_protection(ctx, name, instance_id)
+    _converge_profile(ctx, role, name, instance)
     if have == want:
         ctx.plan.record("EC2 instance", name, "no change", instance_id)
         return instance_id
@@ -284,6 +285,19 @@ def _confirm(ctx: Context, what: str) -> None:
     """A db host stopping or going away stops the platform: only with the operator's yes."""
     if not ctx.confirm(what):
         raise ProvisionError(f"not confirmed: {what} (run again and answer yes, or --yes)")
+
+
+def _converge_profile(ctx: Context, role: str, name: str, instance: dict[str, Any]) -> None:
+    """An instance launched before its role had a profile (db hosts before backups went to
+    S3) gets it now: instance profiles can be associated with a running instance."""
+    profile = profile_for(ctx, role)
+    if profile is None or instance.get("IamInstanceProfile") or pending(instance["InstanceId"]):
+        return
+    ctx.plan.record("EC2 instance", name, "update", f"instance profile {profile}")
+    if not ctx.dry:
+        ctx.clients.ec2.associate_iam_instance_profile(
+            IamInstanceProfile={"Name": profile}, InstanceId=instance["InstanceId"]
+        )
 
 
 def _converge_termination_protection(ctx: Context, name: str, instance_id: str) -> None:

@@ -72,3 +72,26 @@ def test_the_db_role_is_told_where_to_upload_and_never_prunes_what_it_cannot(
     # the bucket expires dumps after 35 days; the host's own pruning waits longer
     assert db.data["postgresql_backup_s3_keep_days"] > 35
     assert all("postgresql_backup_s3_bucket" not in h.data for h in found if h is not db)
+
+
+def test_a_db_host_launched_without_the_role_gets_it(aws, provision_qa):
+    # db hosts made before backups went to S3 had no instance profile.
+    provision_qa()
+    ec2 = aws.client("ec2")
+    associations = ec2.describe_iam_instance_profile_associations()[
+        "IamInstanceProfileAssociations"
+    ]
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:Role", "Values": ["db"]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )["Reservations"]
+    (db,) = [i for r in reservations for i in r["Instances"]]
+    (mine,) = [a for a in associations if a["InstanceId"] == db["InstanceId"]]
+    ec2.disassociate_iam_instance_profile(AssociationId=mine["AssociationId"])
+
+    provision_qa()
+
+    reservations = ec2.describe_instances(InstanceIds=[db["InstanceId"]])["Reservations"]
+    assert reservations[0]["Instances"][0]["IamInstanceProfile"]["Arn"].endswith("/maha-qa-db")

@@ -119,3 +119,48 @@ def test_a_db_data_volume_on_a_container_host_is_left_alone(testbed: Testbed) ->
     assert plan.ok, plan.output
     (mount,) = [op for op in plan.operations if "EBS volume" in op.name]
     assert mount.status == "unchanged", mount
+
+
+def test_on_aws_the_hand_over_is_recorded_on_the_instance_for_the_next_inventory(
+    testbed: Testbed,
+) -> None:
+    # The base role's last step of a first contact tags the instance DeployUser=maha (from
+    # the operator's machine, against a moto server here), which the inventory reads.
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from .conftest import DEBIAN_NEWEST, FAKE_AWS_ENV
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="eu-west-1")
+        instance_id = ec2.run_instances(ImageId=DEBIAN_NEWEST, MinCount=1, MaxCount=1)["Instances"][
+            0
+        ]["InstanceId"]
+        host = _ami_like(testbed, "ami-5")
+        spec = _as(
+            host,
+            "admin",
+            base_deploy_user_keys=[keys.public_key(testbed.env)],
+            instance_id=instance_id,
+            aws_env="staging",  # group_data/aws.py's own: its region and profile
+        )
+        result = run_deploy(
+            testbed.env,
+            roles=["base"],
+            hosts=[spec],
+            extra_env={**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": endpoint, "NO_PROXY": "127.0.0.1"},
+        )
+        assert result.ok, result.output
+        described = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+        tags = {t["Key"]: t["Value"] for t in described["Instances"][0].get("Tags", [])}
+        assert tags.get("DeployUser") == "maha"
+    finally:
+        server.stop()

@@ -6,6 +6,7 @@ later run out are refused before the host is touched."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,21 +45,59 @@ def _as(host: LocalHost, user: str, **data: object) -> HostSpec:
     return HostSpec(spec.name, spec.groups, {**spec.data, "ssh_user": user, **data})
 
 
+@pytest.fixture
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on 127.0.0.1: the hand-over's EC2 tag is written from the runner."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
 def test_first_contact_as_admin_hands_over_and_the_next_run_logs_in_as_the_deploy_user(
-    testbed: Testbed,
+    testbed: Testbed, moto_endpoint: str
 ) -> None:
+    import boto3
+
+    from .conftest import DEBIAN_NEWEST, FAKE_AWS_ENV
+
+    ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    instance_id = ec2.run_instances(ImageId=DEBIAN_NEWEST, MinCount=1, MaxCount=1)["Instances"][0][
+        "InstanceId"
+    ]
     host = _ami_like(testbed, "ami-1")
     operator_key = keys.public_key(testbed.env)
+    first_contact = _as(
+        host,
+        "admin",
+        base_deploy_user_keys=[operator_key],
+        instance_id=instance_id,
+        aws_env="staging",  # group_data/aws.py's own: its region and profile
+    )
 
     first = run_deploy(
         testbed.env,
         roles=["base"],
-        hosts=[_as(host, "admin", base_deploy_user_keys=[operator_key])],
+        hosts=[first_contact],
+        extra_env={**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint, "NO_PROXY": "127.0.0.1"},
     )
     assert first.ok, first.output
     assert any("sshd admits maha" in op.name for op in first.changed), [
         op.name for op in first.changed
     ]
+    # recorded on the instance, where the inventory reads whom to log in as next time
+    described = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+    tags = {t["Key"]: t["Value"] for t in described["Instances"][0].get("Tags", [])}
+    assert tags.get("DeployUser") == "maha"
 
     key = str(keys.deploy_key(testbed.env))
     assert checks.login_refused(host, "admin", key_filename=key), "admin is no longer admitted"
@@ -119,48 +158,3 @@ def test_a_db_data_volume_on_a_container_host_is_left_alone(testbed: Testbed) ->
     assert plan.ok, plan.output
     (mount,) = [op for op in plan.operations if "EBS volume" in op.name]
     assert mount.status == "unchanged", mount
-
-
-def test_on_aws_the_hand_over_is_recorded_on_the_instance_for_the_next_inventory(
-    testbed: Testbed,
-) -> None:
-    # The base role's last step of a first contact tags the instance DeployUser=maha (from
-    # the operator's machine, against a moto server here), which the inventory reads.
-    import socket
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    from .conftest import DEBIAN_NEWEST, FAKE_AWS_ENV
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="eu-west-1")
-        instance_id = ec2.run_instances(ImageId=DEBIAN_NEWEST, MinCount=1, MaxCount=1)["Instances"][
-            0
-        ]["InstanceId"]
-        host = _ami_like(testbed, "ami-5")
-        spec = _as(
-            host,
-            "admin",
-            base_deploy_user_keys=[keys.public_key(testbed.env)],
-            instance_id=instance_id,
-            aws_env="staging",  # group_data/aws.py's own: its region and profile
-        )
-        result = run_deploy(
-            testbed.env,
-            roles=["base"],
-            hosts=[spec],
-            extra_env={**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": endpoint, "NO_PROXY": "127.0.0.1"},
-        )
-        assert result.ok, result.output
-        described = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
-        tags = {t["Key"]: t["Value"] for t in described["Instances"][0].get("Tags", [])}
-        assert tags.get("DeployUser") == "maha"
-    finally:
-        server.stop()

@@ -12,6 +12,7 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import files
 
 from deploys._common import template
 from mahaops import tls
@@ -26,6 +27,8 @@ CA_FILE = f"{TLS_DIR}/ca.crt"  # clients' trust: the environment's CA, and nothi
 def trust_ca() -> OperationMeta:
     """The environment's CA certificate at ``CA_FILE``, readable by every client."""
     ca_cert, _ = tls.ca(current())
+    # Made explicitly: the export's template task does not make missing directories.
+    files.directory(name="Directory for the platform's CA", path=TLS_DIR, mode="755")
     return template(
         "Trust the platform's CA (internal TLS)", "tls/pem.j2", CA_FILE, mode="644", tls_pem=ca_cert
     )
@@ -51,14 +54,15 @@ def server_certificate(
     issued = tls.server_certificate(
         current(), host.name, server_names(), s.tls_cert_days, s.tls_cert_renew_days
     )
-    files: dict[str, Any] = {"user": user, "group": group}
+    owner: dict[str, Any] = {"user": user, "group": group}
+    files.directory(name=f"{label} TLS directory", path=directory, mode="750", **owner)
     cert = template(
         f"{label} TLS certificate (from the platform's CA)",
         "tls/pem.j2",
         f"{directory}/server.crt",
         mode="644",
         tls_pem=issued.cert,
-        **files,
+        **owner,
     )
     key = template(
         f"{label} TLS key",
@@ -66,6 +70,6 @@ def server_certificate(
         f"{directory}/server.key",
         mode="600",
         tls_pem=issued.key,
-        **files,
+        **owner,
     )
     return cert, key

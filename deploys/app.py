@@ -18,7 +18,7 @@ from pyinfra.api.exceptions import NoGroupError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server, systemd
 
-from deploys._common import KEYRINGS, apt_repository, reloaded, template, unit
+from deploys._common import KEYRINGS, apt_repository, release_restarted, reloaded, template, unit
 from deploys._tls import CA_FILE, trust_ca
 from mahaops.context import addresses, settings
 from mahaops.release import for_run
@@ -238,7 +238,7 @@ def release_steps(
     )
     systemd.service(name=f"Enable {service}", service=service, enabled=True)
     # Also owed after a run that died between the switch and a passing check.
-    restart = release.restarted(
+    restart = release_restarted(
         name=f"Restart {service}",
         service=service,
         when=[*restart_when, switched],

@@ -29,6 +29,8 @@ from mahaops.ansible_export import export
 from mahaops.ansible_export.playbook import ansible_env, run_playbook, tool
 from mahaops.local.hosts import LocalHost
 from mahaops.runner import deploy_command
+from tests.checks import app as checks
+from tests.checks import converge
 from tests.conftest import Testbed
 
 pytestmark = pytest.mark.testbed
@@ -206,3 +208,30 @@ def test_a_dpkg_killed_mid_install_is_finished_before_the_next_install(
         assert testbed.exec(server, "ls -A /var/lib/dpkg/updates").split() == []
     finally:
         testbed.exec(server, "dpkg --configure -a; dpkg -P maha-killed-dpkg", check=False)
+
+
+def test_an_app_service_restart_for_a_new_environment_survives_a_killed_run(
+    testbed: Testbed,
+) -> None:
+    """maha-web's environment file rewritten (a new ``app_env`` value), the run killed
+    before the restart: the process still runs the current release, so only the release's
+    marker, written before the file, makes the next run restart it and check it."""
+    backing = checks.backing_services(testbed)
+    server, _ = converge.fresh_host(testbed, "app", "owe-app-1", ["base", "app"], backing)
+    env_file, new = "/srv/maha/shared/maha.env", {**backing, "app_env": {"MAHA_OWED": "yes"}}
+    before = main_pid(testbed, server, "maha-web")
+
+    command = deploy_command(testbed.env, ["base", "app"], [server.name], overrides=new, quiet=True)
+    kill_the_run_at_its_restart(testbed, server, env_file, "MAHA_OWED=yes", command, PROJECT_ROOT)
+    assert main_pid(testbed, server, "maha-web") == before
+    assert testbed.exec(server, "ls /srv/maha/pending").split() == ["maha-web"]
+
+    again = testbed.deploy(roles=["base", "app"], limit=[server.name], overrides=new)
+    assert again.ok, again.output
+    assert [op.status for op in again.named("Restart maha-web")] == ["changed"]
+    pid = main_pid(testbed, server, "maha-web")
+    assert pid != before
+    # Read as the process's own user: root in a container may not read another's environ.
+    environ = f'runuser -u "$(stat -c %U /proc/{pid})" -- cat /proc/{pid}/environ'
+    assert "MAHA_OWED=yes" in testbed.exec(server, environ).split("\0")
+    assert testbed.exec(server, "ls -A /srv/maha/pending").split() == []

@@ -16,6 +16,7 @@ import pytest
 
 from mahaops import PROJECT_ROOT
 from mahaops import release as releases
+from mahaops.release import APP_DIR
 
 # plat: the same platform as test_local_platform's, built afresh for this module
 from tests.platform.test_local_platform import Platform, _build_variant, plat  # noqa: F401
@@ -133,13 +134,16 @@ def test_a_rollback_below_the_schema_is_refused_unless_forced(
     tmp_path: Path,
 ) -> None:
     (good,) = plat.served_releases()
+    # One migration past the app's own: the schema is then ahead of the good release.
+    ahead = f"{max(int(p.name[:3]) for p in (APP_DIR / 'migrations').glob('*.sql')) + 1:03d}"
     expanded = _build_variant(
         tmp_path,
-        "printf 'create table rollback_probe (id int);\\n' > migrations/003_rollback_probe.sql",
+        "printf 'create table rollback_probe (id int);\\n' > "
+        f"migrations/{ahead}_rollback_probe.sql",
     )
     _, result = releases.deploy(plat.env, expanded.tarball, capture=True)
     assert result.ok, result.output[-4000:]
-    assert schema(plat) == "003"
+    assert schema(plat) == ahead
 
     _, refused = releases.rollback(plat.env, to=good, capture=True)
 
@@ -152,4 +156,4 @@ def test_a_rollback_below_the_schema_is_refused_unless_forced(
 
     assert forced.ok, forced.output[-4000:]
     assert [current(plat, n) for n in ("app-1", "app-2", "worker-1")] == [good] * 3
-    assert schema(plat) == "003"  # a rollback never touches the schema
+    assert schema(plat) == ahead  # a rollback never touches the schema

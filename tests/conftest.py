@@ -7,10 +7,12 @@ removed at the end of the session, after failures too.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets as _random
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,28 @@ os.environ["MAHA_HOME"] = _HOME
 
 from mahaops.local.hosts import Environment, LocalHost  # noqa: E402
 from mahaops.runner import DeployResult, run_deploy  # noqa: E402
+
+# Test modules that must run on one pytest-xdist worker, one after the other (path prefix
+# -> unit of work): tests/app's modules share `npm ci` in app/ (two at once would trample
+# node_modules) and one PostgreSQL and Redis. Modules sharing a platform would go here too.
+ONE_WORKER = {"tests/app/": "tests/app"}
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent when run without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (``invoke test``): a module is a unit of work, and so are the
+    modules ONE_WORKER groups, so session fixtures they share are made once. (Not
+    xdist_group marks: pytest-xdist 3.8 cannot tag node ids on pytest 9.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleOrGroup(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return next((u for p, u in ONE_WORKER.items() if module.startswith(p)), module)
+
+    return ModuleOrGroup(config, log)
 
 
 class Testbed:
@@ -87,12 +111,30 @@ def _remove_abandoned_testbeds(environment: Environment, older_than_hours: float
         Environment(env, client).remove(volumes=True)
 
 
+# Held while a session starts dockerd or builds the host image: pytest-xdist workers (and
+# other test runs on this machine) each set up their own test bed, but the engine, the
+# package cache and the image are the machine's, made once.
+_SETUP_LOCK = Path(tempfile.gettempdir()) / "maha-testbed-setup.lock"
+
+
+@contextmanager
+def machine_setup_lock() -> Iterator[None]:
+    with _SETUP_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
-    environment = Environment(f"t{_random.token_hex(3)}")
-    _remove_abandoned_testbeds(environment)
+    with machine_setup_lock():
+        environment = Environment(f"t{_random.token_hex(3)}")
+        _remove_abandoned_testbeds(environment)
     try:
-        image = environment.prepare()
+        with machine_setup_lock():
+            image = environment.prepare()
         yield Testbed(environment, image)
     finally:
         environment.remove(volumes=True)

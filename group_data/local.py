@@ -12,4 +12,5 @@ nodejs_major = 18
 # Seven hosts share this machine: size PostgreSQL for a small share of it, not all of it.
 postgresql_memory_mb = 1024
 # Hosts per role (`invoke up` creates what is missing; `invoke scale` changes a count).
-local_hosts = {"lb": 1, "app": 2, "db": 1, "cache": 1, "log": 1, "worker": 1}
+# mail: the SMTP sink the workers send campaign mail to (on AWS: SES).
+local_hosts = {"lb": 1, "app": 2, "db": 1, "cache": 1, "log": 1, "worker": 1, "mail": 1}

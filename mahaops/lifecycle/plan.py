@@ -41,7 +41,7 @@ CONFIG_READERS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "mail": (("worker", "worker", "the worker's SMTP host"),),
     "log": tuple((r.name, "base", "log shipping (base role)") for r in ROLES),
 }
-SCALABLE = ("app", "worker", "db", "cache", "log", "lb")  # local_hosts' roles (not base)
+SCALABLE = ("app", "worker", "db", "cache", "log", "lb", "mail")  # local_hosts' roles (not base)
 SERVING_ROLES = ("app",)  # a host of these roles is health-gated through the load balancer
 DATA_ROLES = ("db", "cache", "log")  # one host, data on volumes: replaced on its kept volumes
 

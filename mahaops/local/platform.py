@@ -18,7 +18,7 @@ from mahaops.runner import DeployResult, run_deploy
 from mahaops.settings import GroupData
 from mahaops.settings.local import DEFAULT_SHAPE
 
-ROLE_ORDER = ("lb", "app", "db", "cache", "log", "worker")  # how hosts are listed and made
+ROLE_ORDER = ("lb", "app", "db", "cache", "log", "mail", "worker")  # how hosts are listed and made
 
 
 def shape(group_data: GroupData | None = None) -> dict[str, int]:

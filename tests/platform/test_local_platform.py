@@ -150,7 +150,7 @@ async def _follow(url: str, start: Any, campaign_holder: dict[str, int]) -> list
     seen: list[dict[str, Any]] = []
     async with websockets.connect(url, open_timeout=10) as ws:
         campaign_holder["id"] = await asyncio.to_thread(start)
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(600):  # 2000 real messages through the mail sink
             async for raw in ws:
                 message = json.loads(raw)
                 seen.append(message)

@@ -23,7 +23,15 @@ def _group_data(tmp_path: Path, line: str) -> Path:
 
 
 def test_the_shape_is_read_from_local_py(tmp_path: Path) -> None:
-    assert platform.shape() == {"lb": 1, "app": 2, "db": 1, "cache": 1, "log": 1, "worker": 1}
+    assert platform.shape() == {
+        "lb": 1,
+        "app": 2,
+        "db": 1,
+        "cache": 1,
+        "log": 1,
+        "mail": 1,
+        "worker": 1,
+    }
     data = GroupData(_group_data(tmp_path, 'local_hosts = {"app": 3, "db": 1, "cache": 1}'))
     assert platform.shape(data) == {"app": 3, "db": 1, "cache": 1}
     assert dict(platform.PLATFORM)["app"] == 2  # the old constant's name, now from settings
@@ -32,7 +40,7 @@ def test_the_shape_is_read_from_local_py(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ('{"app": 2, "db": 1, "cache": 1, "mail": 1}', "mail"),  # no such role
+        ('{"app": 2, "db": 1, "cache": 1, "smtp": 1}', "smtp"),  # no such role
         ('{"app": -1, "db": 1, "cache": 1}', "app: -1 hosts"),
         ('{"app": 2, "db": 2, "cache": 1}', "at most one db"),
         ('{"app": 2, "db": 1, "cache": 1, "lb": 2}', "at most one lb"),

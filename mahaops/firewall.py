@@ -34,7 +34,7 @@ CLIENTS = ("app_servers", "workers")  # who uses the data tier
 class Opening:
     port: int
     proto: str  # tcp | udp
-    sources: tuple[str, ...]  # ANYONE, ADMINS, ALL_HOSTS or inventory group names
+    sources: tuple[str, ...]  # ANYONE, ADMINS, ALL_HOSTS, inventory group names or CIDRs
     comment: str
     tunnel: bool = False
     """An admin's tool: where a security group guards the host (AWS) it stays closed
@@ -55,8 +55,21 @@ def _cache(data: Mapping[str, Any]) -> list[Opening]:
 
 
 def _app(data: Mapping[str, Any]) -> list[Opening]:
-    port = from_data(NginxSettings, data).nginx_listen_port
-    return [Opening(port, "tcp", ("load_balancers",), "nginx (from the LB)")]
+    nginx = from_data(NginxSettings, data)
+    # On AWS the load balancer is no inventory host: its subnets come as trusted proxies.
+    proxies = tuple(_network(cidr) for cidr in nginx.nginx_real_ip_from)
+    return [
+        Opening(nginx.nginx_listen_port, "tcp", ("load_balancers", *proxies), "nginx (from the LB)")
+    ]
+
+
+def _network(cidr: str) -> str:
+    return str(ipaddress.ip_network(cidr, strict=False))
+
+
+def is_network(source: str) -> bool:
+    """A source that is a network itself (a CIDR), not a name."""
+    return "/" in source
 
 
 def _lb(data: Mapping[str, Any]) -> list[Opening]:
@@ -141,6 +154,8 @@ def rules(
         for source in opening.sources:
             if source == ADMINS:
                 addresses += admin
+            elif is_network(source):
+                addresses.append(source)
             else:
                 addresses += list(group_addresses.get(source, ()))
         networks = sorted({str(ipaddress.ip_network(a, strict=False)) for a in addresses})

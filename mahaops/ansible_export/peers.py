@@ -71,6 +71,8 @@ FIREWALL_RULES = (
     "{%- for source in o.sources -%}"
     "{%- if source == 'admins' -%}"
     "{%- set ns.nets = ns.nets + base_firewall_admin_networks -%}"
+    "{%- elif '/' in source -%}"  # a network itself (mahaops.firewall.is_network)
+    "{%- set ns.nets = ns.nets + [source] -%}"
     "{%- else -%}"
     "{%- set ns.nets = ns.nets + "
     + _networks(addresses("SOURCE")).replace("'SOURCE'", "source")

@@ -19,7 +19,15 @@ from typing import Any, NamedTuple
 
 from mahaops.aws.config import Environment
 from mahaops.aws.plan import PENDING, Context, pending, tags_of
-from mahaops.firewall import ADMINS, ALL_HOSTS, ANYONE, Opening, host_openings, role_openings
+from mahaops.firewall import (
+    ADMINS,
+    ALL_HOSTS,
+    ANYONE,
+    Opening,
+    host_openings,
+    is_network,
+    role_openings,
+)
 from mahaops.roles import ROLE_BY_GROUP, ROLE_BY_NAME
 from mahaops.settings import GroupData, SettingsError, from_data
 from mahaops.settings.app import NginxSettings
@@ -75,6 +83,8 @@ def _sources(opening: Opening, spec: AwsEnvironment) -> list[str]:
             result += [] if opening.tunnel else spec.admin_cidrs
         elif source == ALL_HOSTS:
             result += [f"sg:{role}" for role in EC2_ROLES]
+        elif is_network(source):
+            result.append(source)
         else:
             result.append(f"sg:{ROLE_BY_GROUP[source].name}")
     return result

@@ -232,7 +232,12 @@ def _finish(
         entry.release = release_text(_running(scope))
     except Exception as exc:
         say(f"warning: could not read the release running on {env}: {exc}")
-    if lock_host is not None and hosts and lock_host.name not in {h.name for h in hosts}:
+    now = {h.name: h for h in hosts}
+    if lock_host is not None and lock_host.name in now:
+        # How to log in may have changed during the run (an AWS host's first contact hands
+        # it over from the image's user to the deploy user): finish as the inventory says.
+        lock_host = now[lock_host.name]
+    elif lock_host is not None and hosts:
         # The lock host was replaced during the run (`invoke replace` of the db host moves
         # the lock and the audit log to its successor): finish where the lock is now.
         lock_host = lock.lock_host(hosts) or lock_host

@@ -142,3 +142,33 @@ def test_guard_leaves_dry_runs_alone_and_refuses_a_second_holder(monkeypatch) ->
         deploy(None, env="e")
     assert ran == [True] and fake.held_by == first
     assert fake.entries[-1].result == "refused: held by alice@a"
+
+
+def test_the_lock_is_released_as_the_inventory_logs_in_after_the_run(monkeypatch) -> None:
+    """An AWS host's first contact hands it from ``admin`` to the deploy user: the lock
+    taken as ``admin`` is released (and the run recorded) logging in as the deploy user."""
+    fake = FakeLockHost(monkeypatch)
+    before = spec("db-1", "db_servers")
+    before.data["ssh_user"] = "admin"
+    after = spec("db-1", "db_servers")
+    after.data["ssh_user"] = "maha"
+    logins: list[str] = []
+    monkeypatch.setattr(audit, "_hosts", lambda env: [after if logins else before])
+    taken = fake.acquire
+    monkeypatch.setattr(
+        lock, "acquire", lambda env, where, holder: (logins.append(where.data["ssh_user"]),
+                                                     taken(env, where, holder))[1],
+    )  # fmt: skip
+    released = fake.record_and_release
+    monkeypatch.setattr(
+        audit, "record_and_release", lambda where, entry, holder: (
+            logins.append(where.data["ssh_user"]), released(where, entry, holder))[1],
+    )  # fmt: skip
+
+    @audit.guarded("deploy")
+    def deploy(c: object, env: str = "local", dry: bool = False) -> None:
+        pass
+
+    deploy(None, env="e")
+    assert logins == ["admin", "maha"]
+    assert fake.released == 1 and fake.entries[-1].result == "ok"

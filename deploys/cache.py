@@ -28,7 +28,9 @@ from operations import apt
 from operations.facts import IsContainer
 
 SERVICE = "redis-server"
-TLS_DIR = "/etc/redis/tls"
+# Not under /etc/redis: Debian makes that setgid, and a directory made in it inherits the
+# bit, which a mode of 750 never matches (every run would change it).
+TLS_DIR = "/etc/maha/tls/redis"
 QUEUE_SERVICE = "redis-server@queue"  # Debian's template unit: /etc/redis/redis-queue.conf
 
 

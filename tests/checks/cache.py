@@ -155,7 +155,7 @@ def check_tls_only(testbed: Any, cache: LocalHost, client: LocalHost, password: 
             cacert=OTHER_CA_FILE,
         )
         assert "PONG" not in out and "certificate verify failed" in out, out
-    key = testbed.exec(cache, "stat -c '%U %a' /etc/redis/tls/server.key").strip()
+    key = testbed.exec(cache, "stat -c '%U %a' /etc/maha/tls/redis/server.key").strip()
     assert key == "redis 600", key
 
 

@@ -15,6 +15,7 @@ from mahaops import tls
 from mahaops.secrets import LocalSecretStore
 from tests.checks import cache as checks
 from tests.checks import converge
+from tests.checks.db import listening_summary
 from tests.conftest import ServiceTier, Testbed, service_tier
 
 pytestmark = pytest.mark.testbed
@@ -98,6 +99,11 @@ def test_both_instances_speak_tls_only_verified_against_the_platform_ca(
             testbed, tier.app, tier.server.private_address, "PING", password=password, port=port
         )
         assert code == 0 and out.strip() == "PONG", out
+
+
+def test_every_port_beyond_loopback_speaks_tls_or_ssh(testbed: Testbed, tier: ServiceTier) -> None:
+    summary = listening_summary(testbed, tier.server)
+    assert summary == {22: "ssh", 6379: "tls", checks.QUEUE_PORT: "tls"}
 
 
 def served_serial(testbed: Testbed, tier: ServiceTier, port: int) -> int:

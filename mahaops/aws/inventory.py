@@ -94,6 +94,7 @@ def _host(
     spec = loaded.spec
     private = instance.get("PrivateIpAddress")
     data: dict[str, Any] = {
+        **spec.settings,  # the environment's own settings, under what the inventory knows
         "private_address": private,
         # The image's user (``admin``) until the base role handed the host over to the
         # deploy user and tagged it so (HANDOVER_TAG): sshd admits only the deploy user then.

@@ -146,6 +146,22 @@ class AwsEnvironment(Record):
     uploads_noncurrent_days: int = Field(30, ge=1)  # keep replaced/deleted uploads this long
     backup_retention_days: int = Field(35, ge=1)  # the backup bucket expires dumps this old
 
+    # -- role settings ----------------------------------------------------------------------
+    # Settings for this environment's hosts, over group_data (e.g. {"nodejs_major": 18}):
+    # what differs between environments of one kind. Checked like group_data's own.
+    settings: dict[str, Any] = {}
+
+    @field_validator("settings")
+    @classmethod
+    def _known_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from mahaops.settings import SettingsError, all_models, check_values
+
+        try:
+            check_values("settings", value, all_models())
+        except SettingsError as exc:
+            raise ValueError(f"settings.{exc.key}: {exc.message}") from None
+        return value
+
     @field_validator("roles", mode="before")
     @classmethod
     def _fill_roles(cls, value: Any) -> Any:

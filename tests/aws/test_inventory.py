@@ -90,3 +90,15 @@ def test_app_servers_trust_forwarded_client_addresses_only_from_the_alb_subnets(
     # the public subnets (10.20.0.0/20 and 10.20.16.0/20 of the default vpc_cidr) hold the ALB
     assert app.data["nginx_real_ip_from"] == ["10.20.0.0/20", "10.20.16.0/20"]
     assert all("nginx_real_ip_from" not in h.data for h in found if "app_servers" not in h.groups)
+
+
+def test_an_environment_s_settings_reach_its_hosts_under_what_the_inventory_knows(
+    aws, provision_qa, write_group_data
+):
+    settings = {"nodejs_major": 18, "log_backend": "rsyslog", "nginx_real_ip_from": ["1.2.3.0/24"]}
+    provision_qa(settings=settings)
+    found = hosts("qa", session=aws, group_data=write_group_data(settings=settings))
+    for host in found:
+        assert host.data["nodejs_major"] == 18 and host.data["log_backend"] == "rsyslog"
+    app = next(h for h in found if "app_servers" in h.groups)
+    assert app.data["nginx_real_ip_from"] != ["1.2.3.0/24"]  # the ALB's subnets: the inventory's

@@ -87,3 +87,11 @@ def test_private_hosts_without_a_nat_gateway_are_refused_before_any_call(provisi
         provision_qa, calls, access="bastion", bastion="admin@b.example.org", nat_gateway=False
     )
     assert "nat_gateway" in error.message and "no route out" in error.message
+
+
+def test_an_environment_s_settings_are_checked_like_group_data_before_any_call(provision_qa, calls):
+    error = _rejected(provision_qa, calls, settings={"nodejs_majr": 18})
+    assert "qa.settings" in error.message and "settings.nodejs_majr" in error.message
+    assert "did you mean 'nodejs_major'" in error.message
+    error = _rejected(provision_qa, calls, settings={"nodejs_major": "eighteen"})
+    assert "settings.nodejs_major" in error.message

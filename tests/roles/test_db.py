@@ -371,6 +371,10 @@ def test_app_servers_get_in_over_verified_tls_only(testbed: Testbed, tier: Servi
     checks.check_tls_only(testbed, tier.server, tier.app, password(testbed))
 
 
+def test_every_port_beyond_loopback_speaks_tls_or_ssh(testbed: Testbed, tier: ServiceTier) -> None:
+    assert checks.listening_summary(testbed, tier.server) == {22: "ssh", 5432: "tls"}
+
+
 def served_serial(testbed: Testbed, client: LocalHost, server: LocalHost) -> int:
     """The serial number of the certificate PostgreSQL presents to ``client``."""
     out = testbed.exec(

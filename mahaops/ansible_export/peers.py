@@ -138,6 +138,18 @@ def _url_host(setting: str, group: str) -> Callable[[PeerContext, Host, Any], Ji
     return derive
 
 
+def _first_unless(setting: str, group: str) -> Callable[[PeerContext, Host, Any], Jinja | None]:
+    """The first host of ``group``'s address, or "" (deploys/worker.py mail_vars), unless
+    ``setting`` names the host: then it is the operator's, not the inventory's."""
+
+    def derive(ctx: PeerContext, host: Host, value: Any) -> Jinja | None:
+        if ctx.hostvars[host.name].get(setting):
+            return None
+        return Jinja(f"{{{{ {addresses(group)} | first | default('') }}}}")
+
+    return derive
+
+
 def _expression(template: str) -> Callable[[PeerContext, Host, Any], Jinja | None]:
     def derive(ctx: PeerContext, host: Host, value: Any) -> Jinja | None:
         return Jinja(template)
@@ -161,6 +173,8 @@ PEERS: dict[str, Callable[[PeerContext, Host, Any], Jinja | None]] = {
     "app_database_url": _url_host("app_database_host", "db_servers"),
     "app_redis_url": _url_host("app_redis_host", "cache_servers"),
     "app_queue_url": _url_host("app_redis_host", "cache_servers"),
+    "worker_mail_sink": _expression(f"{{{{ {addresses('mail_servers')} | first | default('') }}}}"),
+    "worker_smtp_address": _first_unless("worker_smtp_host", "mail_servers"),
 }
 # What the peer expressions read besides the inventory, per host: the host's own openings
 # (static, from its settings) and its admin networks, as mahaops.firewall normalises them.

@@ -24,6 +24,7 @@ from tests.checks import cache as cache_checks
 from tests.checks import db as db_checks
 from tests.checks import lb as lb_checks
 from tests.checks import log as log_checks
+from tests.checks import mail as mail_checks
 from tests.checks import worker as worker_checks
 from tests.conftest import Testbed, infra
 
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
 # Roles whose exported role is run and checked here (base: test_base.py). A role that
 # lands later joins this list with its checks once its export is verified.
-CHECKED = ("db", "cache", "log", "app", "worker", "lb")
+CHECKED = ("db", "cache", "log", "mail", "app", "worker", "lb")
 
 
 @dataclass
@@ -125,6 +126,19 @@ def test_exported_playbook_reaches_the_lb_promises(testbed: Testbed, platform: P
     lb_checks.check_lb(infra(platform.hosts["lb"]), app_servers)
 
 
+def test_exported_playbook_runs_the_mail_sink_for_the_workers(
+    testbed: Testbed, platform: Platform
+) -> None:
+    sink, worker = platform.hosts["mail"], platform.hosts["worker"]
+    mail_checks.check_mail(infra(sink))
+    message_id = f"<ansible-{_random.token_hex(4)}@maha.test>"
+    send = mail_checks.send_script(
+        sink.private_address, 25, "c@maha.test", "someone@example.test", message_id
+    )
+    testbed.exec(worker, send)
+    assert mail_checks.sink_stats(testbed, sink, f"Message-ID={message_id}")["messages"] == 1
+
+
 def test_exported_playbook_ships_app_server_logs_to_the_log_server(
     testbed: Testbed, platform: Platform
 ) -> None:
@@ -154,7 +168,7 @@ def test_second_ansible_run_changes_nothing(platform: Platform) -> None:
     second = platform.again()
     assert second.ok, second.output[-8000:]
     changed = second.changed_tasks
-    for role in ("db", "cache", "log", "lb", "app", "worker"):
+    for role in ("db", "cache", "log", "mail", "lb", "app", "worker"):
         assert changed.get(platform.hosts[role].name, []) == [], second.output[-8000:]
 
 

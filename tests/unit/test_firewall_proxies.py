@@ -27,5 +27,5 @@ def test_without_trusted_proxies_only_the_load_balancer_hosts_reach_nginx() -> N
 
 def test_a_network_source_is_a_security_group_cidr_rule_too() -> None:
     opening = firewall.Opening(80, "tcp", ("load_balancers", "10.0.1.0/24"), "nginx")
-    spec = AwsEnvironment.model_construct(admin_cidrs=[])
+    spec = AwsEnvironment.model_construct(region="eu-west-1", ssh_public_key="k", admin_cidrs=[])
     assert _sources(opening, spec) == ["sg:lb", "10.0.1.0/24"]

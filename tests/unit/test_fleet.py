@@ -154,16 +154,18 @@ def test_the_lock_is_released_as_the_inventory_logs_in_after_the_run(monkeypatch
     after.data["ssh_user"] = "maha"
     logins: list[str] = []
     monkeypatch.setattr(audit, "_hosts", lambda env: [after if logins else before])
-    taken = fake.acquire
-    monkeypatch.setattr(
-        lock, "acquire", lambda env, where, holder: (logins.append(where.data["ssh_user"]),
-                                                     taken(env, where, holder))[1],
-    )  # fmt: skip
-    released = fake.record_and_release
-    monkeypatch.setattr(
-        audit, "record_and_release", lambda where, entry, holder: (
-            logins.append(where.data["ssh_user"]), released(where, entry, holder))[1],
-    )  # fmt: skip
+    taken, released = fake.acquire, fake.record_and_release
+
+    def acquire(env: str, where: HostSpec, holder: lock.Holder) -> None:
+        logins.append(where.data["ssh_user"])
+        taken(env, where, holder)
+
+    def record_and_release(where: HostSpec, entry: audit.Entry, holder: lock.Holder | None) -> None:
+        logins.append(where.data["ssh_user"])
+        released(where, entry, holder)
+
+    monkeypatch.setattr(lock, "acquire", acquire)
+    monkeypatch.setattr(audit, "record_and_release", record_and_release)
 
     @audit.guarded("deploy")
     def deploy(c: object, env: str = "local", dry: bool = False) -> None:

@@ -101,7 +101,7 @@ def dump(data: Any) -> str:
         Dumper=_Dumper,
         sort_keys=False,
         default_flow_style=False,
-        width=120,
+        width=80,  # a long unbreakable tail (a URL's query) still ends within lint's 160
         allow_unicode=True,
     )
 

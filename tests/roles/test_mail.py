@@ -3,6 +3,8 @@ that a host outside the workers cannot reach, converged idempotently."""
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -114,3 +116,105 @@ def test_a_bad_setting_stops_the_deploy_naming_file_and_key(
     group_data = converge.group_data_with(tmp_path, "mail_servers.py", 'mail_smtputf8 = "yes"')
     output = converge.assert_stopped_before_login(testbed, sink.server, ROLES, group_data)
     assert "mail_servers.py" in output and "mail_smtputf8" in output
+
+
+# -- a campaign of 10,000 recipients on real hosts: db, cache, worker and the sink -----------
+
+CAMPAIGN_JS = r"""
+// Run in /srv/maha/current with maha.env loaded: the app's own modules, as the web uses them.
+const db = require('/srv/maha/current/src/db').connect();
+const redis = require('/srv/maha/current/src/redis');
+const { JobQueue } = require('/srv/maha/current/src/queue');
+const [command, arg] = process.argv.slice(2);
+(async () => {
+  if (command === 'start') {
+    const { rows } = await db.query(
+      "insert into campaigns (name, recipients) values ('10k mail', $1) returning id",
+      [Number(arg)]);
+    const client = redis.connect('test');
+    await new JobQueue(client).enqueue(rows[0].id);
+    client.disconnect();
+    console.log(rows[0].id);
+  } else {
+    const { rows } = await db.query(
+      `select status, sent, result, extract(epoch from finished_at - started_at) as seconds
+         from campaigns where id = $1`, [Number(arg)]);
+    console.log(JSON.stringify(rows[0]));
+  }
+  await db.end();
+})().catch((err) => { console.error(err.message); process.exit(1); });
+"""
+
+RECIPIENTS = 10_000
+
+
+@dataclass
+class MailPlatform:
+    worker: LocalHost
+    sink: LocalHost
+
+
+@pytest.fixture(scope="module")
+def mail_platform(testbed: Testbed, sink: Sink) -> MailPlatform:
+    db = testbed.host("db", name="ml-db-1")
+    cache = testbed.host("cache", name="ml-cache-1")
+    worker = testbed.host("worker", name="ml-worker-2")
+    servers = [db.name, cache.name, sink.server.name, worker.name]
+    # The data tier and the sink first (their firewalls and pg_hba list the new worker),
+    # then the worker, which finds the sink in the inventory.
+    first = testbed.deploy(roles=["base", "db", "cache", "mail"], limit=servers)
+    assert first.ok, first.output
+    workers = testbed.deploy(roles=["base", "worker"], limit=[worker.name])
+    assert workers.ok, workers.output
+    testbed.exec(worker, f"cat > /srv/maha/campaign.js <<'EOF'\n{CAMPAIGN_JS}\nEOF")
+    return MailPlatform(worker, sink.server)
+
+
+def _campaign(testbed: Testbed, worker: LocalHost, command: str, arg: int) -> str:
+    return testbed.exec(
+        worker,
+        "set -a; . /srv/maha/shared/maha.env; set +a; cd /srv/maha/current && "
+        f"node /srv/maha/campaign.js {command} {arg}",
+    ).strip()
+
+
+def test_a_campaign_of_10000_reaches_each_recipient_once_across_a_worker_restart(
+    testbed: Testbed, mail_platform: MailPlatform
+) -> None:
+    worker, sink = mail_platform.worker, mail_platform.sink
+    env = testbed.exec(worker, "cat /srv/maha/shared/mail.env")
+    assert f'SMTP_HOST="{sink.private_address}"' in env
+
+    started = time.monotonic()
+    campaign = int(_campaign(testbed, worker, "start", RECIPIENTS))
+    header = f"X-Maha-Campaign={campaign}"
+
+    def arrived() -> int:
+        return int(checks.sink_stats(testbed, sink, header)["messages"])
+
+    deadline = time.monotonic() + 900  # a generous bound: a loaded machine sends slowly
+    while arrived() < RECIPIENTS // 3:
+        assert time.monotonic() < deadline, "a third of the campaign never arrived"
+        time.sleep(1)
+    testbed.exec(worker, "systemctl restart maha-worker")  # SIGTERM, then a new process
+    at_restart = arrived()
+
+    deadline = time.monotonic() + 1800
+    while json.loads(_campaign(testbed, worker, "status", campaign))["status"] != "done":
+        assert time.monotonic() < deadline, "the campaign did not finish in 30 minutes"
+        time.sleep(2)
+    wall = time.monotonic() - started
+
+    status = json.loads(_campaign(testbed, worker, "status", campaign))
+    stats = checks.sink_stats(testbed, sink, header)
+    assert at_restart < RECIPIENTS, "the campaign finished before the restart"
+    assert status["result"]["delivered"] == RECIPIENTS
+    assert stats["messages"] == RECIPIENTS
+    assert stats["distinct_recipients"] == RECIPIENTS  # no gap
+    assert stats["duplicate_message_ids"] == 0  # nobody twice
+    span = stats["last_arrival"] - stats["first_arrival"]
+    print(
+        f"\ncampaign of {RECIPIENTS} over SMTP, worker restarted at {at_restart}: "
+        f"{wall:.1f} s wall ({RECIPIENTS / wall:.0f} messages/s); "
+        f"first to last arrival {span:.1f} s ({RECIPIENTS / span:.0f} messages/s)"
+    )

@@ -4,7 +4,7 @@ Every test runs with fake credentials, no profile or config file, and a socket
 guard that refuses connections to anything but 127.0.0.1 (the moto server of
 the end-to-end tests); unit tests use moto in-process and open no socket.
 moto is given Debian 12 images through ``MOTO_AMIS_PATH`` (set before moto is
-imported) and two shims for gaps in moto 5.2 (see ``_moto_shims``).
+imported) and two shims for gaps in moto 5.2 (see ``mahaops.sim.daemon.moto_shims``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from typing import Any
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
-os.environ["MOTO_AMIS_PATH"] = str(DATA / "debian-amis.json")  # read when moto.ec2 is imported
+# The sim stand-in's own: the same Debian 12 images and the same shims for moto's gaps.
+from mahaops.sim.daemon import AMIS, moto_shims
+
+os.environ["MOTO_AMIS_PATH"] = str(AMIS)  # read when moto.ec2 is imported
 os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
 
-import boto3  # noqa: E402
-from moto import mock_aws  # noqa: E402
+import boto3
+from moto import mock_aws
 
 REGION = "eu-west-1"
 DEBIAN_NEWEST = "ami-0d3b12a2f3c4e5d60"
@@ -41,36 +43,7 @@ FAKE_AWS_ENV = {
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def _moto_shims() -> None:
-    """moto 5.2 lacks DeleteKeyGroup and drops an origin's OriginAccessControlId; AWS has both."""
-    from moto.cloudfront import models, responses
-    from moto.core.responses import EmptyResult
-
-    if not hasattr(models.CloudFrontBackend, "delete_key_group"):
-
-        def delete_key_group(self: Any, group_id: str) -> None:
-            self.key_groups.pop(group_id, None)
-
-        def delete_key_group_response(self: Any) -> Any:
-            self.backend.delete_key_group(self._get_param("Id"))
-            return EmptyResult()
-
-        models.CloudFrontBackend.delete_key_group = delete_key_group  # type: ignore[attr-defined]
-        responses.CloudFrontResponse.delete_key_group = delete_key_group_response  # type: ignore[attr-defined]
-
-    original = models.Origin.__init__
-    if getattr(original, "_maha_shim", False):
-        return
-
-    def origin_init(self: Any, origin: dict[str, Any]) -> None:
-        original(self, origin)
-        self.origin_access_control_id = origin.get("OriginAccessControlId", "")
-
-    origin_init._maha_shim = True  # type: ignore[attr-defined]
-    models.Origin.__init__ = origin_init  # type: ignore[method-assign]
-
-
-_moto_shims()
+moto_shims()
 
 
 def _moto_termination_protection() -> None:

@@ -191,7 +191,9 @@ def test_a_permanent_refusal_fails_that_recipient_only(
 def test_a_worker_restarted_mid_campaign_sends_nobody_twice_and_skips_nobody(
     web: Web, workers: Callable[..., Proc], sink: Sink, mail_env: dict
 ) -> None:
-    env = {**mail_env, "MAIL_RATE_PER_CAMPAIGN": 400}
+    # A short grace: a stopping worker finishes jobs in hand for up to its grace (5 s by
+    # default), long enough at 400/s to finish the campaign and test nothing.
+    env = {**mail_env, "MAIL_RATE_PER_CAMPAIGN": 400, "WORKER_STOP_GRACE_MS": 300}
     first = workers(**env)
     campaign = web.start_campaign(1500)
     wait_for(lambda: len(sink.of(campaign)) >= 400, 20, "400 messages at the sink")

@@ -190,7 +190,7 @@ def test_replacing_the_worker_during_campaigns_loses_no_job(p: Platform) -> None
             time.sleep(0.5)
         for n in range(4):
             status, _, body = p.request(
-                "/api/campaigns", {"name": f"replace-{n}", "recipients": 100000}
+                "/api/campaigns", {"name": f"replace-{n}", "recipients": 5000}
             )
             assert status == 202, body
             ids.append(int(json.loads(body)["id"]))
@@ -201,7 +201,9 @@ def test_replacing_the_worker_during_campaigns_loses_no_job(p: Platform) -> None
     starter.join(30)
     assert len(ids) == 4, out[-3000:]
     assert names(p, "worker") == {"worker-2"}
-    deadline = time.monotonic() + 400
+    # Real mail to the platform's sink since it has a mail host: 20,000 messages, at
+    # about 250/s on a quiet machine, far fewer while hosts converge beside them.
+    deadline = time.monotonic() + 900
     while True:
         found = _campaigns(p, ids)
         if all(s[0] in ("done", "failed") for s in found.values()) or time.monotonic() > deadline:

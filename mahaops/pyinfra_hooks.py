@@ -363,11 +363,23 @@ def planned_commands(state: Any, host: Host) -> list[tuple[str, str]]:
     return found
 
 
+STAGING = "maha_staging"  # set on a command that only prepares a candidate (see below)
+
+
+def staging(command: Any) -> Any:
+    """Mark ``command`` as one that only prepares (uploads, checks) a candidate beside its
+    target: ``send_first_when_changing`` puts its command after such commands, so a
+    candidate refused by its check records nothing."""
+    setattr(command, STAGING, True)
+    return command
+
+
 def send_first_when_changing(meta: OperationMeta, command: StringCommand) -> bool:
     """Make the operation ``meta`` (planned on the current host, not run yet) send
-    ``command`` before its own first command, and only when it sends any: an operation
-    that changes nothing still sends nothing. Returns False when there is nothing to
-    amend (the operation already ran, or is not planned on this host).
+    ``command`` before its own first command that changes the host (commands marked by
+    ``staging`` come first), and only when it sends any: an operation that changes
+    nothing still sends nothing. Returns False when there is nothing to amend (the
+    operation already ran, or is not planned on this host).
 
     pyinfra keeps a planned operation's commands as a generator, called when the
     operation runs (and when a plan asks whether it would change): it is wrapped, the
@@ -384,7 +396,7 @@ def send_first_when_changing(meta: OperationMeta, command: StringCommand) -> boo
     def generator() -> Any:
         first = True
         for own in original():
-            if first:
+            if first and not getattr(own, STAGING, False):
                 first = False
                 yield command
             yield own

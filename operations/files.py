@@ -12,6 +12,7 @@ from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations.util.files import chmod, chown, generate_color_diff
 
+from mahaops.pyinfra_hooks import staging
 from mahaops.templating import render
 
 
@@ -83,13 +84,17 @@ def validated_template(
 
     candidate = f"{dest}.maha-new"
     q_candidate, q_dest = shlex.quote(candidate), shlex.quote(dest)
-    yield FileUploadCommand(
-        StringIO(content), candidate, remote_temp_filename=host.get_temp_filename(candidate)
+    # Staging: a restart recorded as owed before this change goes after the check, so a
+    # refused candidate leaves no restart owed (as the Ansible export's validate does).
+    yield staging(
+        FileUploadCommand(
+            StringIO(content), candidate, remote_temp_filename=host.get_temp_filename(candidate)
+        )
     )
-    yield chown(candidate, user, group)
-    yield chmod(candidate, mode)
+    yield staging(chown(candidate, user, group))
+    yield staging(chmod(candidate, mode))
     check = validate.replace("%s", q_candidate)
-    yield StringCommand(f"{check} || {{ rm -f {q_candidate}; exit 1; }}")
+    yield staging(StringCommand(f"{check} || {{ rm -f {q_candidate}; exit 1; }}"))
     yield StringCommand(f"mv -f {q_candidate} {q_dest}")
 
 

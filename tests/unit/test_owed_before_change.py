@@ -8,6 +8,9 @@ presence of the commands pyinfra sends, on the installed pyinfra.
 
 from __future__ import annotations
 
+import getpass
+import grp
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +19,14 @@ from typing import Any
 import pytest
 from pyinfra.api import Config, Inventory, State, StringCommand
 from pyinfra.api.connect import connect_all
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.host import Host
 from pyinfra.api.operations import run_ops
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import files
 
 from deploys import _common
+from operations.files import validated_template
 from mahaops import pyinfra_hooks
 from operations.services import PENDING_RESTARTS
 
@@ -114,3 +119,30 @@ def test_an_app_service_restart_is_owed_in_the_release_s_marker_before_its_unit_
     marker.write_text("r2\n")  # a switch's marker: the release it moved to
     subprocess.run(["sh", "-c", record], check=True)
     assert marker.read_text() == "r2\n"
+
+
+@pytest.mark.parametrize(("check", "owed"), [("false", False), ("true", True)])
+def test_a_validated_file_records_the_restart_only_once_its_check_passed(
+    local: tuple[State, Host], tmp_path: Path, check: str, owed: bool
+) -> None:
+    """A candidate its check refuses never reaches the service, so no restart is owed for
+    it (the next run would otherwise restart a server for a change that never landed)."""
+    state, host = local
+    target, record = tmp_path / "conf", tmp_path / "owed"
+    meta = validated_template(
+        name="Conf",
+        src="base/timezone.j2",
+        dest=str(target),
+        validate=f"{check} %s",
+        user=getpass.getuser(),
+        group=grp.getgrgid(os.getgid()).gr_name,
+        base_timezone="UTC",
+    )
+    pyinfra_hooks.send_first_when_changing(meta, StringCommand(f"touch {record}"))
+    if owed:
+        run_ops(state)
+    else:
+        with pytest.raises(PyinfraError):
+            run_ops(state)
+    assert record.exists() is owed and target.exists() is owed
+    assert not (tmp_path / "conf.maha-new").exists()

@@ -31,6 +31,22 @@ def overrides(pairs: list[str] | None) -> dict[str, Any]:
         raise Exit(f"error: {exc}", code=2) from None
 
 
+@contextmanager
+def one_line_errors(*failures: type[BaseException], label: str = "error") -> Iterator[None]:
+    """Known failures end the task with one clear line, not a traceback: bad settings exit
+    2 (nothing was touched), each of ``failures`` exits 1, its message after ``label``."""
+    from invoke.exceptions import Exit
+
+    from mahaops.settings import SettingsError
+
+    try:
+        yield
+    except SettingsError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
+    except failures as exc:
+        raise Exit(f"{label}: {exc}", code=1) from None
+
+
 def masked_console(stderr: bool = False) -> Console:
     """A console that masks every known secret (for tasks printing what hosts answer)."""
     stream = sys.stderr if stderr else sys.stdout

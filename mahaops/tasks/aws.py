@@ -9,27 +9,22 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from invoke.collection import Collection
 from invoke.context import Context as InvokeContext
-from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
 from rich.table import Table
 
 from mahaops.aws.plan import Plan, ProvisionError
-from mahaops.settings import SettingsError
-from mahaops.tasks._common import masked_console
+from mahaops.tasks._common import masked_console, one_line_errors
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    """Known failures end the task with one clear line, not a traceback."""
-    try:
+    """Provisioning's own failures, then any other AWS error, each as one line."""
+    with (
+        one_line_errors(ClientError, BotoCoreError, label="AWS error"),
+        one_line_errors(ProvisionError, WaiterError),
+    ):
         yield
-    except SettingsError as exc:
-        raise Exit(f"error: {exc}", code=2) from None
-    except (ProvisionError, WaiterError) as exc:
-        raise Exit(f"error: {exc}", code=1) from None
-    except (ClientError, BotoCoreError) as exc:
-        raise Exit(f"AWS error: {exc}", code=1) from None
 
 
 def _outputs_table(outputs: dict[str, Any]) -> Table:

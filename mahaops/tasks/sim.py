@@ -15,20 +15,15 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.table import Table
 
-from mahaops.settings import SettingsError
-from mahaops.tasks._common import masked_console
+from mahaops.tasks._common import masked_console, one_line_errors
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
     from mahaops.sim import SimError
 
-    try:
+    with one_line_errors(SimError):
         yield
-    except SettingsError as exc:
-        raise Exit(f"error: {exc}", code=2) from None
-    except SimError as exc:
-        raise Exit(f"error: {exc}", code=1) from None
 
 
 @task

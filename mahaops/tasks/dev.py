@@ -42,7 +42,8 @@ def lint(c: Context):
 
 @task(
     help={
-        "roles": "comma-separated roles to measure (default: every role with a deploy)",
+        "roles": "comma-separated roles to measure, or platform (default: base, db, cache; "
+        "app and worker get their peers converged first, untimed)",
         "rounds": "no-op converges to time after the fresh one",
     }
 )

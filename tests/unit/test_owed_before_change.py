@@ -26,8 +26,8 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import files
 
 from deploys import _common
-from operations.files import validated_template
 from mahaops import pyinfra_hooks
+from operations.files import validated_template
 from operations.services import PENDING_RESTARTS
 
 
@@ -127,7 +127,7 @@ def test_a_validated_file_records_the_restart_only_once_its_check_passed(
 ) -> None:
     """A candidate its check refuses never reaches the service, so no restart is owed for
     it (the next run would otherwise restart a server for a change that never landed)."""
-    state, host = local
+    state, _ = local
     target, record = tmp_path / "conf", tmp_path / "owed"
     meta = validated_template(
         name="Conf",

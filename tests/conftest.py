@@ -26,10 +26,47 @@ os.environ["MAHA_HOME"] = _HOME
 from mahaops.local.hosts import Environment, LocalHost  # noqa: E402
 from mahaops.runner import DeployResult, run_deploy  # noqa: E402
 
+# The modules sharing one local platform (tests/platform/harness.py), in the order they
+# run: each leaves it as the next expects, and the lifecycle tests (which replace its
+# hosts) come last. They run first in the session, and the platform goes after the last.
+SHARED_PLATFORM = (
+    "tests/platform/test_local_platform.py",
+    "tests/platform/test_zero_downtime.py",
+    "tests/platform/test_release_faults.py",
+    "tests/lifecycle/",
+)
+
 # Test modules that must run on one pytest-xdist worker, one after the other (path prefix
 # -> unit of work): tests/app's modules share `npm ci` in app/ (two at once would trample
-# node_modules) and one PostgreSQL and Redis. Modules sharing a platform would go here too.
-ONE_WORKER = {"tests/app/": "tests/app"}
+# node_modules) and one PostgreSQL and Redis; the shared platform's modules share it.
+ONE_WORKER = {
+    "tests/app/": "tests/app",
+    **{prefix: "shared platform" for prefix in SHARED_PLATFORM},
+}
+
+
+def _shared_rank(item: pytest.Item) -> int | None:
+    return next((i for i, p in enumerate(SHARED_PLATFORM) if item.nodeid.startswith(p)), None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The shared platform's modules first, together, in SHARED_PLATFORM's order (the
+    longest unit of work starts first; the rest keep file order)."""
+
+    def key(item: pytest.Item) -> int:
+        rank = _shared_rank(item)
+        return len(SHARED_PLATFORM) if rank is None else rank
+
+    items.sort(key=key)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """The shared platform is removed once its last module is done, not at the session's
+    end: its hosts would otherwise idle (and health-check) under every later test."""
+    yield
+    if _shared_rank(item) is not None and (nextitem is None or _shared_rank(nextitem) is None):
+        _close_shared_platform()
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent when run without it
@@ -153,6 +190,28 @@ def _remove_module_hosts() -> Iterator[None]:
     del _created[start:]
     for bed, host in made:
         bed.environment.remove([host.name], volumes=True)
+
+
+_shared_platform: list[Any] = []  # the shared platform while it stands, else empty
+
+
+def _close_shared_platform() -> None:
+    while _shared_platform:
+        _shared_platform.pop().environment.remove(volumes=True)
+
+
+@pytest.fixture(scope="session")
+def plat(testbed: Testbed) -> Iterator[Any]:
+    """The local platform the modules in SHARED_PLATFORM share (tests/platform/harness.py),
+    built for the first of them that runs; removed after the last, even on failure."""
+    from tests.platform import harness
+
+    built = harness.build()
+    _shared_platform.append(built)
+    try:
+        yield built
+    finally:
+        _close_shared_platform()
 
 
 @pytest.fixture(scope="session")

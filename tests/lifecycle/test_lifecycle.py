@@ -1,9 +1,10 @@
 """Adding, removing and replacing servers of a running local platform (issue 13, section 1),
 run as an operator runs them (`invoke scale|replace|remove` in a subprocess).
 
-One platform for the module (test_local_platform's ``plat``, built afresh here); tests run
-in file order and build on each other: app servers 2 -> 3 -> 2, app-1 replaced under load,
-the worker replaced during campaigns, a killed host removed, a host killed mid-scale.
+On the platform tests/platform and tests/lifecycle share (tests/platform/harness.py), last
+of its modules: these replace its hosts. Tests run in file order and build on each other:
+app servers 2 -> 3 -> 2, app-1 replaced under load, the worker replaced during campaigns,
+a killed host removed, a host killed mid-scale.
 """
 
 from __future__ import annotations
@@ -24,15 +25,13 @@ import pytest
 
 from mahaops.fleet import lock
 from mahaops.fleet.ssh import environment_hosts
-
-# plat: the same platform as test_local_platform's, built afresh for this module
-from tests.platform.test_local_platform import Platform, plat  # noqa: F401
+from tests.platform.harness import Platform
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def p(plat: Platform) -> Platform:  # noqa: F811 - the module's platform fixture
+def p(plat: Platform) -> Platform:
     return plat
 
 

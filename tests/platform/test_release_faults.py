@@ -1,8 +1,9 @@
 """Releases under faults on the local platform (issue 14): a run that dies after the switch,
 a rollout that stops half way and the rollback after it, a rollback below the schema.
 
-One platform for the module (its own environment), built like test_local_platform's;
-tests run in file order and build on each other.
+On the platform tests/platform and tests/lifecycle share (tests/platform/harness.py), after
+the zero-downtime tests; tests run in file order and build on each other, and the last
+leaves every host back on one release (the schema one migration ahead of it).
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ import pytest
 from mahaops import PROJECT_ROOT
 from mahaops import release as releases
 from mahaops.release import APP_DIR
-
-# plat: the same platform as test_local_platform's, built afresh for this module
-from tests.platform.test_local_platform import Platform, _build_variant, plat  # noqa: F401
+from tests.platform.harness import Platform, build_variant
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -69,11 +68,11 @@ def switch_alone(p: Platform, name: str, built: releases.Release, tmp: Path) -> 
 
 
 def test_a_run_killed_after_the_switch_is_finished_by_the_next_release(
-    plat: Platform,  # noqa: F811 - the module's platform fixture
+    plat: Platform,
     tmp_path: Path,
 ) -> None:
     (old,) = plat.served_releases()
-    built = _build_variant(tmp_path, "echo '/* v2 */' >> public/app.css")
+    built = build_variant(tmp_path, "echo '/* v2 */' >> public/app.css")
 
     switch_alone(plat, "app-1", built, tmp_path)
 
@@ -94,12 +93,12 @@ def test_a_run_killed_after_the_switch_is_finished_by_the_next_release(
 
 
 def test_rollback_after_a_rollout_stopped_on_the_second_app_server(
-    plat: Platform,  # noqa: F811 - the module's platform fixture
+    plat: Platform,
     tmp_path: Path,
 ) -> None:
     (good,) = plat.served_releases()
     schema_before = schema(plat)
-    broken = _build_variant(
+    broken = build_variant(
         tmp_path,
         "sed -i \"s|return health(req, res);|{ if (config.serverName === 'app-2') "
         "throw new Error('broken on app-2'); return health(req, res); }|\" src/web.js",
@@ -130,13 +129,13 @@ def test_rollback_after_a_rollout_stopped_on_the_second_app_server(
 
 
 def test_a_rollback_below_the_schema_is_refused_unless_forced(
-    plat: Platform,  # noqa: F811 - the module's platform fixture
+    plat: Platform,
     tmp_path: Path,
 ) -> None:
     (good,) = plat.served_releases()
     # One migration past the app's own: the schema is then ahead of the good release.
     ahead = f"{max(int(p.name[:3]) for p in (APP_DIR / 'migrations').glob('*.sql')) + 1:03d}"
-    expanded = _build_variant(
+    expanded = build_variant(
         tmp_path,
         "printf 'create table rollback_probe (id int);\\n' > "
         f"migrations/{ahead}_rollback_probe.sql",

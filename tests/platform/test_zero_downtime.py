@@ -4,14 +4,15 @@ configuration changes that reload nginx and restart the web service on every app
 once. Each must cost no failed request; every WebSocket client cut by a restart reconnects
 and keeps receiving its notifications.
 
-One platform for the module (its own environment), built like test_local_platform's.
+On the platform tests/platform and tests/lifecycle share (tests/platform/harness.py), after
+test_local_platform; the settings changed here are put back when the module ends.
 Replacing an app server under load is left to the lifecycle tests (``invoke replace``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,23 @@ import pytest
 from mahaops import release as releases
 from mahaops.runner import run_deploy
 from tests.load import Load, Report
-
-# plat: the same platform as test_local_platform's, built afresh for this module
-from tests.platform.test_local_platform import Platform, _build_variant, plat  # noqa: F401
+from tests.platform.harness import Platform, build_variant
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
 RATE = float(os.environ.get("MAHA_LOAD_RATE", "40"))  # requests per second
 WS_CLIENTS = int(os.environ.get("MAHA_LOAD_WS", "8"))
 SETTLE = 3.0  # seconds of load before and after the change (steady state on both sides)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _settings_put_back(plat: Platform) -> Iterator[None]:
+    """The configuration changes below are deploys with overrides: the modules after this
+    one on the shared platform expect the settings' own values, so a deploy without them
+    ends the module."""
+    yield
+    restored = run_deploy(plat.env, roles=["app"])
+    assert restored.ok, restored.output[-4000:]
 
 
 def under_load(p: Platform, change: Callable[[], Any]) -> tuple[Any, Report]:
@@ -55,11 +64,11 @@ def assert_no_downtime(report: Report) -> None:
 
 
 def test_a_release_under_load_fails_no_request(
-    plat: Platform,  # noqa: F811 - the module's platform fixture
+    plat: Platform,
     tmp_path: Path,
 ) -> None:
     (before,) = plat.served_releases()
-    built = _build_variant(tmp_path, "echo '/* v2 */' >> public/app.css")
+    built = build_variant(tmp_path, "echo '/* v2 */' >> public/app.css")
 
     (_, result), report = under_load(plat, lambda: releases.deploy(plat.env, built.tarball))
 
@@ -71,7 +80,7 @@ def test_a_release_under_load_fails_no_request(
 
 
 def test_a_rollback_under_load_fails_no_request(
-    plat: Platform,  # noqa: F811 - the module's platform fixture
+    plat: Platform,
 ) -> None:
     assert plat.first.release
     (before,) = plat.served_releases()
@@ -88,7 +97,7 @@ def test_a_rollback_under_load_fails_no_request(
 
 
 def test_an_nginx_configuration_change_under_load_fails_no_request(
-    plat: Platform,  # noqa: F811 - the module's platform fixture
+    plat: Platform,
 ) -> None:
     # Every app server at once (one deploy run): nginx reloads on both.
     result, report = under_load(
@@ -103,7 +112,7 @@ def test_an_nginx_configuration_change_under_load_fails_no_request(
 
 
 def test_a_web_service_restart_on_every_app_server_at_once_fails_no_request(
-    plat: Platform,  # noqa: F811 - the module's platform fixture
+    plat: Platform,
 ) -> None:
     # A changed environment restarts maha-web on both app servers in the same run: only the
     # socket systemd holds across restarts keeps requests from finding no server at all.

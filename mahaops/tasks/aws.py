@@ -9,6 +9,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from invoke.collection import Collection
 from invoke.context import Context as InvokeContext
+from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +26,13 @@ def _errors() -> Iterator[None]:
         one_line_errors(ProvisionError, WaiterError),
     ):
         yield
+
+
+def _required(env: str) -> None:
+    # --env has a default only so that it is a flag: invoke hands a required (positional)
+    # argument whatever follows the task, `--help` included (pyinvoke/invoke#982).
+    if not env:
+        raise Exit("error: --env NAME is required (an environment of group_data/aws.py)", code=2)
 
 
 def _outputs_table(outputs: dict[str, Any]) -> Table:
@@ -49,10 +57,11 @@ def _ask_db(what: str) -> bool:
         "yes": "do not ask before stopping or terminating a db host",
     }
 )
-def provision(c: InvokeContext, env: str, dry: bool = False, yes: bool = False) -> None:
+def provision(c: InvokeContext, env: str = "", dry: bool = False, yes: bool = False) -> None:
     """Create or update an AWS environment to match group_data/aws.py."""
     from mahaops.aws.provision import provision as run
 
+    _required(env)
     out, progress = masked_console(), masked_console(stderr=True)
     with _errors():
         result = run(env, dry=dry, console=progress, yes=yes, confirm=_ask_db)
@@ -80,10 +89,11 @@ def _ask(console: Console) -> Callable[[Plan], bool]:
         "yes": "do not ask for confirmation",
     }
 )
-def teardown(c: InvokeContext, env: str, yes: bool = False) -> None:
+def teardown(c: InvokeContext, env: str = "", yes: bool = False) -> None:
     """Delete every AWS resource tagged for an environment (refuses protected ones)."""
     from mahaops.aws.teardown import teardown as run
 
+    _required(env)
     out = masked_console()
     with _errors():
         plan = run(env, yes=yes, confirm=_ask(out), console=masked_console(stderr=True))

@@ -95,3 +95,24 @@ def test_an_environment_s_settings_are_checked_like_group_data_before_any_call(p
     assert "did you mean 'nodejs_major'" in error.message
     error = _rejected(provision_qa, calls, settings={"nodejs_major": "eighteen"})
     assert "settings.nodejs_major" in error.message
+
+
+@pytest.mark.parametrize("task", ["provision", "teardown"])
+def test_the_task_s_help_is_help_and_a_missing_env_is_named(task: str) -> None:
+    """``invoke provision --help`` once ran provision for an environment named "--help"
+    (invoke hands a required argument whatever follows the task: pyinvoke/invoke#982)."""
+    import subprocess
+    import sys
+
+    def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", task, *args],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    helped = invoke("--help")
+    assert helped.returncode == 0 and f"{task} [--options]" in helped.stdout, helped
+    assert "-e STRING, --env=STRING" in helped.stdout, helped.stdout
+    bare = invoke()
+    assert bare.returncode == 2, bare
+    assert "--env NAME is required" in bare.stderr + bare.stdout, bare

@@ -150,7 +150,7 @@ def restart(
     + when: the operations whose change the running service must pick up
     + daemon_reload: reload systemd's units first (one of ``when`` is a unit file)
     """
-    _owed_before(service, when, reload=False)
+    owed_before(service, when, reload=False)
     return restart_owed(name=name, service=service, when=list(when), daemon_reload=daemon_reload)
 
 
@@ -164,7 +164,7 @@ def reloaded(name: str, service: str, when: Sequence[OperationMeta]) -> Operatio
     + service: the systemd unit (nginx, haproxy: reloaded without dropping connections)
     + when: the operations whose change the running service must load (its config)
     """
-    _owed_before(service, when, reload=True)
+    owed_before(service, when, reload=True)
     return restart_owed(name=name, service=service, when=list(when), reload=True)
 
 
@@ -190,7 +190,7 @@ def release_restarted(
     return release.restarted(name=name, service=service, when=list(when), root=root)
 
 
-def _owed_before(service: str, when: Sequence[OperationMeta], reload: bool) -> None:
+def owed_before(service: str, when: Sequence[OperationMeta], reload: bool) -> None:
     """Each of ``when`` records the restart (or reload) as owed on the host before it
     changes anything there: a run killed after a configuration is written and before its
     restart operation is reached still leaves the marker, and the next run restarts."""

@@ -18,7 +18,15 @@ from pyinfra.facts.hardware import Cpus, Memory
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files, postgres, systemd
 
-from deploys._common import KEYRINGS, apt_repository, reloaded, restart, template, unit
+from deploys._common import (
+    KEYRINGS,
+    apt_repository,
+    owed_before,
+    reloaded,
+    restart,
+    template,
+    unit,
+)
 from deploys._tls import server_certificate, trust_ca
 from mahaops.context import addresses, settings
 from mahaops.secrets import secret
@@ -26,7 +34,6 @@ from mahaops.settings.db import PostgresClientSettings, PostgresSettings
 from mahaops.templating import render
 from operations import apt, ebs
 from operations import postgresql as pg
-from operations.changes import any_changed
 from operations.files import validated_template
 from operations.services import RestartsOwed
 
@@ -262,11 +269,14 @@ def db() -> None:
             when=[include if restart_for == ["include_dir"] else conf],
         )
     else:
+        # Owed from before its inputs change: a run that dies before the reload leaves it
+        # to the next (a renewed certificate is read on reload too).
+        owed_before(cluster, [conf, *certificate], reload=True)
         pg.reload(
             name="Reload PostgreSQL for new settings",
             service=cluster,
+            when=[conf, *certificate],
             port=port,
-            _if=any_changed(conf, *certificate),  # a renewed certificate is read on reload
         )
     reloaded("Reload PostgreSQL for new access rules", cluster, when=[hba])
 

@@ -16,12 +16,16 @@ import hashlib
 import hmac
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, operation
+from pyinfra.api.operation import OperationMeta
 
 from mahaops import masking
+from operations.changes import changed
+from operations.services import RestartsOwed, marker
 
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
 
@@ -200,15 +204,38 @@ def role(
     yield psql_stdin(port, f"{sql} PASSWORD '{verifier}';")
 
 
-@operation(is_idempotent=False)
-def reload(service: str, port: int = 5432):
+def reload_command(service: str, port: int = 5432) -> str:
+    """Shell reloading PostgreSQL's configuration and waiting until the server re-read it,
+    then restarting if a changed parameter needs it; the reload's owed marker
+    (``operations.services.marker``) is removed only when all of that succeeded."""
+    loaded = psql(port, "SELECT pg_conf_load_time()").get_raw_value()
+    pending = psql(port, "SELECT name FROM pg_settings WHERE pending_restart").get_raw_value()
+    unit = shlex.quote(service)
+    wait = f'[ "$({loaded})" != "$before" ] && break; sleep 0.1'
+    return (
+        f"before=$({loaded}) && systemctl reload {unit} && "
+        # SIGHUP is handled asynchronously: wait until the server has re-read its files.
+        f"{{ for _ in $(seq 50); do {wait}; done; }} && "
+        f'if [ -n "$({pending})" ]; then systemctl restart {unit}; fi && '
+        f"rm -f {shlex.quote(marker(service, reload=True))}"
+    )
+
+
+@operation()
+def reload(service: str, when: Sequence[OperationMeta], port: int = 5432):
     """
-    Reload PostgreSQL's configuration, then restart the server if a changed parameter
-    can only take effect on restart (``pg_settings.pending_restart``): settings not
-    known to be restart-only still never wait for the next run.
+    Reload PostgreSQL's configuration when any of ``when`` changed the host, or when an
+    earlier run left the reload owed; then restart the server if a changed parameter can
+    only take effect on restart (``pg_settings.pending_restart``): settings not known to
+    be restart-only still never wait for the next run.
 
     + service: the cluster's systemd unit, e.g. ``postgresql@15-main``
+    + when: the operations whose change the server must read (its settings, certificate)
     + port: port of the local server
+
+    Owed as ``operations.services.restart_owed`` with ``reload``: its inputs record
+    ``/var/lib/maha/pending-restart/<service>.reload`` before they change the host
+    (``deploys._common.owed_before``); this removes it once the server read them.
 
     **Example:**
 
@@ -217,18 +244,14 @@ def reload(service: str, port: int = 5432):
         reload(
             name="Reload PostgreSQL for new settings",
             service="postgresql@15-main",
-            _if=conf.did_change,
+            when=[conf],
         )
     """
-    loaded = psql(port, "SELECT pg_conf_load_time()").get_raw_value()
-    pending = psql(port, "SELECT name FROM pg_settings WHERE pending_restart").get_raw_value()
-    unit = shlex.quote(service)
-    yield StringCommand(
-        f"before=$({loaded}); systemctl reload {unit} && "
-        # SIGHUP is handled asynchronously: wait until the server has re-read its files.
-        f'for _ in $(seq 50); do [ "$({loaded})" != "$before" ] && break; sleep 0.1; done; '
-        f'if [ -n "$({pending})" ]; then systemctl restart {unit}; fi'
-    )
+    owed = marker(service, reload=True).rpartition("/")[2] in host.get_fact(RestartsOwed)
+    if not owed and not any(changed(op) for op in when):
+        host.noop(f"{service}: nothing it reads changed, no reload owed")
+        return
+    yield StringCommand(reload_command(service, port))
 
 
 # -- a data directory that outlived its host -----------------------------------------------

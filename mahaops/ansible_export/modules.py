@@ -864,12 +864,13 @@ def pg_adopt_data(call: Call) -> list[Task]:
 
 @maps("operations.postgresql.reload")
 def pg_reload(call: Call) -> list[Task]:
-    # A handler (gated on the configuration changing): the operation's own command reloads,
-    # waits until the server has re-read its files, and restarts if a setting needs it.
-    from operations.postgresql import reload
+    # A handler flushed from the host's marker, as an owed restart's (see
+    # project._RoleBuilder.owed_marker): the operation's own command reloads, waits until the
+    # server has re-read its files, restarts if a setting needs it, then clears the marker.
+    from operations.postgresql import reload_command
 
-    only(call, ["service", "port"])
-    command = _one_command(call, own_commands(reload, **call.arguments))
+    only(call, ["service", "port", "when"])
+    command = reload_command(call.arguments["service"], call.arguments.get("port", 5432))
     task = Task(call.name, "ansible.builtin.shell", {"cmd": command})
     task.keywords["changed_when"] = True
     return [task]

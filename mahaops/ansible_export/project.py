@@ -46,6 +46,11 @@ FLUSH = {"name": "Apply the changes notified so far", "ansible.builtin.meta": "f
 KIND_PRIORITY = 1  # ansible_group_priority: role groups override the kind overlay, as pyinfra
 ROLE_PRIORITY = 2
 OWED_RESTART = "operations.services.restart_owed"  # a handler flushed from its host marker
+# Every operation owed that way -> the marker it is owed by, from its arguments.
+OWED_MARKERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    OWED_RESTART: lambda a: owed_marker_path(a["service"], bool(a.get("reload"))),
+    "operations.postgresql.reload": lambda a: owed_marker_path(a["service"], reload=True),
+}
 RELEASE_RESTART = "operations.release.restarted"  # also notified by the release's marker
 
 
@@ -393,7 +398,7 @@ def build_role(
     deferred: dict[str, list[str]] = {}  # gated op hash -> its gates, read at its place
     for handler, its_gates in gates.items():
         first_gate = min(order[g] for g in its_gates)
-        if by_hash[handler][0].operation == OWED_RESTART:
+        if by_hash[handler][0].operation in OWED_MARKERS:
             for gate in its_gates:  # they record it owed; the marker notifies the restart
                 notifies.setdefault(gate, []).append(owed_topic(topics[handler]))
         elif any(first_gate < place < order[handler] for place in handler_places):
@@ -407,8 +412,8 @@ def build_role(
     owes: dict[str, list[str]] = {}  # gating op hash -> what records its restarts owed first
     for handler, its_gates in gates.items():
         a = by_hash[handler][0].arguments
-        if by_hash[handler][0].operation == OWED_RESTART:
-            record = owed_record(owed_marker_path(a["service"], bool(a.get("reload"))))
+        if by_hash[handler][0].operation in OWED_MARKERS:
+            record = owed_record(OWED_MARKERS[by_hash[handler][0].operation](a))
         elif by_hash[handler][0].operation == RELEASE_RESTART and a.get("root"):
             record = release_owed_before(a["root"], a["service"])
         else:
@@ -424,7 +429,7 @@ def build_role(
         try:
             if group[0].operation == RELEASE_RESTART and op_hash in topics:
                 builder.release_owed(op_hash, group[0])
-            if group[0].operation == OWED_RESTART and op_hash in topics:
+            if group[0].operation in OWED_MARKERS and op_hash in topics:
                 builder.owed_marker(op_hash, group[0])
             elif op_hash in deferred:
                 builder.notifier(op_hash, deferred[op_hash])
@@ -454,7 +459,7 @@ class _RoleBuilder:
         inputs notify records the restart as owed on the host (flushed here at the latest),
         and the restart's handler is notified whenever that marker is there, also when a
         run that died before its restart left it. The restart's handler clears it."""
-        path = owed_marker_path(call.arguments["service"], bool(call.arguments.get("reload")))
+        path = OWED_MARKERS[call.operation](call.arguments)
         seen = f"{self.role}_owed_{handler[:8]}"  # ansible-lint: registered names carry the role
         topic = self.topics[handler]
         self.out.add_handler(

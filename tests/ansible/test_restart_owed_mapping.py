@@ -152,3 +152,30 @@ def test_the_owed_validate_records_only_once_the_file_s_own_check_passed(
     result = subprocess.run(shlex.split(validate % str(candidate)), check=False)
     assert (result.returncode == 0) is check_passes
     assert marker.exists() is recorded
+
+
+def test_postgresql_s_settings_reload_is_owed_like_a_restart() -> None:
+    """The db role's settings reload (operations.postgresql.reload): its inputs record
+    ``<cluster>.reload`` first, the marker notifies it (one a crashed run left too), and its
+    own command clears the marker only after the server read its files."""
+    pg_marker = "/var/lib/maha/pending-restart/postgresql@15-main.reload"
+    line = call(
+        "files.line", "Work mem", "conf", path="/etc/postgresql/15/main/conf.d/90-maha.conf",
+        line="work_mem = 6MB", present=True, replace="", escape_regex_characters=False,
+    )  # fmt: skip
+    reload = call(
+        "operations.postgresql.reload", "Reload PostgreSQL for new settings", "reload1",
+        service="postgresql@15-main", when=[], port=5432, triggers=["conf"],
+    )  # fmt: skip
+    out = build_role("base", [line, reload], HOSTS, layout_settings(GroupData(), [BASE]), {}, {})
+    assert out.errors == []
+    assert out.tasks[0]["ansible.builtin.lineinfile"]["validate"] == owed_validate(
+        [owed_record(pg_marker)]
+    )
+    [due] = [t for t in out.tasks if "ansible.builtin.stat" in t]
+    assert due["ansible.builtin.stat"] == {"path": pg_marker}
+    assert due["notify"] == ["Reload PostgreSQL for new settings"]
+    [handler] = [h for h in out.handlers if h["name"] == "Reload PostgreSQL for new settings"]
+    command = handler["ansible.builtin.shell"]["cmd"]
+    assert "systemctl reload postgresql@15-main" in command
+    assert command.endswith(f"rm -f {pg_marker}")

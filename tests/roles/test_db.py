@@ -30,7 +30,6 @@ pytestmark = pytest.mark.testbed
 
 # Operations pyinfra marks non-idempotent that the db role uses, and why that is safe.
 JUSTIFIED_NON_IDEMPOTENT = {
-    "operations.postgresql.reload": "guarded by _if on the settings drop-in changing",
     "systemd.daemon_reload": "guarded by _if on the backup unit file changing",
 }
 
@@ -283,6 +282,43 @@ def test_an_invalid_setting_fails_the_run_naming_it_and_the_server_keeps_serving
         assert checks.started_at(testbed, tier.server) == started
         assert app_sql(testbed, tier, "SELECT 1") == "1"
     assert not tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name])).changed
+
+
+def test_a_reload_a_failed_run_left_owed_is_done_by_the_next_run(
+    testbed: Testbed, tier: ServiceTier
+) -> None:
+    """A run writes a reload-only setting, then its reload does not happen (systemd's reload
+    fails, as a run killed there would leave it: the new file on disk, the server on the old
+    value); the next plain run, with no file left to write, reloads the server."""
+    owed = "/var/lib/maha/pending-restart/postgresql@15-main.reload"
+    refuse = "/etc/systemd/system/postgresql@15-main.service.d/99-test-refuse-reload.conf"
+    new = {"postgresql_work_mem": "6MB"}
+    before = checks.superuser_sql(testbed, tier.server, "SHOW work_mem")
+    assert before != "6MB"
+    testbed.exec(tier.server, f"mkdir -p {refuse.rpartition('/')[0]}")
+    testbed.exec(
+        tier.server, f"printf '[Service]\\nExecReload=\\nExecReload=/bin/false\\n' > {refuse}"
+    )
+    testbed.exec(tier.server, "systemctl daemon-reload")
+    try:
+        died = tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name], overrides=new))
+        assert not died.ok
+        assert [op.status for op in died.named("Reload PostgreSQL for new settings")] == [
+            "failed"
+        ], died.output
+        assert "\nwork_mem = 6MB\n" in testbed.exec(tier.server, f"cat {CONF}")
+        assert checks.superuser_sql(testbed, tier.server, "SHOW work_mem") == before
+        assert testbed.exec(tier.server, f"test -f {owed} && echo owed").strip() == "owed"
+    finally:
+        testbed.exec(tier.server, f"rm -f {refuse} && systemctl daemon-reload")
+
+    done = tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name], overrides=new))
+    assert done.ok, done.output
+    assert "PostgreSQL | Reload PostgreSQL for new settings" in [op.name for op in done.changed]
+    assert checks.superuser_sql(testbed, tier.server, "SHOW work_mem") == "6MB"
+    assert testbed.exec(tier.server, f"test -f {owed} || echo cleared").strip() == "cleared"
+    back = tier.record(testbed.deploy(roles=["db"], limit=[tier.server.name]))
+    assert back.ok and [op.name for op in back.changed] == RELOADED, back.output
 
 
 def test_rows_survive_redeploy_restart_and_setting_changes(

@@ -161,7 +161,8 @@ def check_tls_only(testbed: Any, cache: LocalHost, client: LocalHost, password: 
 
 def check_password_not_in_config(testbed: Any, cache: LocalHost, password: str) -> None:
     """Only SHA-256 digests of the passwords are written on the host."""
-    code, _ = run(testbed, cache, ["grep", "-rqF", password, "/etc/redis"])
+    # -e: a generated password may begin with "-" (grep would take it for an option)
+    code, _ = run(testbed, cache, ["grep", "-rqF", "-e", password, "/etc/redis"])
     assert code == 1, "the Redis password is stored in clear under /etc/redis"
 
 

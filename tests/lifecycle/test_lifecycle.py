@@ -189,7 +189,7 @@ def test_replacing_the_worker_during_campaigns_loses_no_job(p: Platform) -> None
             time.sleep(0.5)
         for n in range(4):
             status, _, body = p.request(
-                "/api/campaigns", {"name": f"replace-{n}", "recipients": 5000}
+                "/api/campaigns", {"name": f"replace-{n}", "recipients": 2500}
             )
             assert status == 202, body
             ids.append(int(json.loads(body)["id"]))
@@ -200,8 +200,9 @@ def test_replacing_the_worker_during_campaigns_loses_no_job(p: Platform) -> None
     starter.join(30)
     assert len(ids) == 4, out[-3000:]
     assert names(p, "worker") == {"worker-2"}
-    # Real mail to the platform's sink since it has a mail host: 20,000 messages, at
-    # about 250/s on a quiet machine, far fewer while hosts converge beside them.
+    # Real mail to the platform's sink since it has a mail host: 10,000 messages, at about
+    # 250/s on a quiet machine (far fewer while hosts converge beside them): each campaign
+    # outlasts worker-1's stop grace, so it has some to finish or hand back.
     deadline = time.monotonic() + 900
     while True:
         found = _campaigns(p, ids)
@@ -278,7 +279,9 @@ def test_replacing_the_db_host_keeps_every_row_and_moves_the_clients(p: Platform
     assert counts.keys() >= {"campaigns", "deliveries", "schema_migrations"}, out[-3000:]
     for table, text in counts.items():
         before, after = re.findall(r"\d+", text)
-        assert before == after and int(before) > 0, (table, text)
+        assert before == after, (table, text)
+    for table in ("campaigns", "deliveries", "schema_migrations"):  # the app's, never empty here
+        assert int(re.findall(r"\d+", counts[table])[0]) > 0, (table, counts[table])
     # The app servers and the worker use the new host: a campaign runs end to end.
     new_address = address(p, "db-2")
     assert new_address != old_address

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from mahaops.local.hosts import Environment
+from mahaops.local.hosts import Environment, LocalHost
 from mahaops.release import current_build
 from mahaops.roles import deployable_roles
 from mahaops.runner import run_deploy
@@ -41,7 +41,9 @@ PEERS: dict[str, tuple[str, ...]] = {
 
 
 def converge_peers(env: Environment, image: str, roles: list[str]) -> None:
-    """The peers ``roles`` need (PEERS), each a fresh host converged to base and its role."""
+    """The peers ``roles`` need (PEERS), each a fresh host converged to base and its role.
+    Called once the measured hosts exist: the peers' access rules (pg_hba, Redis ACLs,
+    firewalls) list the hosts of the environment when they converge."""
     peers = list(dict.fromkeys(peer for role in roles for peer in PEERS.get(role, ())))
     if not peers:
         return
@@ -53,8 +55,8 @@ def converge_peers(env: Environment, image: str, roles: list[str]) -> None:
         )
 
 
-def measure(env: Environment, image: str, role: str, rounds: int) -> Figure:
-    host = env.create(role, image=image)
+def measure(env: Environment, host: LocalHost, rounds: int) -> Figure:
+    role = host.role
     roles = ["base"] if role == "base" else ["base", role]
     started = time.perf_counter()
     fresh = run_deploy(env.env, roles=roles, limit=[host.name], quiet=True)
@@ -183,11 +185,12 @@ def main(roles: list[str], rounds: int = 3) -> list[Figure]:
     try:
         with console.status("Preparing the test bed"):
             image = env.prepare()
+        hosts = [env.create(role, image=image) for role in roles]
         with console.status("Converging the peers the roles need (untimed)"):
             converge_peers(env, image, roles)
-        for role in roles:
-            with console.status(f"Converging a fresh {role} host, then {rounds} no-op runs"):
-                figures.append(measure(env, image, role, rounds))
+        for host in hosts:
+            with console.status(f"Converging a fresh {host.role} host, then {rounds} no-op runs"):
+                figures.append(measure(env, host, rounds))
     finally:
         env.remove(volumes=True)
     table = Table(title="Converge times (pyinfra, one host per role)", title_justify="left")

@@ -24,8 +24,7 @@ from pyinfra.api import FactBase, QuoteString, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 
 from mahaops import masking
-from operations.changes import changed
-from operations.services import RestartsOwed, marker
+from operations.services import due, marker
 
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
 
@@ -247,11 +246,8 @@ def reload(service: str, when: Sequence[OperationMeta], port: int = 5432):
             when=[conf],
         )
     """
-    owed = marker(service, reload=True).rpartition("/")[2] in host.get_fact(RestartsOwed)
-    if not owed and not any(changed(op) for op in when):
-        host.noop(f"{service}: nothing it reads changed, no reload owed")
-        return
-    yield StringCommand(reload_command(service, port))
+    if due(service, when, reload=True):
+        yield StringCommand(reload_command(service, port))
 
 
 # -- a data directory that outlived its host -----------------------------------------------

@@ -95,9 +95,16 @@ def restart_owed(
             when=[conf, limits],
         )
     """
-    owed = marker(service, reload).rpartition("/")[2] in host.get_fact(RestartsOwed)
-    if not owed and not any(changed(op) for op in when):
-        action = "reload" if reload else "restart"
-        host.noop(f"{service}: nothing it reads changed, no {action} owed")
-        return
-    yield StringCommand(restart_command(service, daemon_reload, reload))
+    if due(service, when, reload):
+        yield StringCommand(restart_command(service, daemon_reload, reload))
+
+
+def due(service: str, when: Sequence[OperationMeta], reload: bool = False) -> bool:
+    """Whether a restart (or reload) of ``service`` is due on the current host: one of
+    ``when`` changes it, or an earlier run left the marker. Notes the no-op when not."""
+    if marker(service, reload).rpartition("/")[2] in host.get_fact(RestartsOwed):
+        return True
+    if any(changed(op) for op in when):
+        return True
+    host.noop(f"{service}: nothing it reads changed, no {'reload' if reload else 'restart'} owed")
+    return False

@@ -45,10 +45,12 @@ RETRY_DELAY = 5  # pyinfra's default _retry_delay (Config.RETRY_DELAY)
 FLUSH = {"name": "Apply the changes notified so far", "ansible.builtin.meta": "flush_handlers"}
 KIND_PRIORITY = 1  # ansible_group_priority: role groups override the kind overlay, as pyinfra
 ROLE_PRIORITY = 2
-OWED_RESTART = "operations.services.restart_owed"  # a handler flushed from its host marker
-# Every operation owed that way -> the marker it is owed by, from its arguments.
+# Operations flushed as handlers from a marker on the host -> that marker, from their
+# arguments (operations.services.restart_owed and the operations owed like it).
 OWED_MARKERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    OWED_RESTART: lambda a: owed_marker_path(a["service"], bool(a.get("reload"))),
+    "operations.services.restart_owed": lambda a: owed_marker_path(
+        a["service"], bool(a.get("reload"))
+    ),
     "operations.postgresql.reload": lambda a: owed_marker_path(a["service"], reload=True),
 }
 RELEASE_RESTART = "operations.release.restarted"  # also notified by the release's marker

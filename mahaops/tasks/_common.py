@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -17,6 +19,36 @@ LOCAL_ENV_HELP = "local environment name (default: local)"
 ROLES = "base, db, cache, log, mail, app, worker, lb"
 LIMIT_HELP = "only these hosts or groups (repeatable), e.g. app-1 or app_servers"
 SET_HELP = "override a setting for this run, KEY=VALUE (repeatable; VALUE may be JSON)"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def help_for_positional(name: str) -> Callable[[F], F]:
+    """Decorate a task whose positional argument ``name`` would swallow ``--help``: invoke
+    hands a required positional whatever follows the task (pyinvoke/invoke#982), so
+    ``invoke replace --help`` ran a replace of a host called "--help". Given
+    ``--help`` there, show the task's help instead. Put it between ``@task`` and ``@guarded``
+    so that nothing (no lock, no host) is touched first::
+
+        @task(help={...})
+        @help_for_positional("host")
+        @guarded("replace")
+        def replace(c, host, env="local"): ...
+    """
+
+    def decorate(body: F) -> F:
+        @functools.wraps(body)
+        def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
+            value = kwargs.get(name, args[0] if args else None)
+            if value == "--help":
+                sys.stdout.flush()
+                # invoke's own help for the task, as `invoke --help TASK` prints it.
+                os.execv(sys.executable, [sys.executable, "-m", "invoke", "--help", body.__name__])
+            return body(c, *args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def overrides(pairs: list[str] | None) -> dict[str, Any]:

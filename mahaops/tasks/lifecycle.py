@@ -17,7 +17,7 @@ from invoke.tasks import task
 from rich.console import Console
 
 from mahaops.fleet.audit import guarded
-from mahaops.tasks._common import LOCAL_ENV_HELP
+from mahaops.tasks._common import LOCAL_ENV_HELP, help_for_positional
 
 DRY_HELP = "print the plan (hosts, peers' diffs, load balancer changes) and change nothing"
 
@@ -70,6 +70,7 @@ def scale(c: Context, env: str = "local", role: str = "", count: int = -1, dry: 
 
 
 @task(help={"env": LOCAL_ENV_HELP, "host": "the host to replace, e.g. app-1", "dry": DRY_HELP})
+@help_for_positional("host")
 @guarded("replace")
 def replace(c: Context, host: str, env: str = "local", dry: bool = False):
     """Replace a host: a new one of its role takes over, then the old one leaves."""
@@ -83,6 +84,7 @@ def replace(c: Context, host: str, env: str = "local", dry: bool = False):
 
 
 @task(help={"env": LOCAL_ENV_HELP, "host": "the host to remove, e.g. app-2", "dry": DRY_HELP})
+@help_for_positional("host")
 @guarded("remove")
 def remove(c: Context, host: str, env: str = "local", dry: bool = False):
     """Remove a host (drained first unless lost); its peers stop admitting it."""

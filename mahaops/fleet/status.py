@@ -62,6 +62,7 @@ class HostStatus:
     reachable: bool = True
     error: str = ""
     release: str = ""  # the process's word, else the symlink's labelled "(symlink)"
+    owed: dict[str, str] = field(default_factory=dict)  # service -> release a run left owed
     units: dict[str, str] = field(default_factory=dict)
     lb: str = ""
     last_deploy: str = ""
@@ -103,11 +104,14 @@ def _release_lines(role: str, app_root: str, app_port: int) -> str:
         process = f"r=$({running_release('maha-worker')})"
     else:
         return ""
+    pending = shlex.quote(f"{app_root}/pending")
     return (
         f"{process}\n"
         'if [ -n "$r" ]; then echo "release process $r"; '
         f"elif l=$(readlink {shlex.quote(app_root)}/current 2>/dev/null); then "
-        'echo "release symlink ${l##*/}"; fi'
+        'echo "release symlink ${l##*/}"; fi\n'
+        # A run that stopped between a switch and its passing check left these markers.
+        f'for f in {pending}/*; do [ -f "$f" ] && echo "owed ${{f##*/}} $(cat "$f")"; done'
     )
 
 
@@ -158,6 +162,9 @@ def parse_answer(status: HostStatus, text: str) -> str:
             releases[source] = release.strip()
         elif kind == "haproxy":
             stat.append(rest)
+        elif kind == "owed":
+            service, _, release = rest.partition(" ")
+            status.owed[service] = release.strip()
     if releases.get("process"):
         status.release = releases["process"]
     elif releases.get("symlink"):

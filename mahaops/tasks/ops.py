@@ -92,11 +92,14 @@ def status(c: Context, env: str = "local") -> None:
             services = ", ".join(f"{u} {_styled(s)}" for u, s in row.units.items()) or "-"
         entry = last.get(row.name)
         deployed = f"{entry.who} {entry.finished or entry.started} {entry.result}" if entry else ""
+        release = escape(row.release) or "-"
+        for service, owed in row.owed.items():  # switched, not yet restarted and checked
+            release += f"\n[yellow]{escape(service)} owes {escape(owed)}[/]"
         table.add_row(
             row.name,
             row.role,
             row.address,
-            escape(row.release) or "-",
+            release,
             services,
             escape(deployed) or "-",
             _styled(row.lb) if row.lb else "-",

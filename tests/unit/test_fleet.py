@@ -44,6 +44,27 @@ def test_the_process_release_wins_over_the_symlink_which_is_labelled() -> None:
     assert stopped.release == "r1 (symlink)"
 
 
+def test_a_restart_a_run_left_owed_is_reported_beside_the_release_running() -> None:
+    host = status.HostStatus("app-2", "app", "10.0.0.3")
+    status.parse_answer(host, "release process r1\nowed maha-web r2\n")
+    assert (host.release, host.owed) == ("r1", {"maha-web": "r2"})
+
+
+def test_the_status_script_reads_the_markers_a_stopped_run_left(tmp_path) -> None:
+    import subprocess
+
+    (tmp_path / "pending").mkdir()
+    (tmp_path / "pending" / "maha-web").write_text("r2\n")
+    (tmp_path / "releases" / "r1").mkdir(parents=True)
+    (tmp_path / "current").symlink_to("releases/r1")
+    # Nothing listens on port 9: the process says nothing, the symlink and marker speak.
+    script = status.host_script("app", app_root=str(tmp_path), app_port=9)
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    host = status.HostStatus("app-2", "app", "10.0.0.3")
+    status.parse_answer(host, out)
+    assert (host.release, host.owed) == ("r1 (symlink)", {"maha-web": "r2"})
+
+
 def test_journal_lines_parse_and_merge_by_time() -> None:
     raw = json.dumps(
         {"__REALTIME_TIMESTAMP": "1700000000000000", "MESSAGE": [104, 105], "_COMM": "x"}

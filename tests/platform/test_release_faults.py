@@ -1,5 +1,6 @@
-"""Releases under faults on the local platform (issue 14): a run that dies after the switch,
-a rollout that stops half way and the rollback after it, a rollback below the schema.
+"""Releases under faults on the local platform (issues 13 and 14): a run that dies after the
+switch, the SSH connection to an app server dropped mid-rollout, a rollout that stops half
+way and the rollback after it, a rollback below the schema.
 
 On the platform tests/platform and tests/lifecycle share (tests/platform/harness.py), after
 the zero-downtime tests; tests run in file order and build on each other, and the last
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +93,83 @@ def test_a_run_killed_after_the_switch_is_finished_by_the_next_release(
     assert running(plat, "app-1") == running(plat, "app-2") == built.id
     assert plat.served_releases() == {built.id}
     assert plat.exec("app-1", f"ls -A {ROOT}/pending").strip() == ""
+
+
+def drop_ssh_when(p: Platform, name: str, path: str, stop: threading.Event) -> list[str]:
+    """Once ``path`` exists on ``name``, kill the sshd processes serving the deploy's
+    connection there (the operator's link dropping, not the host going away: sshd's
+    listener stays, so the next run gets in). Returns what was killed."""
+    killed: list[str] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            if p.exec(name, f"test -e {path} && echo yes || true").strip() == "yes":
+                killed.append(p.exec(name, "pgrep -a -f '^sshd: [^/]' || true").strip())
+                p.exec(name, "pkill -KILL -f '^sshd: [^/]' || true")
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return killed
+
+
+def status_rows(p: Platform) -> dict[str, str]:
+    """``invoke status``'s table, host name -> its row (cells of wrapped lines joined)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "status", "--env", p.env],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows: dict[str, str] = {}
+    name = ""
+    for line in done.stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        if not line.startswith("│") or len(cells) < 4:
+            continue
+        name = cells[0] or name
+        rows[name] = rows.get(name, "") + " " + " ".join(cells[1:])
+    return rows
+
+
+def test_an_ssh_connection_dropped_mid_rollout_stops_it_there_and_a_rerun_finishes(
+    plat: Platform,
+    tmp_path: Path,
+) -> None:
+    (old,) = plat.served_releases()
+    built = build_variant(tmp_path, "echo '/* v-drop */' >> public/app.css")
+    stop = threading.Event()
+    # app-2 is rolled second: its copy of the release unpacked means app-1 passed.
+    killed = drop_ssh_when(plat, "app-2", f"{ROOT}/releases/{built.id}", stop)
+    try:
+        _, dropped = releases.deploy(plat.env, built.tarball, capture=True)
+    finally:
+        stop.set()
+
+    assert killed and "sshd" in killed[0], "the connection to app-2 was never dropped"
+    assert not dropped.ok, dropped.output[-4000:]
+    touched = {op.host for op in dropped.failed} | set(dropped.unreachable)
+    assert touched == {"app-2"}, dropped.output[-4000:]
+    # It stopped there: app-1 serves the new release, the worker never moved, and the
+    # load balancer keeps answering (app-2 still runs a release that passed its check).
+    assert running(plat, "app-1") == built.id
+    assert current(plat, "worker-1") == old
+    answers = [plat.request("/health") for _ in range(20)]
+    assert [status for status, _, _ in answers] == [200] * 20
+    assert {headers.get("x-maha-release") for _, headers, _ in answers} <= {old, built.id}
+    rows = status_rows(plat)
+    assert built.id in rows["app-1"] and old not in rows["app-1"], rows["app-1"]
+    assert running(plat, "app-2") in rows["app-2"], rows["app-2"]
+    if current(plat, "app-2") == built.id:  # dropped after the switch: the restart is owed
+        assert f"maha-web owes {built.id}" in rows["app-2"], rows["app-2"]
+
+    _, again = releases.deploy(plat.env, built.tarball, capture=True)
+
+    assert again.ok, again.output[-4000:]
+    assert running(plat, "app-1") == running(plat, "app-2") == built.id
+    assert current(plat, "worker-1") == built.id
+    assert plat.served_releases() == {built.id}
+    assert plat.exec("app-2", f"ls -A {ROOT}/pending").strip() == ""
 
 
 def test_rollback_after_a_rollout_stopped_on_the_second_app_server(

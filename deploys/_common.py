@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
+from pyinfra import host
 from pyinfra.api import StringCommand
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server, systemd
@@ -21,6 +22,7 @@ from mahaops.pyinfra_hooks import send_first_when_changing
 from mahaops.templating import JINJA_ENV_KWARGS, template_path
 from operations import apt, release
 from operations.aptkeys import fingerprint_check
+from operations.facts import KeyFingerprints
 from operations.services import PENDING_RESTARTS, marker, restart_owed
 
 # The one directory of apt signing keys, each trusted only by its own repository (signed-by).
@@ -119,7 +121,13 @@ def apt_repository(
             packages=["curl", "gnupg"],
             no_recommends=True,
         )
-    key = files.download(name=key_name, src=key_url, dest=keyring, mode="644", proxy=proxy)
+    # A key already in place is checked too: it may predate the pin (or a changed pin), and
+    # download alone keeps any file that exists. Another key is fetched and checked again.
+    found = host.get_fact(KeyFingerprints, path=keyring) if fingerprint is not None else None
+    stale = found is not None and found != [fingerprint]
+    key = files.download(
+        name=key_name, src=key_url, dest=keyring, mode="644", proxy=proxy, force=stale
+    )
     if fingerprint is not None:
         # Gated on the download, so the Ansible export makes it the download's handler; a
         # refused key is removed, so the next run downloads and checks it again.

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra.api import FactBase
 from pyinfra.facts import server as server_facts
+
+from operations.aptkeys import fingerprints_command
 
 
 class IsContainer(FactBase[bool]):
@@ -53,3 +57,28 @@ class Users(server_facts.Users):
             ' print substr($0, 3) "|" g "|" g extra[$2] "||" pw[$2] }'
             "'"
         )
+
+
+class KeyFingerprints(FactBase["list[str] | None"]):
+    """
+    The primary-key fingerprints in a signing key file, ``None`` when there is no file;
+    ``["?"]`` when they cannot be read (no gpg yet), which no pin matches.
+
+    .. code:: python
+
+        found = host.get_fact(KeyFingerprints, path="/etc/apt/keyrings/postgresql.asc")
+    """
+
+    def command(self, path: str) -> str:
+        q = shlex.quote(path)
+        return (
+            f"if [ ! -e {q} ]; then echo absent; "
+            "elif ! command -v gpg >/dev/null; then echo '?'; "
+            f"else {fingerprints_command(path)}; echo end; fi"
+        )
+
+    def process(self, output: list[str]) -> list[str] | None:
+        lines = [line.strip() for line in output if line.strip()]
+        if lines == ["absent"]:
+            return None
+        return [line for line in lines if line != "end"] if lines[-1:] == ["end"] else ["?"]

@@ -546,9 +546,11 @@ def pg_database(call: Call) -> list[Task]:
 
 @maps("files.download")
 def download(call: Call) -> list[Task]:
-    only(call, ["src", "dest", "user", "group", "mode", "sha256sum", "sha1sum", "md5sum"])
+    only(call, ["src", "dest", "user", "group", "mode", "sha256sum", "sha1sum", "md5sum", "force"])
     a = call.arguments
     args: dict[str, Any] = {"url": a["src"], "dest": a["dest"]}
+    if a.get("force"):  # the recorded host holds a file to replace (a signing key not pinned)
+        args["force"] = True
     args.update(_owner(call))
     args["mode"] = mode(a["mode"]) or "0644"
     for kind in ("sha256", "sha1", "md5"):

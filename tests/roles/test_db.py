@@ -648,6 +648,19 @@ def test_a_vendor_key_is_trusted_only_with_its_pinned_fingerprint(
         assert trusted.ok, trusted.output
         assert trusted.named("Read the PGDG package lists")[0].status == "changed"
         assert "Signed-By: " + keyring in testbed.exec(tier.server, f"cat {sources}")
+        again = testbed.deploy(roles=["db"], limit=[tier.server.name], overrides=overrides)
+        assert again.ok and again.named("Add the PGDG signing key")[0].status == "unchanged"
+
+        # A key already in place is checked too (one put there before the pin, or under
+        # another pin): download alone would keep it and the repository would trust it.
+        testbed.exec(tier.server, f"cp {repo}/intruder.asc {keyring}")
+        testbed.exec(tier.server, f"cp {repo}/intruder.asc {repo}/served.asc")
+        stale = tier.record(
+            testbed.deploy(roles=["db"], limit=[tier.server.name], overrides=overrides)
+        )
+        assert not stale.ok, stale.output
+        assert keys["intruder"][1] in " ".join(stale.output.split()), stale.output
+        assert "No such file" in testbed.exec(tier.server, f"ls {keyring} 2>&1", check=False)
     finally:
         testbed.exec(tier.server, f"rm -rf {repo} {sources} {keyring}")
 

@@ -93,3 +93,27 @@ def test_a_malformed_pin_is_refused_before_any_host() -> None:
         fingerprint_check(
             "/etc/apt/keyrings/v.asc", "b97b 0afc", "Vendor", "vendor_key_fingerprint"
         )
+
+
+def _fact(path: Path) -> list[str] | None:
+    """The KeyFingerprints fact, its command run by sh as on a host and its output parsed."""
+    from operations.facts import KeyFingerprints
+
+    fact = KeyFingerprints()
+    out = subprocess.run(
+        ["sh", "-c", fact.command(str(path))], capture_output=True, text=True, check=True
+    ).stdout
+    return fact.process(out.splitlines())
+
+
+def test_the_fact_reads_a_key_in_place_so_a_stale_one_is_fetched_again(
+    tmp_path: Path, keys: dict[str, tuple[str, str]]
+) -> None:
+    keyring = tmp_path / "vendor.asc"
+    assert _fact(keyring) is None  # nothing there: download as usual
+    keyring.write_text(keys["intruder"][0])
+    assert _fact(keyring) == [keys["intruder"][1]]  # not the pin: fetched and checked again
+    keyring.write_text(keys["vendor"][0] + keys["intruder"][0])
+    assert _fact(keyring) == [keys["vendor"][1], keys["intruder"][1]]
+    keyring.write_text("not a key\n")
+    assert _fact(keyring) == []  # nothing readable matches any pin either

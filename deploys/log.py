@@ -18,6 +18,8 @@ from pyinfra.facts.server import Command, LinuxDistribution
 from pyinfra.operations import files, server, systemd
 
 from deploys._common import KEYRINGS, apt_repository, restart, template
+from deploys._tls import CA_FILE, server_certificate, trust_ca
+from deploys.log_shipping import rsyslog_certificate, tls_vars
 from mahaops import masking
 from mahaops.context import settings
 from mahaops.secrets import secret, token
@@ -55,14 +57,34 @@ def memory_mb() -> int:
     return int(str(kb).strip() or 0) // 1024
 
 
+GRAYLOG_TLS_DIR = "/etc/graylog/server/tls"
+
+
+def graylog_tls(ship: LogShippingSettings) -> dict[str, Any]:
+    """A TCP input's TLS settings: the host's certificate from the platform's CA, clients
+    required to show one from that CA (as the rsyslog receiver); or none (``log_tls`` off)."""
+    if not ship.log_tls:
+        return {"tls_enable": False}
+    return {
+        "tls_enable": True,
+        "tls_cert_file": f"{GRAYLOG_TLS_DIR}/server.crt",
+        "tls_key_file": f"{GRAYLOG_TLS_DIR}/server.key",  # PKCS#8, unencrypted: no password
+        "tls_key_password": "",
+        "tls_client_auth": "required",
+        "tls_client_auth_cert_file": CA_FILE,
+    }
+
+
 def graylog_inputs(ship: LogShippingSettings) -> list[tuple[str, str, dict[str, Any]]]:
-    """(title, type, configuration) of the inputs every host and app sends to."""
+    """(title, type, configuration) of the inputs every host and app sends to. Both TCP
+    inputs speak TLS with ``log_tls``; GELF over UDP cannot (datagrams), and nothing in the
+    platform sends it: it stays plain, reachable from the platform's hosts only."""
     tcp = {
         "bind_address": "0.0.0.0",
         "recv_buffer_size": 1048576,
         "number_worker_threads": 2,
         "tcp_keepalive": True,
-        "tls_enable": False,
+        **graylog_tls(ship),
         "use_null_delimiter": False,
         "max_message_size": 2097152,
     }
@@ -100,6 +122,7 @@ def graylog_vars(s: LogServerSettings, base: BaseSettings) -> dict[str, Any]:
     sha2 = masking.register(hashlib.sha256(password.encode()).hexdigest())
     os_heap, graylog_heap = heap_sizes(memory_mb())
     address = host.data.get("private_address") or host.name
+    bind = "127.0.0.1" if s.graylog_http_bind == "loopback" else address
     return {
         **s.model_dump(),
         "apt_proxy": base.apt_proxy,
@@ -107,8 +130,8 @@ def graylog_vars(s: LogServerSettings, base: BaseSettings) -> dict[str, Any]:
         "graylog_password_secret": secret("graylog_password_secret", lambda: token(64)),
         "graylog_root_password": password,
         "graylog_root_password_sha2": sha2,
-        "graylog_external_uri": s.graylog_external_uri
-        or f"http://{address}:{s.graylog_http_port}/",
+        "graylog_http_bind_address": f"{bind}:{s.graylog_http_port}",
+        "graylog_external_uri": s.graylog_external_uri or f"http://{bind}:{s.graylog_http_port}/",
         "graylog_heap_mb": s.graylog_heap_mb or graylog_heap,
         "graylog_opensearch_heap_mb": s.graylog_opensearch_heap_mb or os_heap,
         "graylog_node_name": host.name,
@@ -252,6 +275,12 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
 
     # -- Graylog ------------------------------------------------------------------------------
     apt.packages(name=f"Install Graylog {s.graylog_version}", packages=["graylog-server"])
+    certificate: list[Any] = []
+    if ship.log_tls:  # the TCP inputs' certificate, readable by Graylog only (its user)
+        certificate = [
+            trust_ca(),
+            *server_certificate("Graylog", GRAYLOG_TLS_DIR, "graylog", "graylog"),
+        ]
     conf = _template(
         "Configure Graylog (server.conf)",
         "log/server.conf.j2",
@@ -267,7 +296,12 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
         **tvars,
     )
     systemd.service(name="Run Graylog", service="graylog-server", running=True, enabled=True)
-    restart("Restart Graylog for the new configuration", "graylog-server", when=[conf, env])
+    # Inputs read their certificate when they start: a renewed one needs a restart.
+    restart(
+        "Restart Graylog for the new configuration",
+        "graylog-server",
+        when=[conf, env, *certificate],
+    )
 
     # -- inputs, through the REST API -------------------------------------------------------
     _template(
@@ -291,7 +325,10 @@ def graylog_server(s: LogServerSettings, ship: LogShippingSettings, base: BaseSe
 
 
 def rsyslog_receiver(s: LogServerSettings, ship: LogShippingSettings) -> None:
-    tvars = {**s.model_dump(), **ship.model_dump()}
+    tvars = {**s.model_dump(), **ship.model_dump(), **tls_vars()}
+    # The same certificate the host ships with (base role): placed here too, so the log role
+    # run alone never names files that are missing.
+    certificate = rsyslog_certificate() if ship.log_tls else []
     apt.packages(name="Install logrotate", packages=["logrotate"], no_recommends=True)
     files.directory(
         name="Directory of received logs",
@@ -318,7 +355,7 @@ def rsyslog_receiver(s: LogServerSettings, ship: LogShippingSettings) -> None:
         **tvars,
     )
     systemd.service(name="Run rsyslog", service="rsyslog", running=True, enabled=True)
-    restart("Restart rsyslog to receive", "rsyslog", when=[conf])
+    restart("Restart rsyslog to receive", "rsyslog", when=[conf, *certificate])
 
 
 @deploy("Log server")

@@ -27,6 +27,22 @@ def _addresses(group: str) -> list[str]:
     )
 
 
+def members(group: str) -> list[tuple[str, str]]:
+    """(inventory name, private address) of the hosts in ``group``, by address."""
+    try:
+        found = inventory.get_group(group)
+    except NoGroupError:
+        return []
+    return sorted(
+        (
+            (h.name, str(h.data.get("private_address")))
+            for h in found
+            if h.data.get("private_address")
+        ),
+        key=lambda pair: pair[1],
+    )
+
+
 def addresses(*groups: str) -> list[str]:
     """Private addresses of the hosts in ``groups``; ``all`` means every host."""
     found: set[str] = set()

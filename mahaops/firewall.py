@@ -85,12 +85,16 @@ def _log(data: Mapping[str, Any]) -> list[Opening]:
     openings = [Opening(shipping.log_syslog_tcp_port, "tcp", (ALL_HOSTS,), "syslog")]
     if shipping.log_backend == "graylog":  # the rsyslog receiver has no GELF nor web interface
         gelf = shipping.log_gelf_port
-        ui = from_data(LogServerSettings, data).graylog_http_port
+        server = from_data(LogServerSettings, data)
         openings += [
             Opening(gelf, "tcp", (ALL_HOSTS,), "GELF"),
             Opening(gelf, "udp", (ALL_HOSTS,), "GELF"),
-            Opening(ui, "tcp", (ADMINS,), "Graylog web interface", tunnel=True),
         ]
+        # On loopback (the default) the web interface is reached through an SSH tunnel only:
+        # nothing to open. On the private address, only the networks named for it.
+        if server.graylog_http_bind == "private" and server.graylog_admin_cidrs:
+            sources = tuple(_network(c) for c in server.graylog_admin_cidrs)
+            openings.append(Opening(server.graylog_http_port, "tcp", sources, "Graylog web"))
     return openings
 
 

@@ -1,5 +1,6 @@
-"""The platform's own certificate authority: one per environment, issuing the server
-certificates of internal services (PostgreSQL, Redis) that clients verify.
+"""The platform's own certificate authority: one per environment, issuing each host's
+certificate: internal services (PostgreSQL, Redis, the log receiver) serve it and clients
+verify it; a log shipper shows it to the log server as its client certificate.
 
 Internal traffic never meets a public CA, and trusting only this environment's CA means a
 certificate from anywhere else (another environment's included) is refused. The CA's key
@@ -10,7 +11,8 @@ store, so the Ansible export reads them from it at run time as it reads password
 
 A run issues a host's certificate for its names and addresses when it has none, and
 issues a new one (with a new key) when the stored one expires within
-``tls_cert_renew_days``, names other addresses, or was not signed by this CA.
+``tls_cert_renew_days``, names other addresses, was not signed by this CA, or lacks one of
+the key usages (serving, client authentication).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from mahaops.secrets import SecretStore, get_or_create
 CA_KEY = "tls_ca_key"
 CA_CERT = "tls_ca_cert"
 CA_DAYS = 3650  # the CA outlives many server certificates; replacing it re-issues them all
+# A host's one certificate serves its services (PostgreSQL, Redis, the log receiver) and
+# identifies it as a client (log shipping): GnuTLS in rsyslog checks the purpose each way.
+USAGES = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
 _PEM_BODY = re.compile(r"^[A-Za-z0-9+/=]{16,}$")
 
 
@@ -123,8 +128,8 @@ def issue(
     days: int,
     now: dt.datetime | None = None,
 ) -> tuple[str, str]:
-    """A server certificate for ``names`` (host names and addresses), signed by the CA;
-    returns (certificate PEM, its new key PEM)."""
+    """A host's certificate for ``names`` (host names and addresses), signed by the CA, for
+    serving and for client authentication; returns (certificate PEM, its new key PEM)."""
     if not names:
         raise ValueError("a server certificate needs at least one name or address")
     now = now or _now()
@@ -142,7 +147,7 @@ def issue(
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(_san(names)), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(USAGES)), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
@@ -193,7 +198,16 @@ def renewal_reason(
         return f"expires within {renew_days} days"
     if _load_key(key_pem).public_key() != cert.public_key():
         return "its key does not match"
+    if not set(USAGES) <= set(_usages(cert)):
+        return "it lacks client authentication (issued before log shipping used it)"
     return None
+
+
+def _usages(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return []
 
 
 # -- the environment's store ----------------------------------------------------------------

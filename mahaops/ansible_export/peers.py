@@ -119,6 +119,19 @@ LOG_ROLE = (
     " | join(',')) or 'base' }}"
 )
 
+# log_shipping's log_server_name (mahaops.context.members): the inventory name of the log
+# server at log_server's address, which its certificate must name.
+LOG_SERVER_NAME = (
+    f"{{%- set first = {addresses('log_servers')} | first -%}}"
+    "{%- set ns = namespace(name='') -%}"
+    "{%- for h in groups['log_servers'] | default([]) -%}"
+    "{%- if not ns.name and (hostvars[h].private_address | default('') | string) == first -%}"
+    "{%- set ns.name = h -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{{ ns.name }}"
+)
+
 
 def _url_host(setting: str, group: str) -> Callable[[PeerContext, Host, Any], Jinja | None]:
     """A URL to the first host of ``group`` (deploys/app.py release_vars), unless
@@ -161,6 +174,7 @@ def _expression(template: str) -> Callable[[PeerContext, Host, Any], Jinja | Non
 PEERS: dict[str, Callable[[PeerContext, Host, Any], Jinja | None]] = {
     "base_firewall_rules": _expression(FIREWALL_RULES),
     "log_server": _expression(f"{{{{ {addresses('log_servers')} | first }}}}"),
+    "log_server_name": _expression(LOG_SERVER_NAME),
     "log_role": _expression(LOG_ROLE),
     "postgresql_client_addresses": _expression(
         f"{{{{ {_networks(addresses('app_servers', 'workers'))} }}}}"

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
+from mahaops.settings.base import Cidr
 from mahaops.settings.models import Fingerprint, Settings, group_settings
 
 _SIZE = re.compile(r"^\d+[kmg]$")
@@ -37,6 +38,16 @@ def _version(value: str) -> str:
     return value
 
 
+def _not_anywhere(value: list[str]) -> list[str]:
+    anywhere = [c for c in value if c.split("/")[1:] == ["0"]]
+    if anywhere:
+        raise ValueError(
+            f"{anywhere} admits the whole internet to an admin's tool: list the admins' "
+            "networks, or leave [] and reach it through `invoke logs.ui` (an SSH tunnel)"
+        )
+    return value
+
+
 Size = Annotated[str, AfterValidator(_size)]
 Series = Annotated[str, AfterValidator(_series)]
 Version = Annotated[str, AfterValidator(_version)]
@@ -48,6 +59,10 @@ class LogShippingSettings(Settings):
     log_shipping: bool = True  # every host forwards its logs to the log server
     log_backend: Literal["graylog", "rsyslog"] = "graylog"  # what the log server runs
     log_syslog_tcp_port: Port = 1514  # RFC 5424 over TCP: shippers send, the server listens
+    # TLS on that port (rsyslog's gtls; Graylog's input): shippers verify the server's
+    # certificate and name against the platform's CA, the server admits only clients with a
+    # certificate from that CA; plain TCP is refused. False: plain TCP, as before.
+    log_tls: bool = True
     log_gelf_port: Port = 12201  # Graylog's GELF inputs (TCP and UDP), for apps that speak GELF
     log_nginx_files: str = "/var/log/nginx/*.log"  # followed when present (imfile)
     log_release_link: str = "/srv/maha/current"  # its target's name tags each line's release
@@ -70,7 +85,13 @@ class LogServerSettings(Settings):
     # Graylog's (packages.graylog2.org/repo/debian/keyring.gpg): not pinned by default, as
     # no published fingerprint could be checked; set it from Graylog's own documentation.
     graylog_key_fingerprint: Fingerprint = ""
-    graylog_http_port: Port = 9000  # web interface and REST API (admin networks only)
+    graylog_http_port: Port = 9000  # web interface and REST API
+    # Where the web interface listens: "loopback" (reached only through `invoke logs.ui`, an
+    # SSH tunnel) or "private" (the host's private address, from graylog_admin_cidrs).
+    graylog_http_bind: Literal["loopback", "private"] = "loopback"
+    # Networks admitted to the web interface when it listens on the private address; never
+    # 0.0.0.0/0 or ::/0. []: none (tunnel only).
+    graylog_admin_cidrs: Annotated[list[Cidr], AfterValidator(_not_anywhere)] = []
     graylog_external_uri: str | None = None  # public URI of the UI; None = http://<private>:port/
     graylog_heap_mb: int | None = Field(None, ge=512)  # None: sized from the host's memory
     graylog_opensearch_heap_mb: int | None = Field(None, ge=512)  # None: sized from memory

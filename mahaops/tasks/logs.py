@@ -40,13 +40,16 @@ def ui(c: Context, env: str = "local", port: int = 0) -> None:
     data = GroupData().merged(spec.groups, spec.data)
     if from_data(LogShippingSettings, data).log_backend != "graylog":
         raise Exit(f"{env}: log_backend is not graylog: no web interface to open", code=1)
-    remote_port = from_data(LogServerSettings, data).graylog_http_port
+    server = from_data(LogServerSettings, data)
+    remote_port = server.graylog_http_port
+    # Graylog listens on loopback (graylog_http_bind, the default) or the private address
+    # only: the tunnel goes on from the log server itself to that address.
+    private = spec.private_address
+    remote_host = "127.0.0.1" if server.graylog_http_bind == "loopback" or not private else private
     local_port = port or _free_port()
-    # Graylog listens on every address of the host; the firewall admits only admins,
-    # the tunnel arrives from the host itself.
     with (
         connect(spec) as connection,
-        connection.forward_local(local_port, remote_port=remote_port, remote_host="127.0.0.1"),
+        connection.forward_local(local_port, remote_port=remote_port, remote_host=remote_host),
     ):
         print(f"Graylog ({spec.name}) at http://127.0.0.1:{local_port}/  (Ctrl-C to close)")
         print("Log in as the root user; its password is secret graylog_root_password.")

@@ -117,6 +117,9 @@ def calls() -> list[Call]:
         result.append(
             template(name, "base", "fw", "base/nftables.conf.j2", {"base_firewall_rules": rules})
         )
+        # log_shipping: the log server's address and the name its certificate must carry.
+        log = {"log_server": ADDRESSES["log-1"], "log_server_name": "log-1"}
+        result.append(template(name, "base", "fwd", "log/rsyslog-forward.conf.j2", log))
         result.append(
             Call(
                 host=name,
@@ -286,6 +289,18 @@ def test_the_existing_hosts_render_what_the_deploys_computed(
     assert sorted(seen) == sorted(ADDRESSES)
     for name in sorted(ADDRESSES):
         assert seen[name]["base_firewall_rules"] == firewall_rules(name, ADDRESSES), name
+
+
+def test_shippers_verify_the_name_of_the_log_server_the_inventory_has(
+    files: dict[str, bytes], tmp_path: Path
+) -> None:
+    write(files, tmp_path)
+    seen = ansible_vars(tmp_path, "all", "log_server", "log_server_name")
+    assert {n: v["log_server_name"] for n, v in seen.items()} == dict.fromkeys(ADDRESSES, "log-1")
+    # A log server put in its place by hand (another name, a lower address) is the one named.
+    add_host(tmp_path, "log-0", "log_servers", "10.9.0.1")
+    seen = ansible_vars(tmp_path, "app-1", "log_server", "log_server_name")
+    assert seen["app-1"] == {"log_server": "10.9.0.1", "log_server_name": "log-0"}
 
 
 # -- scale.yml re-runs a role only where a file lists the new host ----------------------------

@@ -226,23 +226,3 @@ def check_db(
     check_tls_only(testbed, db, client, password, port)
     check_refusals(testbed, db, client, password, port)
     check_backups_scheduled(testbed, db)
-
-
-# What a port speaks, found by trying: a TLS handshake straight away, then PostgreSQL's
-# STARTTLS; else a banner (SSH announces itself) or "plain".
-_PROBE = (
-    "for p in $(ss -Htln | awk '{print $4}' | grep -v \"^127\\.\\|^\\[::1\\]\" "
-    "| sed 's/.*://' | sort -un); do "
-    "if timeout 5 openssl s_client -connect {addr}:$p </dev/null >/dev/null 2>&1; then s=tls; "
-    "elif timeout 5 openssl s_client -starttls postgres -connect {addr}:$p </dev/null "
-    ">/dev/null 2>&1; then s=tls; "
-    'elif timeout 2 bash -c "exec 3<>/dev/tcp/{addr}/$p; head -c 4 <&3" 2>/dev/null '
-    "| grep -q SSH; then s=ssh; else s=plain; fi; echo $p $s; done"
-)
-
-
-def listening_summary(testbed: Any, host: LocalHost) -> dict[int, str]:
-    """Every TCP port ``host`` listens on beyond loopback, and what it speaks (tls, ssh or
-    plain), probed on its private address from the host itself."""
-    out = testbed.exec(host, _PROBE.replace("{addr}", host.private_address))
-    return {int(port): kind for port, kind in (line.split() for line in out.splitlines())}

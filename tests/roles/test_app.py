@@ -15,7 +15,7 @@ import pytest
 from mahaops.local.hosts import LocalHost
 from mahaops.secrets import LocalSecretStore
 from tests.checks import app as checks
-from tests.checks import converge
+from tests.checks import converge, ports
 from tests.conftest import Testbed, infra
 
 pytestmark = pytest.mark.testbed
@@ -272,3 +272,9 @@ def test_a_restart_of_the_web_service_fails_no_request(converged) -> None:
     )
     assert checks.unit_property(th, "maha-web", "MainPID") != before  # it did restart
     assert codes.split() == ["150", "200"], codes
+
+
+def test_every_port_beyond_loopback_speaks_tls_or_ssh_or_is_plain_by_design(
+    testbed: Testbed, converged
+) -> None:
+    ports.assert_tls_or_ssh(testbed, "app", converged[0], {22: "ssh", 80: "plain"})

@@ -14,8 +14,7 @@ from cryptography import x509
 from mahaops import tls
 from mahaops.secrets import LocalSecretStore
 from tests.checks import cache as checks
-from tests.checks import converge
-from tests.checks.db import listening_summary
+from tests.checks import converge, ports
 from tests.conftest import ServiceTier, Testbed, service_tier
 
 pytestmark = pytest.mark.testbed
@@ -102,8 +101,8 @@ def test_both_instances_speak_tls_only_verified_against_the_platform_ca(
 
 
 def test_every_port_beyond_loopback_speaks_tls_or_ssh(testbed: Testbed, tier: ServiceTier) -> None:
-    summary = listening_summary(testbed, tier.server)
-    assert summary == {22: "ssh", 6379: "tls", checks.QUEUE_PORT: "tls"}
+    expected = {22: "ssh", 6379: "tls", checks.QUEUE_PORT: "tls"}
+    ports.assert_tls_or_ssh(testbed, "cache", tier.server, expected)
 
 
 def served_serial(testbed: Testbed, tier: ServiceTier, port: int) -> int:

@@ -22,7 +22,7 @@ import pytest
 from mahaops import PROJECT_ROOT, tls
 from mahaops.local.hosts import LocalHost
 from mahaops.secrets import LocalSecretStore
-from tests.checks import converge
+from tests.checks import converge, ports
 from tests.checks import db as checks
 from tests.conftest import ServiceTier, Testbed, service_tier
 
@@ -408,7 +408,7 @@ def test_app_servers_get_in_over_verified_tls_only(testbed: Testbed, tier: Servi
 
 
 def test_every_port_beyond_loopback_speaks_tls_or_ssh(testbed: Testbed, tier: ServiceTier) -> None:
-    assert checks.listening_summary(testbed, tier.server) == {22: "ssh", 5432: "tls"}
+    ports.assert_tls_or_ssh(testbed, "db", tier.server, {22: "ssh", 5432: "tls"})
 
 
 def served_serial(testbed: Testbed, client: LocalHost, server: LocalHost) -> int:

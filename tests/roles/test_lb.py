@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from mahaops.local.hosts import LocalHost
-from tests.checks import converge
+from tests.checks import converge, ports
 from tests.checks import lb as checks
 from tests.conftest import Testbed, infra
 
@@ -68,3 +68,9 @@ def test_dry_run_shows_the_config_diff_and_changes_nothing(testbed: Testbed, con
         ],
         shows=["inter 1000ms", "inter 500ms"],
     )
+
+
+def test_every_port_beyond_loopback_speaks_tls_or_ssh_or_is_plain_by_design(
+    testbed: Testbed, converged
+) -> None:
+    ports.assert_tls_or_ssh(testbed, "lb", converged, {22: "ssh", 80: "plain"})

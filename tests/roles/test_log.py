@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import os
 import secrets as _random
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mahaops import PROJECT_ROOT
+from mahaops import PROJECT_ROOT, tls
 from mahaops.local.hosts import LocalHost
 from mahaops.runner import DeployResult
 from mahaops.secrets import LocalSecretStore
-from tests.checks import converge
+from tests.checks import converge, ports
 from tests.checks import log as checks
 from tests.conftest import Testbed
 
@@ -124,6 +125,185 @@ def test_lines_logged_while_the_receiver_is_down_all_arrive_when_it_returns(
     )[:20]
 
 
+# -- TLS: shippers and the receiver (log_tls, the default) -----------------------------------
+
+OTHER_CA_DIR = "/tmp/maha-other-ca"  # a certificate from a CA of no environment
+
+
+def _rfc5424(service: str, host_name: str, text: str) -> str:
+    """A line as a shipper frames it (octet-counted RFC 5424 with the maha tags)."""
+    sd = f'[maha@32473 host="{host_name}" role="app" service="{service}" release="-"]'
+    msg = f"<14>1 2026-01-01T00:00:00Z {host_name} {service} - - {sd} {text}"
+    return f"{len(msg.encode())} {msg}"
+
+
+def _send_tls(testbed: Testbed, sender: LocalHost, log: LocalHost, line: str, cert: str) -> str:
+    """Send ``line`` from ``sender`` over TLS with ``cert`` (a directory holding server.crt
+    and server.key), trusting the platform's CA; the client's own output."""
+    return testbed.exec(
+        sender,
+        f"printf '%s' {shlex.quote(line)} | timeout 10 openssl s_client -quiet "
+        f"-connect {log.private_address}:1514 -CAfile /etc/maha/tls/ca.crt "
+        f"-verify_hostname {log.name} -verify_return_error "
+        f"-cert {cert}/server.crt -key {cert}/server.key 2>&1; true",
+    )
+
+
+def test_the_receiver_speaks_tls_only_and_shippers_verify_it(
+    testbed: Testbed, platform: Platform
+) -> None:
+    forward = testbed.exec(platform.app, "cat /etc/rsyslog.d/90-maha-forward.conf")
+    assert 'StreamDriverMode="1"' in forward and 'StreamDriverAuthMode="x509/name"' in forward
+    assert f'StreamDriverPermittedPeers="{platform.log.name}"' in forward
+    # The server's certificate is from the platform's CA and names the log server: the same
+    # check the shipper makes (openssl here, so a failure says why).
+    out = testbed.exec(
+        platform.app,
+        f"openssl s_client -connect {platform.log.private_address}:1514 "
+        f"-CAfile /etc/maha/tls/ca.crt -verify_hostname {platform.log.name} "
+        "-verify_return_error </dev/null 2>&1; true",
+    )
+    assert "Verify return code: 0 (ok)" in out, out
+
+
+def test_a_shipper_sends_nothing_to_a_server_whose_certificate_names_another_host(
+    testbed: Testbed, platform: Platform
+) -> None:
+    # The log server's certificate is valid (the platform's CA) but, as the shipper is told
+    # here, not the server's it expects: rsyslog must hold the line, not send it.
+    conf = "/etc/rsyslog.d/90-maha-forward.conf"
+    testbed.exec(
+        platform.app,
+        f"cp -p {conf} /root/forward.conf && sed -i "
+        '\'s/StreamDriverPermittedPeers="[^"]*"/StreamDriverPermittedPeers="not-the-log-server"/\' '
+        f"{conf} && grep -q not-the-log-server {conf} && systemctl restart rsyslog",
+    )
+    text = _mark()
+    try:
+        checks.log_as(testbed, platform.app, "maha-web", text)
+        arrived = checks.arrived_line(
+            testbed, platform.log, platform.app.name, "maha-web", text, timeout=15
+        )
+        assert arrived is None, "sent to a server whose certificate names another host"
+        said = testbed.exec(platform.app, "cat /var/log/syslog 2>/dev/null; true")
+        assert f"not permitted to talk to it. Names: DNSname: {platform.log.name}" in said
+    finally:
+        testbed.exec(platform.app, f"mv /root/forward.conf {conf} && systemctl restart rsyslog")
+    # Held in the queue, not lost: it arrives once the shipper expects the right name again.
+    assert checks.arrived_line(
+        testbed, platform.log, platform.app.name, "maha-web", text, timeout=60
+    )
+
+
+def test_a_plain_tcp_sender_is_refused(testbed: Testbed, platform: Platform) -> None:
+    plain, control = _mark(), _mark()
+    line = _rfc5424("plain-probe", platform.app.name, plain)
+    testbed.exec(
+        platform.app,
+        f"printf '%s' {shlex.quote(line)} | timeout 5 bash -c "
+        f"'cat > /dev/tcp/{platform.log.private_address}/1514'; true",
+    )
+    # A line sent over TLS with the host's own certificate after it does arrive: the
+    # receiver was listening, and the plain one was dropped, not delayed.
+    good = _rfc5424("plain-probe", platform.app.name, control)
+    _send_tls(testbed, platform.app, platform.log, good, "/etc/maha/tls/rsyslog")
+    arrived = checks.arrived_line(
+        testbed, platform.log, platform.app.name, "plain-probe", control, timeout=30
+    )
+    assert arrived is not None, "a line over TLS with the host's certificate never arrived"
+    assert plain not in checks.received(testbed, platform.log, platform.app.name, "plain-probe")
+
+
+def test_a_client_certificate_from_another_ca_is_refused(
+    testbed: Testbed, platform: Platform
+) -> None:
+    key = tls.new_key()
+    other_ca = tls.new_ca_certificate(key, "nowhere")
+    cert, cert_key = tls.issue(other_ca, key, [platform.app.name], days=30)
+    testbed.exec(
+        platform.app,
+        f"install -d -m 700 {OTHER_CA_DIR} && "
+        f"printf '%s' {shlex.quote(cert)} > {OTHER_CA_DIR}/server.crt && "
+        f"(umask 077; printf '%s' {shlex.quote(cert_key)} > {OTHER_CA_DIR}/server.key)",
+    )
+    refused, control = _mark(), _mark()
+    try:
+        _send_tls(
+            testbed,
+            platform.app,
+            platform.log,
+            _rfc5424("other-ca", platform.app.name, refused),
+            OTHER_CA_DIR,
+        )
+        # Without any client certificate: refused too.
+        testbed.exec(
+            platform.app,
+            f"printf '%s' {shlex.quote(_rfc5424('other-ca', platform.app.name, refused))} "
+            f"| timeout 10 openssl s_client -quiet -connect {platform.log.private_address}:1514 "
+            "-CAfile /etc/maha/tls/ca.crt >/dev/null 2>&1; true",
+        )
+    finally:
+        testbed.exec(platform.app, f"rm -rf {OTHER_CA_DIR}")
+    _send_tls(
+        testbed,
+        platform.app,
+        platform.log,
+        _rfc5424("other-ca", platform.app.name, control),
+        "/etc/maha/tls/rsyslog",
+    )
+    assert checks.arrived_line(
+        testbed, platform.log, platform.app.name, "other-ca", control, timeout=30
+    )
+    assert refused not in checks.received(testbed, platform.log, platform.app.name, "other-ca")
+    # The receiver says why (rsyslog's own messages, kept in the host's syslog).
+    said = testbed.exec(
+        platform.log,
+        "cat /var/log/syslog 2>/dev/null; journalctl --no-pager -t rsyslogd -n 500; true",
+    )
+    assert "certificate invalid: signer not found" in said
+    assert "peer did not provide a certificate" in said
+
+
+def test_no_line_of_a_hosts_tls_key_shows_in_the_deploys_output(
+    testbed: Testbed, platform: Platform
+) -> None:
+    store = LocalSecretStore(testbed.env)
+    for name in platform.names:
+        key = store.get(tls.stored_names(name)[1])
+        assert key, f"{name} has no key in the store"
+        body = [line for line in key.splitlines() if line and not line.startswith("-----")]
+        assert body and not [line for line in body if line in platform.first.output], name
+        mode = testbed.exec(
+            platform.log if name == platform.log.name else platform.app,
+            "stat -c '%U %a' /etc/maha/tls/rsyslog/server.key",
+        )
+        assert mode.strip() == "root 600"
+
+
+def test_every_port_of_the_log_server_beyond_loopback_speaks_tls_or_ssh(
+    testbed: Testbed, platform: Platform
+) -> None:
+    ports.assert_tls_or_ssh(testbed, "log", platform.log, {22: "ssh", 1514: "tls"})
+
+
+def test_log_tls_off_plans_plain_tcp_at_both_ends_and_changes_nothing(
+    testbed: Testbed, platform: Platform
+) -> None:
+    before = testbed.exec(platform.app, "sha1sum /etc/rsyslog.d/90-maha-forward.conf")
+    plan = testbed.deploy(
+        roles=["base", "log"],
+        limit=platform.names,
+        dry=True,
+        overrides={**RSYSLOG, "log_tls": False},
+    )
+    assert plan.ok, plan.output
+    changed = {(op.host, op.name.rsplit(" | ", 1)[-1]) for op in plan.changed}
+    assert (platform.app.name, "Forward logs to the log server") in changed
+    assert (platform.log.name, "Receive logs from every host (rsyslog)") in changed
+    assert '- StreamDriver="gtls"' in " ".join(plan.output.split())
+    assert testbed.exec(platform.app, "sha1sum /etc/rsyslog.d/90-maha-forward.conf") == before
+
+
 def test_received_logs_are_rotated(testbed: Testbed, platform: Platform) -> None:
     out = testbed.exec(
         platform.log, "logrotate --debug --force /etc/logrotate.d/maha-remote 2>&1", check=False
@@ -215,6 +395,32 @@ def test_graylog_plan_renders_a_complete_server_conf(graylog_plan) -> None:
         assert f"+ {key} = " in plan.output, key
     assert "+ elasticsearch_hosts = http://127.0.0.1:9200" in plan.output
     assert "-Xms" in plan.output and "-Xmx" in plan.output  # heaps sized
+
+
+def test_graylog_plan_serves_the_web_interface_on_loopback_and_its_inputs_over_tls(
+    graylog_plan,
+) -> None:
+    from deploys.log import graylog_inputs
+    from mahaops.settings.log import LogShippingSettings
+
+    _, plan = graylog_plan
+    # Reached only through `invoke logs.ui` (an SSH tunnel); the firewall opens nothing.
+    assert "+ http_bind_address = 127.0.0.1:9000" in plan.output
+    assert "0.0.0.0:9000" not in plan.output
+    planned = {op.name for op in plan.changed}
+    for name in (
+        "Log server | Graylog TLS certificate (from the platform's CA)",
+        "Log server | Graylog TLS key",
+    ):
+        assert name in planned, name
+    inputs = {title: conf for title, _type, conf in graylog_inputs(LogShippingSettings())}
+    for title in ("Syslog TCP (RFC 5424 from every host)", "GELF TCP"):
+        assert inputs[title]["tls_enable"] is True
+        assert inputs[title]["tls_client_auth"] == "required"  # a certificate from the CA
+        assert inputs[title]["tls_client_auth_cert_file"] == "/etc/maha/tls/ca.crt"
+        assert inputs[title]["tls_key_file"] == "/etc/graylog/server/tls/server.key"
+    off = graylog_inputs(LogShippingSettings(log_tls=False))
+    assert all(conf.get("tls_enable") is False for _t, kind, conf in off if "TCP" in kind)
 
 
 def test_graylog_plan_shows_no_secret(testbed: Testbed, graylog_plan) -> None:

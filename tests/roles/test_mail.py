@@ -11,7 +11,7 @@ import pytest
 
 from mahaops.local.hosts import LocalHost
 from mahaops.runner import DeployResult
-from tests.checks import converge
+from tests.checks import converge, ports
 from tests.checks import mail as checks
 from tests.conftest import Testbed, infra
 
@@ -218,3 +218,9 @@ def test_a_campaign_of_10000_reaches_each_recipient_once_across_a_worker_restart
         f"{wall:.1f} s wall ({RECIPIENTS / wall:.0f} messages/s); "
         f"first to last arrival {span:.1f} s ({RECIPIENTS / span:.0f} messages/s)"
     )
+
+
+def test_every_port_beyond_loopback_speaks_tls_or_ssh_or_is_plain_by_design(
+    testbed: Testbed, sink: Sink
+) -> None:
+    ports.assert_tls_or_ssh(testbed, "mail", sink.server, {22: "ssh", 25: "plain"})

@@ -9,7 +9,7 @@ import pytest
 
 from mahaops.local.hosts import LocalHost
 from tests.checks import app as app_checks
-from tests.checks import converge
+from tests.checks import converge, ports
 from tests.checks import worker as checks
 from tests.conftest import Testbed, infra
 from tests.roles.test_app import JUSTIFIED_NON_IDEMPOTENT
@@ -66,3 +66,9 @@ def test_worker_stops_gracefully_on_sigterm(testbed: Testbed, converged) -> None
         assert "SIGKILL" not in logs
     finally:
         testbed.exec(host, "systemctl start maha-worker")
+
+
+def test_every_port_beyond_loopback_speaks_tls_or_ssh_or_is_plain_by_design(
+    testbed: Testbed, converged
+) -> None:
+    ports.assert_tls_or_ssh(testbed, "worker", converged[0], {22: "ssh"})

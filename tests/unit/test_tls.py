@@ -130,3 +130,35 @@ def test_renewal_must_come_before_expiry() -> None:
     with pytest.raises(ValidationError, match="must be below tls_cert_days"):
         TlsSettings(tls_cert_days=30, tls_cert_renew_days=30)
     assert TlsSettings().tls_cert_renew_days == 30
+
+
+def _purpose_check(tmp_path: Path, ca: str, cert: str, purpose: str) -> int:
+    (tmp_path / "ca.pem").write_text(ca)
+    (tmp_path / "cert.pem").write_text(cert)
+    args = ["openssl", "verify", "-CAfile", "ca.pem", "-purpose", purpose, "cert.pem"]
+    return subprocess.run(args, cwd=tmp_path, capture_output=True).returncode
+
+
+def test_a_hosts_certificate_serves_and_authenticates_it_as_a_client(
+    store: LocalSecretStore, tmp_path: Path
+) -> None:
+    # rsyslog's GnuTLS checks the purpose both ways: the log server's certificate must be
+    # for serving, a shipping host's for client authentication (the same host certificate).
+    issued = tls.server_certificate(store, "db-1", NAMES, days=365, renew_days=30)
+    assert _purpose_check(tmp_path, issued.ca_cert, issued.cert, "sslserver") == 0
+    assert _purpose_check(tmp_path, issued.ca_cert, issued.cert, "sslclient") == 0
+
+
+def test_a_certificate_issued_for_serving_only_is_issued_again(
+    store: LocalSecretStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    monkeypatch.setattr(tls, "USAGES", (ExtendedKeyUsageOID.SERVER_AUTH,))
+    old = tls.server_certificate(store, "db-1", NAMES, days=365, renew_days=30)
+    monkeypatch.undo()
+    renewed = tls.server_certificate(store, "db-1", NAMES, days=365, renew_days=30)
+    assert renewed.issued and "client authentication" in renewed.issued
+    assert renewed.cert != old.cert
+    again = tls.server_certificate(store, "db-1", NAMES, days=365, renew_days=30)
+    assert again.issued is None and again.cert == renewed.cert

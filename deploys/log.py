@@ -17,6 +17,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Command, LinuxDistribution
 from pyinfra.operations import files, server, systemd
 
+from deploys._backup_store import backup_store
 from deploys._common import KEYRINGS, apt_repository, restart, template
 from mahaops import masking
 from mahaops.context import settings
@@ -329,3 +330,4 @@ def log() -> None:
         rsyslog_receiver(s, ship)
     else:
         graylog_server(s, ship, settings(BaseSettings))
+    backup_store()  # the db hosts' off-host dumps, when postgresql_backup_offhost is on

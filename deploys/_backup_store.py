@@ -117,6 +117,7 @@ def backup_store() -> None:
         shell="/bin/sh",
         system=True,
         create_home=False,
+        ensure_home=False,  # it would hand the home to the user: it stays root's, below
         groups=[base.base_ssh_group],
     )
     # Home and .ssh owned by root: the store user cannot change its own authorized_keys.

@@ -101,6 +101,9 @@ class PostgresBackupOffhostSettings(Settings):
     postgresql_backup_offhost_dir: str = Field("/var/lib/maha-backup", pattern=r"^/[\w./-]+$")
     postgresql_backup_offhost_keep_days: int = Field(30, ge=1)  # pruned by the store host itself
     postgresql_backup_offhost_max_mb: int = Field(20480, ge=1)  # the store refuses larger files
+    # A put that would leave less than this free on the store's disk is refused: the db host
+    # may add files, but never take the log server's room for its own logs.
+    postgresql_backup_offhost_min_free_mb: int = Field(2048, ge=0)
 
 
 @group_settings("db_servers")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +23,9 @@ DUMP = "maha-20250101T023000Z.dump"
 def store(tmp_path: Path) -> Path:
     """The store script with its home in ``tmp_path``; returns the script's path."""
     settings = PostgresBackupOffhostSettings(
-        postgresql_backup_offhost_dir=str(tmp_path), postgresql_backup_offhost_max_mb=1
+        postgresql_backup_offhost_dir=str(tmp_path),
+        postgresql_backup_offhost_max_mb=1,
+        postgresql_backup_offhost_min_free_mb=1,
     )
     script = tmp_path / "maha-backup-store"
     script.write_text(
@@ -133,3 +136,12 @@ def test_pruning_keeps_the_newest_and_what_is_recent(store: Path) -> None:
 
     assert sorted(p.name for p in directory.iterdir()) == ["maha-20250103T023000Z.dump"]
     assert [p.name for p in lonely.iterdir()] == ["globals-20250101T023000Z.sql"]  # the newest
+
+
+def test_a_put_that_would_eat_the_disks_reserve_is_refused(store: Path) -> None:
+    script = store.read_text()
+    free = shutil.disk_usage(store.parent).free
+    reserve = free // (1024 * 1024) + 1  # more than the disk has free
+    store.write_text(script.replace("MIN_FREE = 1 *", f"MIN_FREE = {reserve} *"))
+    assert "less than" in put(store, f"maha/{DUMP}", b"data")
+    assert not (store.parent / "archive" / "maha").exists()

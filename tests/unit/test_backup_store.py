@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mahaops import firewall
 from mahaops.settings.db import PostgresBackupOffhostSettings
 from mahaops.templating import render
 
@@ -145,3 +146,15 @@ def test_a_put_that_would_eat_the_disks_reserve_is_refused(store: Path) -> None:
     store.write_text(script.replace("MIN_FREE = 1 *", f"MIN_FREE = {reserve} *"))
     assert "less than" in put(store, f"maha/{DUMP}", b"data")
     assert not (store.parent / "archive" / "maha").exists()
+
+
+def test_the_log_server_admits_ssh_from_the_db_hosts_only_when_it_keeps_their_dumps() -> None:
+    def ssh_rules(data: dict[str, object]) -> list[firewall.Rule]:
+        openings = firewall.role_openings("log", data)
+        groups = {"db_servers": ["10.0.3.4"], "all": ["10.0.3.4", "10.0.3.5"]}
+        return [r for r in firewall.rules(openings, ["203.0.113.0/24"], groups) if r.port == 22]
+
+    assert [r.addresses for r in ssh_rules({"postgresql_backup_offhost": True})] == [
+        ("10.0.3.4/32",)
+    ]
+    assert ssh_rules({}) == []  # off (AWS: S3): the log role opens no SSH of its own

@@ -18,6 +18,7 @@ from pyinfra.facts.hardware import Cpus, Memory
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files, postgres, systemd
 
+from deploys._backup_store import CLIENT_KEY, CLIENT_SSH_DIR, client_key, store_target
 from deploys._common import (
     KEYRINGS,
     apt_repository,
@@ -128,6 +129,18 @@ def template_vars(s: PostgresSettings, port: int, ssl: bool = True) -> dict[str,
         "postgresql_hba_databases": [d.name for d in s.postgresql_databases],
         "postgresql_hba_users": [u.name for u in s.postgresql_users],
         "postgresql_backup_databases": [d.name for d in s.postgresql_databases],
+        **offhost_vars(),
+    }
+
+
+def offhost_vars() -> dict[str, Any]:
+    """Where the backup script puts its off-host copies ("" target: nowhere)."""
+    store = store_target()
+    return {
+        "postgresql_backup_offhost_target": f"{store.user}@{store.address}" if store else "",
+        "postgresql_backup_offhost_port": store.port if store else "",
+        "postgresql_backup_offhost_key": CLIENT_KEY if store else "",
+        "postgresql_backup_offhost_ssh_dir": CLIENT_SSH_DIR,
     }
 
 
@@ -301,8 +314,8 @@ def db() -> None:
             _chdir="/",
         )
 
-    # -- backups: nightly pg_dump -Fc and the roles, each read back, kept on the host (and
-    # on S3); off-host copies the db host cannot delete are not made yet ------------------
+    # -- backups: nightly pg_dump -Fc and the roles, each read back, kept on the host, and
+    # copied off the host where the db host cannot delete them (S3, or the log server) ----
     if not s.postgresql_backup_enabled:
         for timer in ("maha-pg-backup.timer", "maha-pg-backup-verify.timer"):
             systemd.service(
@@ -319,6 +332,8 @@ def db() -> None:
         group="postgres",
         mode="700",
     )
+    if tvars["postgresql_backup_offhost_target"]:
+        client_key()
     template(
         "Backup settings",
         "db/backup.env.j2",

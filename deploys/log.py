@@ -17,6 +17,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Command, LinuxDistribution
 from pyinfra.operations import files, server, systemd
 
+from deploys._backup_store import backup_store
 from deploys._common import KEYRINGS, apt_repository, restart, template
 from deploys._tls import CA_FILE, server_certificate, trust_ca
 from deploys.log_shipping import rsyslog_certificate, tls_vars
@@ -366,3 +367,4 @@ def log() -> None:
         rsyslog_receiver(s, ship)
     else:
         graylog_server(s, ship, settings(BaseSettings))
+    backup_store()  # the db hosts' off-host dumps, when postgresql_backup_offhost is on

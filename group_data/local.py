@@ -14,3 +14,6 @@ postgresql_memory_mb = 1024
 # Hosts per role (`invoke up` creates what is missing; `invoke scale` changes a count).
 # mail: the SMTP sink the workers send campaign mail to (on AWS: SES).
 local_hosts = {"lb": 1, "app": 2, "db": 1, "cache": 1, "log": 1, "worker": 1, "mail": 1}
+# Off-host copies of the nightly dumps: the db hosts put each one to the log server's
+# put-only store (they cannot delete or overwrite there); AWS copies to S3 instead.
+postgresql_backup_offhost = True

@@ -19,7 +19,7 @@ from mahaops.settings import from_data
 from mahaops.settings.app import NginxSettings
 from mahaops.settings.base import BaseSettings
 from mahaops.settings.cache import RedisClientSettings
-from mahaops.settings.db import PostgresClientSettings
+from mahaops.settings.db import PostgresBackupOffhostSettings, PostgresClientSettings
 from mahaops.settings.lb import LbSettings
 from mahaops.settings.log import LogServerSettings, LogShippingSettings
 from mahaops.settings.mail import MailClientSettings
@@ -95,6 +95,10 @@ def _log(data: Mapping[str, Any]) -> list[Opening]:
         if server.graylog_http_bind == "private" and server.graylog_admin_cidrs:
             sources = tuple(_network(c) for c in server.graylog_admin_cidrs)
             openings.append(Opening(server.graylog_http_port, "tcp", sources, "Graylog web"))
+    if from_data(PostgresBackupOffhostSettings, data).postgresql_backup_offhost:
+        # The db hosts put their dumps to the backup store (a forced command, no shell).
+        ssh = from_data(BaseSettings, data).base_ssh_port
+        openings.append(Opening(ssh, "tcp", ("db_servers",), "SSH (the backup store)"))
     return openings
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from mahaops.settings.base import UserName
 from mahaops.settings.models import Record, Settings, group_settings
 
 SUPPORTED_MAJORS = range(12, 18)  # PostgreSQL majors the role installs (PGDG has them all)
@@ -84,6 +85,25 @@ class PostgresClientSettings(Settings):
     # TLS with a certificate from the environment's CA; app servers and workers are admitted
     # over TLS only (hostssl) and verify the server (sslmode=verify-full). False: plain TCP.
     postgresql_ssl: bool = True
+
+
+@group_settings("all", "local", "aws", "db_servers", "log_servers")
+class PostgresBackupOffhostSettings(Settings):
+    """Off-host copies of the dumps on the log server, which the db hosts may put but never
+    delete or overwrite: read by the db role (the pushing side) and the log role (the store),
+    so set it in all.py or an overlay (local.py turns it on)."""
+
+    # Push each dump that reads back (and the roles) to the log server's backup store, when
+    # the inventory has a log server; AWS copies to S3 instead (postgresql_backup_s3_bucket).
+    postgresql_backup_offhost: bool = False
+    postgresql_backup_offhost_user: UserName = "maha-backup"  # store login: its forced command only
+    # The store user's home on the log server; dumps land in <dir>/archive/<database>/
+    postgresql_backup_offhost_dir: str = Field("/var/lib/maha-backup", pattern=r"^/[\w./-]+$")
+    postgresql_backup_offhost_keep_days: int = Field(30, ge=1)  # pruned by the store host itself
+    postgresql_backup_offhost_max_mb: int = Field(20480, ge=1)  # the store refuses larger files
+    # A put that would leave less than this free on the store's disk is refused: the db host
+    # may add files, but never take the log server's room for its own logs.
+    postgresql_backup_offhost_min_free_mb: int = Field(2048, ge=0)
 
 
 @group_settings("db_servers")

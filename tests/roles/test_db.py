@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -737,3 +738,190 @@ def invoke(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+# -- off-host copies: the log server's put-only store ----------------------------------------
+# Last in this module: the log server it adds joins the inventory of every later deploy.
+
+STORE_ARCHIVE = "/var/lib/maha-backup/archive"
+OFFHOST_KEY = "/var/lib/postgresql/.ssh/maha-backup-offhost"
+
+
+@pytest.fixture(scope="module")
+def store(testbed: Testbed, tier: ServiceTier) -> LocalHost:
+    """A log server in the tier's inventory, and the db host converged to push to it."""
+    log = testbed.host("log", name="dbt-log-1")
+    first = tier.record(
+        testbed.deploy(roles=["base", "log", "db"], limit=[log.name, tier.server.name])
+    )
+    assert first.ok, first.output
+    assert first.named("Admit the db hosts' backup key", host=log.name)
+    return log
+
+
+def as_store_client(tier: ServiceTier, store: LocalHost, request: str, stdin: str = "") -> str:
+    """``request`` sent to the store with the db host's own key, as its backups send it."""
+    feed = f"printf %s {stdin!r} |" if stdin else "</dev/null"
+    return (
+        f"{feed} runuser -u postgres -- ssh -F /dev/null -i {OFFHOST_KEY} -o IdentitiesOnly=yes"
+        f" -o BatchMode=yes -o UserKnownHostsFile={OFFHOST_KEY}.known_hosts"
+        f" maha-backup@{store.private_address} {request}; echo rc=$?"
+    )
+
+
+def test_dumps_are_copied_to_the_log_server_where_the_db_host_cannot_delete_or_overwrite(
+    testbed: Testbed, tier: ServiceTier, store: LocalHost
+) -> None:
+    run = testbed.exec(tier.server, "systemctl start maha-pg-backup.service; echo rc=$?")
+    assert "rc=0" in run, run + testbed.exec(tier.server, "journalctl -u maha-pg-backup -n 30")
+    newest = testbed.exec(tier.server, f"ls -t {BACKUP_DIR}/maha/*.dump | head -1").strip()
+    name = os.path.basename(newest)
+    copy = f"{STORE_ARCHIVE}/maha/{name}"
+    local_sum = testbed.exec(tier.server, f"sha256sum < {newest}").split()[0]
+    stored = testbed.exec(store, f"sha256sum < {copy}; stat -c '%a %U' {copy}").split()
+    assert stored == [local_sum, "-", "400", "maha-backup"], stored
+    assert testbed.exec(store, f"ls {STORE_ARCHIVE}/globals/").strip().endswith(".sql")
+
+    def refused(request: str, stdin: str = "") -> str:
+        out = testbed.exec(tier.server, as_store_client(tier, store, request, stdin), check=False)
+        assert "rc=0" not in out, f"{request}: {out}"
+        return out
+
+    before = testbed.exec(store, f"ls -l --time-style=+%s {STORE_ARCHIVE}/*/")
+    assert "refused" in refused(f"rm -f {copy}")
+    assert "refused" in refused("sh -c id")
+    assert "refused" in refused("")  # a login shell
+    junk = "junk"
+    junk_sum = hashlib.sha256(junk.encode()).hexdigest()
+    assert "never overwritten" in refused(f"put maha/{name} 4 {junk_sum}", junk)
+    assert "refused" in refused(f"put maha/../globals/{name} 4 {junk_sum}", junk)
+    assert "refused" in refused(f"put maha/maha-20000101T000000Z.dump 4 {'0' * 64}", junk)
+    sftp = testbed.exec(
+        tier.server,
+        f"runuser -u postgres -- sftp -F /dev/null -i {OFFHOST_KEY} -o BatchMode=yes"
+        f" -o UserKnownHostsFile={OFFHOST_KEY}.known_hosts -b /dev/null"
+        f" maha-backup@{store.private_address}; echo rc=$?",
+        check=False,
+    )
+    assert "rc=0" not in sftp, sftp
+    forward = testbed.exec(
+        tier.server,
+        as_store_client(tier, store, "").replace("ssh ", "ssh -W 127.0.0.1:1514 ", 1),
+        check=False,
+    )
+    assert "rc=0" not in forward, forward
+    # Everything stored is as it was; the junk put under a fresh name left nothing behind.
+    assert testbed.exec(store, f"ls -l --time-style=+%s {STORE_ARCHIVE}/*/") == before
+    assert testbed.exec(store, f"sha256sum < {copy}").split()[0] == local_sum
+    assert "refused" in testbed.exec(
+        store, "journalctl -t maha-backup-store -p warning --no-pager -o cat"
+    )
+
+
+def test_the_off_host_copy_restores_with_its_rows(
+    testbed: Testbed, tier: ServiceTier, store: LocalHost
+) -> None:
+    app_sql(
+        testbed,
+        tier,
+        "CREATE TABLE IF NOT EXISTS campaigns (id int PRIMARY KEY, name text);"
+        "INSERT INTO campaigns VALUES (1, 'spring'), (2, 'summer') ON CONFLICT DO NOTHING",
+    )
+    run = testbed.exec(tier.server, "systemctl start maha-pg-backup.service; echo rc=$?")
+    assert "rc=0" in run, run
+    copy = testbed.exec(store, f"ls -t {STORE_ARCHIVE}/maha/*.dump | head -1").strip()
+    # As an operator would: the copy fetched from the log server into the backup directory.
+    archive = b"".join(
+        testbed.environment.client.containers.get(store.container).get_archive(copy)[0]
+    )
+    fetched = "maha-20000102T000000Z.dump"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.getmembers()[0]
+        data = tar.extractfile(member)
+        assert data is not None
+        repacked = io.BytesIO()
+        with tarfile.open(fileobj=repacked, mode="w") as out:
+            member.name = fetched
+            out.addfile(member, data)
+    server = testbed.environment.client.containers.get(tier.server.container)
+    server.put_archive(f"{BACKUP_DIR}/maha", repacked.getvalue())
+    testbed.exec(tier.server, f"chown postgres: {BACKUP_DIR}/maha/{fetched}")
+    try:
+        app_sql(testbed, tier, "DELETE FROM campaigns")
+        restore = invoke(
+            "db.restore",
+            "--env",
+            testbed.env,
+            "--host",
+            tier.server.name,
+            "--database",
+            "maha",
+            "--file",
+            fetched,
+            "--yes",
+        )
+        assert restore.returncode == 0, restore.stdout + restore.stderr
+        assert (
+            app_sql(testbed, tier, "SELECT string_agg(name, ',' ORDER BY id) FROM campaigns")
+            == "spring,summer"
+        )
+    finally:
+        testbed.exec(tier.server, f"rm -f {BACKUP_DIR}/maha/{fetched}")
+
+
+def test_a_refused_off_host_copy_fails_the_backup_at_error_level(
+    testbed: Testbed, tier: ServiceTier, store: LocalHost
+) -> None:
+    keys = "/var/lib/maha-backup/.ssh/authorized_keys"
+    since = testbed.exec(tier.server, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    testbed.exec(store, f"mv {keys} {keys}.away")
+    try:
+        run = testbed.exec(
+            tier.server, "systemctl start maha-pg-backup.service; echo rc=$?", check=False
+        )
+    finally:
+        testbed.exec(store, f"mv {keys}.away {keys}")
+    assert "rc=0" not in run, run
+
+    def reported() -> bool:
+        return "maha-pg-backup.service failed" in _errors_since(testbed, tier, since)
+
+    assert wait_until(reported, 20), _errors_since(testbed, tier, since)
+
+
+def test_the_store_converges_again_and_plans_without_change_and_never_shows_its_key(
+    testbed: Testbed, tier: ServiceTier, store: LocalHost
+) -> None:
+    hosts = [store.name, tier.server.name]
+    again = tier.record(testbed.deploy(roles=["base", "log", "db"], limit=hosts))
+    assert again.ok, again.output
+    assert [f"{op.host}: {op.name}" for op in again.changed] == [], again.output
+    plan = tier.record(testbed.deploy(roles=["base", "log", "db"], limit=hosts, dry=True))
+    assert plan.ok and plan.changed == [], plan.output
+    key = LocalSecretStore(testbed.env).get("postgresql_backup_offhost_key")
+    assert key and "PRIVATE KEY" in key
+    body = [line for line in key.splitlines() if "PRIVATE KEY" not in line]
+    for output in tier.outputs:
+        assert not [line for line in body if line in output], "the store key was printed"
+
+
+def test_the_store_exports_to_ansible_with_its_key_as_a_lookup(
+    testbed: Testbed, tier: ServiceTier, store: LocalHost, tmp_path: Path
+) -> None:
+    from mahaops.ansible_export import export
+
+    project = tmp_path / "project"
+    exported = export(testbed.env, project, limit=[store.name, tier.server.name])
+    assert exported.ok, exported.output
+    texts = {
+        str(p.relative_to(project)): p.read_text(errors="replace")
+        for p in project.rglob("*")
+        if p.is_file()
+    }
+    log_tasks = "".join(t for name, t in texts.items() if name.startswith("roles/log/"))
+    assert "maha-backup-store" in log_tasks and "authorized_keys" in log_tasks
+    db_role = "".join(t for name, t in texts.items() if name.startswith("roles/db/"))
+    assert "maha_secret_postgresql_backup_offhost_key" in db_role
+    key = LocalSecretStore(testbed.env).get("postgresql_backup_offhost_key") or ""
+    body = [line for line in key.splitlines() if "PRIVATE KEY" not in line]
+    assert body and not [n for n, t in texts.items() if any(line in t for line in body)]

@@ -313,9 +313,18 @@ class AwsLifecycle(Lifecycle):
         addresses EC2 will choose at launch (the subnet's first free ones stand in)."""
         self._prepare()
         planned = []
+        current = self.hosts()
+        # A sibling's inventory data (any host's without one), with the new address.
+        like = next((h for h in current if h.role == changes.role), None) or current[0]
         for name in changes.create:
             address = self._predicted_address(planning.index_of(self.host_name(name)) - 1)
-            data = {"private_address": address, "ssh_hostname": address, "role": changes.role}
+            data = {
+                **like.spec().data,
+                "private_address": address,
+                "ssh_hostname": address,
+                "instance_id": "(known after launch)",
+                "role": changes.role,
+            }
             planned.append(HostSpec(name, ("aws", role(changes.role).group), data))
             self.outcome.rows.append(
                 Row(name, changes.role, "would be launched", address, "address predicted")

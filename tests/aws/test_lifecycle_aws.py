@@ -130,3 +130,21 @@ def test_a_scaled_out_instance_is_launched_as_provisioning_launches_and_marked_j
     assert life.joining("app") == ["maha-qa-app-3"]
     life._mark("maha-qa-app-3", False)
     assert life.joining("app") == []
+
+
+def test_teardown_removes_the_kept_counts_with_the_environment(aws, provision_qa, write_group_data):
+    import io
+
+    from rich.console import Console
+
+    from mahaops.aws.teardown import teardown
+
+    group_data = write_group_data()
+    provision_qa(group_data=group_data)
+    shape.set_desired_count(aws.client("ssm"), "maha", "qa", "app", 3)
+
+    teardown(
+        "qa", yes=True, session=aws, group_data=group_data, console=Console(file=io.StringIO())
+    )
+
+    assert shape.desired_counts(aws.client("ssm"), "maha", "qa") == {}

@@ -148,3 +148,39 @@ def test_teardown_removes_the_kept_counts_with_the_environment(aws, provision_qa
     )
 
     assert shape.desired_counts(aws.client("ssm"), "maha", "qa") == {}
+
+
+def test_removing_a_lost_instance_drains_nothing_and_its_peers_forget_it(
+    aws, provision_qa, write_group_data, monkeypatch
+):
+    from mahaops.aws import ec2 as aws_ec2
+
+    group_data = write_group_data()
+    provision_qa(group_data=group_data)
+    ec2 = aws.client("ec2")
+    filters: list[Any] = [{"Name": "tag:Name", "Values": ["maha-qa-app-2"]}]
+    lost = ec2.describe_instances(Filters=filters)["Reservations"][0]["Instances"][0]
+    ec2.stop_instances(InstanceIds=[lost["InstanceId"]])  # its host is gone
+    converged: list[tuple[str, list[str]]] = []
+
+    def converge_peers(self, what, changed, peers, without=(), dry=False, extra=()):
+        converged.append((what, sorted(without)))
+        return ["maha-qa-db-1"]
+
+    def drain(ctx, instance_id):
+        raise AssertionError(f"{instance_id} is lost: nothing to drain")
+
+    monkeypatch.setattr(AwsLifecycle, "converge_peers", converge_peers)
+    monkeypatch.setattr(aws_ec2, "drain", drain)
+    life = _life(aws, group_data)
+    changes = life.named(planning.remove(life.host_name("app-2"), life.existing()))
+    assert changes.lost == ["maha-qa-app-2"]
+
+    life.remove(changes)
+
+    assert converged == [("Peers without it", ["maha-qa-app-2"])]
+    state = ec2.describe_instances(InstanceIds=[lost["InstanceId"]])["Reservations"][0]
+    assert state["Instances"][0]["State"]["Name"] in ("shutting-down", "terminated")
+    assert [(r.host, r.action, r.detail) for r in life.outcome.rows] == [
+        ("maha-qa-app-2", "removed", "lost: not drained")
+    ]

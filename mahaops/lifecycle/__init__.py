@@ -5,10 +5,9 @@
 - ``local``: doing it on a local environment (Docker): hosts created and converged,
   admitted at their peers, health-gated into service; out of service before removal.
 - ``haproxy``: the local load balancer's runtime API (drain a server before it goes).
-- ``bench``: seconds until a new app server serves through the load balancer.
-
 - ``aws``: the same steps on an AWS environment (and the ``sim``): EC2 instances launched
   by provisioning's code, health-gated in the ALB's target group, drained out of it.
+- ``bench``: seconds until a new app server serves through the load balancer.
 """
 
 from __future__ import annotations

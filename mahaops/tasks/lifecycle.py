@@ -25,12 +25,18 @@ DRY_HELP = "print the plan (hosts, peers' diffs, load balancer changes) and chan
 @contextmanager
 def _reported(console: Console) -> Iterator[None]:
     """A refused or failed step ends the task with its reason, not a traceback."""
+    from botocore.exceptions import ClientError, WaiterError
+
+    from mahaops.aws.plan import ProvisionError
     from mahaops.lifecycle import LifecycleError
     from mahaops.settings import SettingsError
+    from mahaops.sim import SimError
 
     try:
         yield
     except (LifecycleError, SettingsError, ValueError) as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    except (ProvisionError, SimError, ClientError, WaiterError) as exc:  # AWS and the sim
         raise Exit(f"error: {exc}", code=1) from None
 
 

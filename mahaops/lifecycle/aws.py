@@ -213,12 +213,14 @@ class AwsLifecycle(Lifecycle):
         if self._launch_with is not None:
             return self._launch_with
         spec = self.loaded.spec
+        # The probe's session refuses mutating calls; a session given (moto, in tests) is
+        # shared with this command's own, so the probe gets a new one beside it.
         fresh = boto3.Session(region_name=spec.region) if self.session is not None else None
         probe = context_of(self.loaded, fresh, dry=True, console=Console(file=io.StringIO()))
         network.ensure_network(probe)
         openings = security.declared_openings(self.loaded, self.group_data_path)
         security.ensure_security_groups(probe, openings)
-        if pending(probe.ids.get("vpc")) or any(pending(v) for v in probe.ids.values()):
+        if any(pending(v) for v in probe.ids.values()):
             raise LifecycleError(
                 f"{self.env} is not provisioned: `invoke provision --env {self.env}`"
             )
@@ -296,12 +298,6 @@ class AwsLifecycle(Lifecycle):
             raise LifecycleError(f"{', '.join(names)} never turned healthy: {exc}") from exc
         self.outcome.timings["in service"] = time.monotonic() - mark
         self.say(f"{', '.join(names)} healthy in the target group: in service")
-
-    def release_overrides(self, role_name: str) -> dict[str, Any]:
-        # Siblings asked over SSH, as locally; with no sibling, the deploy's own choice.
-        if not any(h.role == role_name for h in self.hosts()):
-            return {}
-        return super().release_overrides(role_name)
 
     def _plan_add(
         self,

@@ -41,6 +41,7 @@ SHARED_PLATFORM = (
 # node_modules) and one PostgreSQL and Redis; the shared platform's modules share it.
 ONE_WORKER = {
     "tests/app/": "tests/app",
+    "tests/sim/": "sim",  # one stand-in server per machine: its modules one after another
     **{prefix: "shared platform" for prefix in SHARED_PLATFORM},
 }
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from mahaops.aws import shape
 from mahaops.aws.iam import profile_for
 from mahaops.aws.plan import PENDING, Context, ProvisionError, pending, tags_of
 from mahaops.settings import SettingsError
@@ -135,8 +136,9 @@ def ensure_instances(ctx: Context, key_name: str) -> None:
     volumes = data_volumes(ctx)
     image: list[tuple[str, str]] = []  # looked up once, only if something is launched
     launched: list[str] = []
+    counts = shape.counts(ctx)
     for role in EC2_ROLES:
-        wanted = [ctx.name(role, str(n)) for n in range(1, ctx.spec.role(role).count + 1)]
+        wanted = wanted_names(ctx, role, counts[role], existing)
         ids = []
         for index, name in enumerate(wanted):
             found = existing.pop(name, [])
@@ -164,6 +166,27 @@ def ensure_instances(ctx: Context, key_name: str) -> None:
         ctx.step(f"waiting for {len(launched)} instance(s) to run")
         ctx.clients.ec2.get_waiter("instance_running").wait(InstanceIds=launched)
     ensure_data_volumes(ctx, volumes)
+
+
+def wanted_names(
+    ctx: Context, role: str, count: int, existing: dict[str, list[dict[str, Any]]]
+) -> list[str]:
+    """The ``count`` instance names of ``role``: those that exist, lowest-numbered first (a
+    host that ``invoke replace`` made as app-3 stays app-3), then the lowest free numbers."""
+    prefix = ctx.name(role) + "-"
+    found = sorted(
+        (int(n.removeprefix(prefix)), n)
+        for n in existing
+        if n.startswith(prefix) and n.removeprefix(prefix).isdigit()
+    )
+    wanted = [name for _, name in found[:count]]
+    taken = {index for index, _ in found}
+    index = 1
+    while len(wanted) < count:
+        if index not in taken:
+            wanted.append(ctx.name(role, str(index)))
+        index += 1
+    return sorted(wanted, key=lambda n: int(n.removeprefix(prefix)))
 
 
 def _launch(

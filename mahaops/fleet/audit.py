@@ -89,8 +89,10 @@ def in_scope(
     hosts: Sequence[HostSpec], roles: Iterable[str] = (), limit: Iterable[str] = ()
 ) -> list[HostSpec]:
     """Hosts a command touches: those of ``roles`` (every host runs base), within ``limit``
-    (host names or group names), as the runner selects them."""
-    roles, limit = set(roles), set(limit)
+    (host names or group names), as the runner selects them. A task's ``--role`` may be one
+    string (``scale``, ``exec``), never split into letters."""
+    roles = {roles} if isinstance(roles, str) else set(roles)
+    limit = set(limit)
     chosen = []
     for spec in hosts:
         if roles and "base" not in roles and role_of(spec) not in roles:

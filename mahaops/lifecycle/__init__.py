@@ -5,9 +5,9 @@
 - ``local``: doing it on a local environment (Docker): hosts created and converged,
   admitted at their peers, health-gated into service; out of service before removal.
 - ``haproxy``: the local load balancer's runtime API (drain a server before it goes).
+- ``aws``: the same steps on an AWS environment (and the ``sim``): EC2 instances launched
+  by provisioning's code, health-gated in the ALB's target group, drained out of it.
 - ``bench``: seconds until a new app server serves through the load balancer.
-
-Local environments only for now: an AWS environment is refused by name.
 """
 
 from __future__ import annotations
@@ -33,12 +33,17 @@ __all__ = [
 ]
 
 
-def _local_only(env: str) -> None:
+def _lifecycle(env: str, console: Console, capture: bool = False, dry: bool = False) -> Lifecycle:
+    """The environment's kind decides how hosts come and go: Docker containers (local) or
+    EC2 instances (AWS and the sim); the order of the steps is the same."""
     from mahaops.hosts import kind_of
     from mahaops.settings import GroupData
 
-    if kind_of(env, GroupData().files) != "local":
-        raise LifecycleError(f"{env} is an AWS environment: scale, replace and remove are local")
+    if kind_of(env, GroupData().files) == "local":
+        return Lifecycle(env, _say(console), capture=capture)
+    from mahaops.lifecycle.aws import AwsLifecycle
+
+    return AwsLifecycle(env, _say(console), capture=capture, dry=dry)
 
 
 def _say(console: Console) -> Callable[[str], None]:
@@ -55,12 +60,12 @@ def scale(
 ) -> Outcome:
     """Hosts of ``role_name`` up or down to ``count``, peers included (``capture``: the
     deploys' own output is kept, not printed)."""
-    _local_only(env)
     console = console or Console()
-    life = Lifecycle(env, _say(console), capture=capture)
-    changes = planning.scale(role_name, count, life.existing())
+    life = _lifecycle(env, console, capture=capture, dry=dry)
+    changes = life.named(planning.scale(role_name, count, life.existing()))
     life.check(changes)
     started = time.monotonic()
+    life.persist(role_name, count)  # kept first: a failed run is finished by the next one
     if changes.remove:
         life.remove(changes, dry=dry)
     # Even with nothing to create, a host a former run left joining is finished here.
@@ -71,11 +76,17 @@ def scale(
 
 def replace(env: str, name: str, dry: bool = False, console: Console | None = None) -> Outcome:
     """A new host of ``name``'s role takes over, then ``name`` leaves."""
-    _local_only(env)
     console = console or Console()
-    life = Lifecycle(env, _say(console))
-    changes = planning.replace(name, life.existing())
+    life = _lifecycle(env, console, dry=dry)
+    changes = life.named(planning.replace(life.host_name(name), life.existing()))
     started = time.monotonic()
+    if changes.role in planning.DATA_ROLES and life.kind != "local":
+        raise LifecycleError(
+            f"replacing a {changes.role} host is built for local environments only: there it"
+            " comes up on the old host's Docker volumes. On AWS a db host's replacement would"
+            " attach the kept EBS data volume (not built yet), and in the sim instances have no"
+            " block devices at all, so a new instance would start empty: nothing is replaced"
+        )
     if changes.role in planning.DATA_ROLES:
         from mahaops.lifecycle.takeover import takeover
 
@@ -91,12 +102,13 @@ def replace(env: str, name: str, dry: bool = False, console: Console | None = No
 
 def remove(env: str, name: str, dry: bool = False, console: Console | None = None) -> Outcome:
     """``name`` out of service (unless lost), peers without it, its container removed."""
-    _local_only(env)
     console = console or Console()
-    life = Lifecycle(env, _say(console))
-    changes = planning.remove(name, life.existing())
+    life = _lifecycle(env, console, dry=dry)
+    hosts = life.existing()
+    changes = life.named(planning.remove(life.host_name(name), hosts))
     life.check(changes)
     started = time.monotonic()
+    life.persist(changes.role, sum(h.role == changes.role for h in hosts) - 1)
     life.remove(changes, dry=dry)
     life.outcome.timings["total"] = time.monotonic() - started
     return life.outcome

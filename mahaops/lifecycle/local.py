@@ -63,6 +63,8 @@ class Outcome:
 class Lifecycle:
     """One command's work on environment ``env``; ``say`` prints a progress line."""
 
+    kind = "local"  # the environment's kind (``mahaops.hosts.kind_of``)
+
     def __init__(
         self,
         env: str,
@@ -78,6 +80,18 @@ class Lifecycle:
         self.outcome = Outcome()
 
     # -- what exists ------------------------------------------------------------------------
+
+    def host_name(self, name: str) -> str:
+        """The planning name (``app-1``) of what the operator typed."""
+        return name
+
+    def named(self, changes: planning.Changes) -> planning.Changes:
+        """``changes`` with the hosts' own names (the inventory's)."""
+        return changes
+
+    def persist(self, role_name: str, count: int) -> None:
+        """Keep ``count`` where the platform's shape is read (locally: the hosts are the
+        truth, ``up`` never removes one; nothing to keep)."""
 
     def existing(self) -> list[planning.Existing]:
         found = []
@@ -229,24 +243,7 @@ class Lifecycle:
                 return self._plan_add(changes, before, after)
             return []
         mark = time.monotonic()
-        image = self.environment.prepare(progress=self.say) if changes.create else ""
-        for name in changes.restart:
-            self.say(f"Starting {name} again")
-            container = self.environment.client.containers.get(
-                self.environment.container_name(name)
-            )
-            container.start()
-            host = self.environment._host(container)
-            if host:
-                self.environment.wait_for_ssh(host)
-        for name in changes.create:
-            self.say(f"Creating host {name}")
-            host = self.environment.create(role_name, name=name, image=image)
-            self._mark(name, True)
-            self.outcome.rows.append(Row(name, role_name, "created", host.private_address))
-        for name in changes.restart:
-            self._mark(name, True)
-            self._repair_dpkg(name)
+        self._bring_up(changes)
         self.outcome.timings["create"] = time.monotonic() - mark
         new = sorted(set(changes.create) | set(changes.restart) | set(self.joining(role_name)))
         if not new:
@@ -280,6 +277,27 @@ class Lifecycle:
             if row.host in new:
                 row.detail = "in service"
         return new
+
+    def _bring_up(self, changes: planning.Changes) -> None:
+        """Create ``changes.create`` and start ``changes.restart`` again, marked joining."""
+        image = self.environment.prepare(progress=self.say) if changes.create else ""
+        for name in changes.restart:
+            self.say(f"Starting {name} again")
+            container = self.environment.client.containers.get(
+                self.environment.container_name(name)
+            )
+            container.start()
+            host = self.environment._host(container)
+            if host:
+                self.environment.wait_for_ssh(host)
+        for name in changes.create:
+            self.say(f"Creating host {name}")
+            host = self.environment.create(changes.role, name=name, image=image)
+            self._mark(name, True)
+            self.outcome.rows.append(Row(name, changes.role, "created", host.private_address))
+        for name in changes.restart:
+            self._mark(name, True)
+            self._repair_dpkg(name)
 
     def _failed_join(self, result: DeployResult, new: Sequence[str], step: str) -> str:
         blamed = self._blame(result, new)
@@ -412,12 +430,17 @@ class Lifecycle:
                 notes[name] = self.take_out(name, role_name)
         self.converge_peers("Peers without it", role_name, peers, without=changes.remove)
         for name in changes.remove:
-            address = next((h.private_address for h in self.hosts() if h.name == name), "")
-            self.say(f"Removing {name}")
-            with contextlib.suppress(NotFound):  # gone already: removing is done
-                self.environment.remove([name], volumes=False)
+            address = self._discard(name)
             self.outcome.rows.append(Row(name, role_name, "removed", address, notes[name]))
         return changes.remove
+
+    def _discard(self, name: str) -> str:
+        """The host goes (its data volumes stay); returns the address it had."""
+        address = next((h.private_address for h in self.hosts() if h.name == name), "")
+        self.say(f"Removing {name}")
+        with contextlib.suppress(NotFound):  # gone already: removing is done
+            self.environment.remove([name], volumes=False)
+        return address
 
     @staticmethod
     def _drain_plan(role_name: str) -> str:

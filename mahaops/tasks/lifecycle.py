@@ -1,4 +1,4 @@
-"""Tasks for the servers' lifecycle: ``scale``, ``replace`` and ``remove`` (local environments).
+"""Tasks for the servers' lifecycle: ``scale``, ``replace`` and ``remove`` (local, AWS, sim).
 
 Each takes the deploy lock and writes the audit log (``guarded``), prints progress lines
 as ``up`` does, the peers' deploys as they run, and a closing table; ``--dry`` plans with
@@ -17,7 +17,7 @@ from invoke.tasks import task
 from rich.console import Console
 
 from mahaops.fleet.audit import guarded
-from mahaops.tasks._common import LOCAL_ENV_HELP, help_for_positional
+from mahaops.tasks._common import ENV_HELP, help_for_positional
 
 DRY_HELP = "print the plan (hosts, peers' diffs, load balancer changes) and change nothing"
 
@@ -25,12 +25,18 @@ DRY_HELP = "print the plan (hosts, peers' diffs, load balancer changes) and chan
 @contextmanager
 def _reported(console: Console) -> Iterator[None]:
     """A refused or failed step ends the task with its reason, not a traceback."""
+    from botocore.exceptions import ClientError, WaiterError
+
+    from mahaops.aws.plan import ProvisionError
     from mahaops.lifecycle import LifecycleError
     from mahaops.settings import SettingsError
+    from mahaops.sim import SimError
 
     try:
         yield
     except (LifecycleError, SettingsError, ValueError) as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    except (ProvisionError, SimError, ClientError, WaiterError) as exc:  # AWS and the sim
         raise Exit(f"error: {exc}", code=1) from None
 
 
@@ -49,8 +55,8 @@ def _run(title: str, dry: bool, work: Callable[[Console], object]) -> None:
 
 @task(
     help={
-        "env": LOCAL_ENV_HELP,
-        "role": "the role to scale: app, worker, or (0 or 1 host) db, cache, log, lb",
+        "env": ENV_HELP,
+        "role": "the role to scale: app, worker, or (0 or 1 host) cache, log, lb (db: local only)",
         "count": "how many hosts of the role there should be",
         "dry": DRY_HELP,
     }
@@ -69,7 +75,13 @@ def scale(c: Context, env: str = "local", role: str = "", count: int = -1, dry: 
     )
 
 
-@task(help={"env": LOCAL_ENV_HELP, "host": "the host to replace, e.g. app-1", "dry": DRY_HELP})
+@task(
+    help={
+        "env": ENV_HELP,
+        "host": "the host to replace, e.g. app-1 (on AWS also maha-<env>-app-1)",
+        "dry": DRY_HELP,
+    }
+)
 @help_for_positional("host")
 @guarded("replace")
 def replace(c: Context, host: str, env: str = "local", dry: bool = False):
@@ -83,7 +95,13 @@ def replace(c: Context, host: str, env: str = "local", dry: bool = False):
     )
 
 
-@task(help={"env": LOCAL_ENV_HELP, "host": "the host to remove, e.g. app-2", "dry": DRY_HELP})
+@task(
+    help={
+        "env": ENV_HELP,
+        "host": "the host to remove, e.g. app-2 (on AWS also maha-<env>-app-2)",
+        "dry": DRY_HELP,
+    }
+)
 @help_for_positional("host")
 @guarded("remove")
 def remove(c: Context, host: str, env: str = "local", dry: bool = False):

@@ -100,6 +100,7 @@ def test_scope_release_and_last_deploy_per_host() -> None:
     assert names(audit.in_scope(hosts, roles=("app", "worker"))) == ["app-1", "w-1"]
     assert names(audit.in_scope(hosts, roles=("base",), limit=("db-1",))) == ["db-1"]
     assert names(audit.in_scope(hosts, limit=("workers",))) == ["w-1"]
+    assert names(audit.in_scope(hosts, roles="app")) == ["app-1"]  # scale's one --role
     assert audit.release_text({"app-1": "r2", "w-1": "r2"}) == "r2"
     assert audit.release_text({"app-1": "r2", "w-1": "r1"}) == "r1 on w-1; r2 on app-1"
     ok = audit.Entry("a", "t1", "deploy", "e", "ok", hosts=["app-1", "db-1"])

@@ -1,0 +1,159 @@
+"""``invoke scale`` in the sim (docs/lifecycle.md, docs/sim.md): an app server added to a
+provisioned and deployed AWS environment serves through the stand-in ALB, and leaves it
+again without a request failing.
+
+The smallest environment the platform runs: app, db and cache, one instance each (log and
+worker set to 0 through the same desired counts ``invoke scale`` keeps). One server for
+the module, in a MAHA_HOME of its own, as tests/sim/test_sim.py.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from mahaops import PROJECT_ROOT
+from mahaops.aws import shape
+from mahaops.aws.inventory import hosts as inventory_hosts
+from mahaops.aws.provision import provision
+from mahaops.aws.session import make_session
+from mahaops.fleet.ssh import as_root, run_one
+from mahaops.sim import SIM_PROFILE, server, sim_home
+from mahaops.sim.alb import listeners
+
+pytestmark = [pytest.mark.testbed, pytest.mark.slow]
+REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Server]:
+    root = tmp_path_factory.mktemp("simlife")
+    saved = {k: os.environ.get(k) for k in ("MAHA_HOME", "HOME")}
+    os.environ["MAHA_HOME"] = str(root / "maha-home")
+    os.environ["HOME"] = str(root / "home")
+    server.ensure_keys()
+    state = server.ensure_server()
+    try:
+        yield state
+    finally:
+        server.stop()
+        server.remove_hosts(state.token)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _invoke(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "invoke"), *args],
+        cwd=PROJECT_ROOT, env=dict(os.environ), capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"invoke {' '.join(args)}:\n{done.stdout[-6000:]}{done.stderr}"
+    return done
+
+
+def _get(port: int, path: str = "/health") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.headers.get("X-Maha-Server", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def _pg_hba(db: Any) -> str:
+    found = run_one(db, as_root("cat /etc/postgresql/*/main/pg_hba.conf"), timeout=60)
+    assert found.ok, found.stderr + found.error
+    return found.stdout
+
+
+def _app_health(elbv2: Any, arn: str) -> dict[str, str]:
+    found = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in found}
+
+
+def test_an_app_server_scaled_out_serves_through_the_alb_and_scaled_in_drops_no_request(
+    sim: server.Server,
+) -> None:
+    session = make_session(REGION, SIM_PROFILE)
+    for optional in ("log", "worker"):  # the smallest platform: app, db, cache
+        shape.set_desired_count(session.client("ssm"), "maha", "sim", optional, 0)
+    started = time.monotonic()
+    _invoke("provision", "--env", "sim")
+    _invoke("deploy", "--env", "sim")
+    elbv2: Any = session.client("elbv2")
+    balancer = elbv2.describe_load_balancers(Names=["maha-sim"])["LoadBalancers"][0]
+    arn = elbv2.describe_target_groups(Names=["maha-sim-app"])["TargetGroups"][0]["TargetGroupArn"]
+    port = listeners(sim_home())[f"{balancer['DNSName']}:80"]
+    deadline = time.monotonic() + 120
+    while _get(port)[0] != 200 and time.monotonic() < deadline:
+        time.sleep(2)
+    assert _get(port)[0] == 200
+    print(f"provision and deploy: {time.monotonic() - started:.0f} s")
+
+    mark = time.monotonic()
+    out = _invoke("scale", "--env", "sim", "--role", "app", "--count", "2")
+    print(f"scale out: {time.monotonic() - mark:.0f} s\n{out.stdout[-3000:]}")
+    hosts = {h.name: h for h in inventory_hosts("sim")}
+    new = hosts["maha-sim-app-2"]
+    assert _app_health(elbv2, arn) == {
+        hosts["maha-sim-app-1"].data["instance_id"]: "healthy",
+        new.data["instance_id"]: "healthy",
+    }
+    answered = [_get(port) for _ in range(8)]  # round robin over whole connections
+    assert {status for status, _ in answered} == {200}
+    assert len({server_name for _, server_name in answered}) == 2, answered  # both serve
+    address = new.data["private_address"]
+    assert address in _pg_hba(hosts["maha-sim-db-1"])  # PostgreSQL admits the new server
+    assert shape.desired_counts(session.client("ssm"), "maha", "sim")["app"] == 2
+    plan = provision("sim", dry=True, console=Console(file=io.StringIO())).plan
+    instances = {c.name: c.action for c in plan if c.kind == "EC2 instance"}
+    assert instances["maha-sim-app-2"] == "no change"  # a later provision keeps the scale
+    assert "delete" not in instances.values()
+
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def requests() -> None:
+        while not stop.is_set():
+            statuses.append(_get(port)[0])
+            time.sleep(0.05)
+
+    hammer = threading.Thread(target=requests)
+    hammer.start()
+    mark = time.monotonic()
+    try:
+        out = _invoke("scale", "--env", "sim", "--role", "app", "--count", "1")
+    finally:
+        stop.set()
+        hammer.join()
+    took = time.monotonic() - mark
+    print(f"scale in: {took:.0f} s, {len(statuses)} requests\n{out.stdout[-2000:]}")
+    assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    ec2: Any = session.client("ec2")
+    gone = ec2.describe_instances(InstanceIds=[new.data["instance_id"]])["Reservations"][0]
+    assert gone["Instances"][0]["State"]["Name"] in ("shutting-down", "terminated")
+    assert sorted(h.name for h in inventory_hosts("sim")) == [
+        "maha-sim-app-1",
+        "maha-sim-cache-1",
+        "maha-sim-db-1",
+    ]
+    assert address not in _pg_hba(hosts["maha-sim-db-1"])  # PostgreSQL forgot it
+    assert _get(port)[0] == 200
+    assert shape.desired_counts(session.client("ssm"), "maha", "sim")["app"] == 1

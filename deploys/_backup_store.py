@@ -22,7 +22,6 @@ from deploys._common import restart, template
 from mahaops import tls
 from mahaops.context import settings
 from mahaops.secrets import secret
-from mahaops.settings import from_data
 from mahaops.settings.base import BaseSettings
 from mahaops.settings.db import PostgresBackupOffhostSettings
 from operations import apt
@@ -62,20 +61,19 @@ class Store:
 
 
 def store_target() -> Store | None:
-    """Where this db host pushes its dumps: the first log server, when the setting is on and
-    the inventory has one."""
+    """Where this db host pushes its dumps: the log server first by name (the Ansible
+    export picks the same), when the setting is on and the inventory has one. Its SSH port
+    is the platform's (``base_ssh_port``)."""
     s = settings(PostgresBackupOffhostSettings)
-    if not s.postgresql_backup_offhost:
-        return None
     try:
         servers = sorted(inventory.get_group("log_servers"), key=lambda h: h.name)
     except NoGroupError:
         return None
-    for store in servers:
-        if address := store.data.get("private_address"):
-            port = from_data(BaseSettings, store.data.dict()).base_ssh_port
-            return Store(s.postgresql_backup_offhost_user, str(address), port)
-    return None
+    address = servers[0].data.get("private_address") if servers else None
+    if not s.postgresql_backup_offhost or not address:
+        return None
+    port = settings(BaseSettings).base_ssh_port
+    return Store(s.postgresql_backup_offhost_user, str(address), port)
 
 
 def client_key() -> None:

@@ -170,6 +170,14 @@ def _expression(template: str) -> Callable[[PeerContext, Host, Any], Jinja | Non
     return derive
 
 
+# The db hosts' off-host store: the log server first by name (deploys/_backup_store.py).
+STORE_TARGET = (
+    "{{ (postgresql_backup_offhost_user ~ '@'"
+    " ~ hostvars[groups['log_servers'] | sort | first].private_address)"
+    " if postgresql_backup_offhost and (groups['log_servers'] | default([])) else '' }}"
+)
+
+
 # Template variables a deploy computes from the inventory, by name.
 PEERS: dict[str, Callable[[PeerContext, Host, Any], Jinja | None]] = {
     "base_firewall_rules": _expression(FIREWALL_RULES),
@@ -189,6 +197,7 @@ PEERS: dict[str, Callable[[PeerContext, Host, Any], Jinja | None]] = {
     "app_queue_url": _url_host("app_redis_host", "cache_servers"),
     "worker_mail_sink": _expression(f"{{{{ {addresses('mail_servers')} | first | default('') }}}}"),
     "worker_smtp_address": _first_unless("worker_smtp_host", "mail_servers"),
+    "postgresql_backup_offhost_target": _expression(STORE_TARGET),
 }
 # What the peer expressions read besides the inventory, per host: the host's own openings
 # (static, from its settings) and its admin networks, as mahaops.firewall normalises them.

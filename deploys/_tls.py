@@ -49,7 +49,11 @@ def server_certificate(
     label: str, directory: str, user: str, group: str
 ) -> tuple[OperationMeta, OperationMeta]:
     """This host's certificate and key in ``directory`` (owned by ``user``), issued or renewed
-    by this run when needed; returns their operations (a change reloads the service)."""
+    by this run when needed; returns their operations (a change reloads the service).
+
+    Each has a template variable of its own (not the CA's ``tls_pem``): the export then
+    writes a host's values once, to its host_vars, instead of one task per host guarded
+    by its name (base places them on every host, for log shipping)."""
     s = settings(TlsSettings)
     issued = tls.server_certificate(
         current(), host.name, server_names(), s.tls_cert_days, s.tls_cert_renew_days
@@ -58,18 +62,18 @@ def server_certificate(
     files.directory(name=f"{label} TLS directory", path=directory, mode="750", **owner)
     cert = template(
         f"{label} TLS certificate (from the platform's CA)",
-        "tls/pem.j2",
+        "tls/cert.j2",
         f"{directory}/server.crt",
         mode="644",
-        tls_pem=issued.cert,
+        tls_server_cert=issued.cert,
         **owner,
     )
     key = template(
         f"{label} TLS key",
-        "tls/pem.j2",
+        "tls/key.j2",
         f"{directory}/server.key",
         mode="600",
-        tls_pem=issued.key,
+        tls_server_key=issued.key,
         **owner,
     )
     return cert, key

@@ -60,10 +60,8 @@ def hosts(
         for h in found:
             if "db_servers" in h.groups:
                 # Dumps go to the backup bucket with the db host's own role (put and list
-                # only); the bucket's lifecycle expires them, so the host's pruning is set
-                # past that age and never tries a delete the role does not allow.
+                # only); the bucket's lifecycle expires them, the host never deletes.
                 h.data["postgresql_backup_s3_bucket"] = bucket
-                h.data["postgresql_backup_s3_keep_days"] = spec.backup_retention_days + 2
     return found
 
 

@@ -145,7 +145,8 @@ class PostgresSettings(Settings):
     postgresql_backup_keep_days: int = Field(7, ge=1)  # local dumps older than this go
     postgresql_backup_s3_bucket: str = ""  # "" = on the host only; else also uploaded (AWS)
     postgresql_backup_s3_prefix: str = "postgresql/"  # key prefix in the bucket
-    postgresql_backup_s3_keep_days: int = Field(30, ge=1)  # uploaded dumps older than this go
+    # Uploaded dumps are never deleted by the host (its role may put and list only): the
+    # bucket's lifecycle expires them after the environment's backup_retention_days.
 
     @model_validator(mode="after")
     def _owners_exist(self) -> Self:

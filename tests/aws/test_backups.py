@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from mahaops import PROJECT_ROOT
 from mahaops.aws.inventory import hosts
 
 ACCOUNT = "123456789012"  # moto's
@@ -62,15 +63,18 @@ def test_db_hosts_may_only_put_and_list_backups(aws, provision_qa):
     assert db["IamInstanceProfile"]["Arn"].endswith("/maha-qa-db")
 
 
-def test_the_db_role_is_told_where_to_upload_and_never_prunes_what_it_cannot(
+def test_the_db_role_is_told_where_to_upload_and_never_deletes_there(
     aws, provision_qa, write_group_data
 ):
     provision_qa()
     found = hosts("qa", session=aws, group_data=write_group_data())
     (db,) = [h for h in found if "db_servers" in h.groups]
     assert db.data["postgresql_backup_s3_bucket"] == BUCKET
-    # the bucket expires dumps after 35 days; the host's own pruning waits longer
-    assert db.data["postgresql_backup_s3_keep_days"] > 35
+    # The bucket's lifecycle expires dumps; the host never deletes there (its role may not:
+    # a delete refused would fail the nightly backup).
+    assert "postgresql_backup_s3_keep_days" not in db.data
+    script = (PROJECT_ROOT / "templates/db/maha-pg-backup.py.j2").read_text()
+    assert "delete_object" not in script and "delete_objects" not in script
     assert all("postgresql_backup_s3_bucket" not in h.data for h in found if h is not db)
 
 

@@ -50,13 +50,21 @@ def _shared_rank(item: pytest.Item) -> int | None:
     return next((i for i, p in enumerate(SHARED_PLATFORM) if item.nodeid.startswith(p)), None)
 
 
+# The next longest units of work (about 20 and 10 minutes), started right after the shared
+# platform's: one ending last would keep a worker busy alone at the end of the session.
+LONG_UNITS = ("tests/ansible/test_roles.py", "tests/sim/")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The shared platform's modules first, together, in SHARED_PLATFORM's order (the
-    longest unit of work starts first; the rest keep file order)."""
+    longest unit of work starts first), then LONG_UNITS; the rest keep file order."""
 
     def key(item: pytest.Item) -> int:
         rank = _shared_rank(item)
-        return len(SHARED_PLATFORM) if rank is None else rank
+        if rank is not None:
+            return rank
+        long = next((i for i, p in enumerate(LONG_UNITS) if item.nodeid.startswith(p)), None)
+        return len(SHARED_PLATFORM) + (len(LONG_UNITS) if long is None else long)
 
     items.sort(key=key)
 

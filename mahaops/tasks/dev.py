@@ -24,7 +24,7 @@ def test(c: Context, args: str = "", workers: int = 2):
     # tests/conftest.py's ONE_WORKER (tests/app, which shares app/'s node_modules; the
     # modules sharing one platform): their hosts are built once, their tests keep their
     # order. Units are handed out in collection order (the shared platform's first, then
-    # the Ansible export's), not by test count, so the longest start first.
+    # tests/conftest.py's LONG_UNITS), not by test count, so the longest start first.
     parallel = (
         f"-n {workers} --dist loadfile --no-loadscope-reorder" if workers > 1 else "-p no:xdist"
     )

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,34 +44,6 @@ def _until(check: Callable[[], T | None], what: str, timeout: float = 120.0) -> 
             return value
         time.sleep(1)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """MAHA_HOME and HOME of the module's own: the server's state and the sim key pair."""
-    root = tmp_path_factory.mktemp("sim")
-    saved = {k: os.environ.get(k) for k in ("MAHA_HOME", "HOME")}
-    os.environ["MAHA_HOME"] = str(root / "maha-home")
-    os.environ["HOME"] = str(root / "home")
-    try:
-        yield root
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@pytest.fixture(scope="module")
-def sim(homes: Path) -> Iterator[server.Server]:
-    server.ensure_keys()
-    state = server.ensure_server()
-    try:
-        yield state
-    finally:
-        server.stop()
-        server.remove_hosts(state.token)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ again without a request failing.
 
 The smallest environment the platform runs: app, db and cache, one instance each (log and
 worker set to 0 through the same desired counts ``invoke scale`` keeps). One server for
-the module, in a MAHA_HOME of its own, as tests/sim/test_sim.py.
+the module, in a MAHA_HOME of its own (tests/sim/conftest.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +34,6 @@ from mahaops.sim.alb import listeners
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 REGION = "eu-west-1"
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Server]:
-    root = tmp_path_factory.mktemp("simlife")
-    saved = {k: os.environ.get(k) for k in ("MAHA_HOME", "HOME")}
-    os.environ["MAHA_HOME"] = str(root / "maha-home")
-    os.environ["HOME"] = str(root / "home")
-    server.ensure_keys()
-    state = server.ensure_server()
-    try:
-        yield state
-    finally:
-        server.stop()
-        server.remove_hosts(state.token)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _invoke(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:

@@ -182,7 +182,10 @@ class AwsLifecycle(Lifecycle):
 
     def _mark(self, name: str, joining: bool) -> None:
         """The joining mark is a tag: seen in the console, and readable with the host down."""
-        ec2, instance_id = self.ctx.clients.ec2, self._instance_id(name)
+        self._tag_joining(self._instance_id(name), joining)
+
+    def _tag_joining(self, instance_id: str, joining: bool) -> None:
+        ec2 = self.ctx.clients.ec2
         if joining:
             ec2.create_tags(Resources=[instance_id], Tags=[{"Key": JOINING_TAG, "Value": "yes"}])
         else:
@@ -248,9 +251,7 @@ class AwsLifecycle(Lifecycle):
                 instance_id = aws_ec2._launch(
                     self.ctx, changes.role, name, index - 1, key_name, image
                 )
-                ec2.create_tags(
-                    Resources=[instance_id], Tags=[{"Key": JOINING_TAG, "Value": "yes"}]
-                )
+                self._tag_joining(instance_id, True)  # its id is known: no lookup by name
                 started.append(instance_id)
         if not started:
             return

@@ -62,6 +62,9 @@ aws_environments = {
         # regional package it installs from UserData (version, and its SHA-256 to check):
         # "ssm_agent_version": "3.x.y.z", "ssm_agent_sha256": "<64 hex digits>",
         "domain": "maha.example.org",  # ALB: HTTP redirects to HTTPS with this certificate
+        # With the domain's public Route 53 zone, provision writes its alias to the ALB
+        # (and ACM's validation records for a requested certificate) there:
+        # "hosted_zone_id": "Z0123456789ABCDEFGHIJ",
         "certificate_arn": (
             "arn:aws:acm:eu-west-1:111122223333:certificate/00000000-0000-0000-0000-000000000000"
         ),

@@ -1,8 +1,9 @@
 """ACM certificates for ``domain`` (the ALB's, in the environment's region) and
 ``cdn_domain`` (CloudFront's, always in us-east-1), requested when no ARN is given.
 
-A requested certificate is validated by DNS: the CNAME records ACM asks for are printed
-(the operator creates them where the domain's zone lives), and provisioning waits until
+A requested certificate is validated by DNS: the CNAME records ACM asks for are written to
+``hosted_zone_id`` when it is given (mahaops/aws/dns.py), or else printed for the operator
+to create where the domain's zone lives; provisioning then waits until
 ACM has seen them and issued the certificate, since neither an HTTPS listener nor a
 distribution accepts a certificate still pending. Certificates are tagged like
 everything else and found again by domain and tags.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mahaops.aws import dns
 from mahaops.aws.plan import PENDING, Context, ProvisionError
 
 CLOUDFRONT_REGION = "us-east-1"
@@ -54,9 +56,8 @@ def ensure_certificate(ctx: Context, domain: str, region: str, role: str) -> str
     name = f"{domain} ({region})"
     found = find_certificate(ctx, domain, region)
     if found is None:
-        ctx.plan.record(
-            "ACM certificate", name, "create", "DNS validation: the records are printed"
-        )
+        where = "made in the zone" if "dns:zone" in ctx.ids else "printed"
+        ctx.plan.record("ACM certificate", name, "create", f"DNS validation: the records {where}")
         if ctx.dry:
             return PENDING
         arn = str(
@@ -75,16 +76,17 @@ def ensure_certificate(ctx: Context, domain: str, region: str, role: str) -> str
             ctx.plan.record("ACM certificate", name, "no change", arn)
         else:
             ctx.plan.record("ACM certificate", name, "update", f"{status.lower()}: {arn}")
-    if ctx.dry or (status == "ISSUED" and found is not None):
-        return arn
-    # Printed for a new certificate even if issued at once: ACM renews it through the
-    # same record, so it must stay in the zone.
-    for record in validation_records(acm, arn):
-        ctx.console.print(
-            f"DNS validation for {domain}: {record['Name']} {record['Type']} {record['Value']}",
-            highlight=False,
-        )
-    if status == "ISSUED":
+    if "dns:zone" in ctx.ids:  # kept in the zone, also once issued: ACM renews through them
+        dns.ensure_validation_records(ctx, validation_records(acm, arn), domain)
+    elif not ctx.dry and not (status == "ISSUED" and found is not None):
+        # Printed for a new certificate even if issued at once: ACM renews it through the
+        # same record, so it must stay in the zone.
+        for record in validation_records(acm, arn):
+            ctx.console.print(
+                f"DNS validation for {domain}: {record['Name']} {record['Type']} {record['Value']}",
+                highlight=False,
+            )
+    if ctx.dry or status == "ISSUED":
         return arn
     ctx.step(f"waiting for ACM to issue the certificate for {domain} (DNS validation)")
     acm.get_waiter("certificate_validated").wait(

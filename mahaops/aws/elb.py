@@ -68,12 +68,12 @@ def ensure_load_balancer(ctx: Context) -> str:
         arn = lb["LoadBalancerArn"]
         elb.get_waiter("load_balancer_available").wait(LoadBalancerArns=[arn])
         _set_attributes(ctx, arn, wanted_attrs)
-        ctx.ids["lb:dns"] = lb["DNSName"]
+        ctx.ids["lb:dns"], ctx.ids["lb:zone"] = lb["DNSName"], lb["CanonicalHostedZoneId"]
         return str(arn)
     lb = found["LoadBalancers"][0]
     arn = lb["LoadBalancerArn"]
     _check_owned(ctx, arn, f"load balancer {name}")
-    ctx.ids["lb:dns"] = lb["DNSName"]
+    ctx.ids["lb:dns"], ctx.ids["lb:zone"] = lb["DNSName"], lb["CanonicalHostedZoneId"]
     drift = []
     if set(lb.get("SecurityGroups", [])) != {ctx.ids["sg:lb"]}:
         drift.append("security group")

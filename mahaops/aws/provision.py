@@ -1,7 +1,7 @@
 """``provision``: converge one environment, step by step, into a plan.
 
 The order is the order of dependencies: network, security groups, key pair,
-buckets, IAM, instances, load balancer, CloudFront, then the bucket policies
+buckets, IAM, instances, load balancer, CloudFront, DNS aliases, then the bucket policies
 that name the distribution. Everything is checked (settings, SSH key file)
 before the first API call.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 from rich.console import Console
 
-from mahaops.aws import acm, cloudfront, ec2, elb, iam, network, s3, security
+from mahaops.aws import acm, cloudfront, dns, ec2, elb, iam, network, s3, security
 from mahaops.aws.config import load_environment
 from mahaops.aws.plan import Plan, context_of, pending
 from mahaops.settings import DEFAULT_GROUP_DATA
@@ -48,6 +48,7 @@ def provision(
     ec2.require_ssm_agent(env, loaded.spec)
     ctx = context_of(loaded, session, dry=dry, console=console)
     ctx.confirm = (lambda what: True) if yes else confirm
+    dns.check_zone(ctx)  # read only: a wrong zone is refused before anything is made
     network.ensure_network(ctx)
     security.ensure_security_groups(ctx, openings)
     key_name = ec2.ensure_key_pair(ctx, public_key)
@@ -57,6 +58,7 @@ def provision(
     acm.ensure_certificates(ctx)
     elb.ensure_load_balancing(ctx)
     distribution = cloudfront.ensure_cdn(ctx)
+    dns.ensure_aliases(ctx)
     for purpose in s3.BUCKETS:
         readers = None if pending(distribution) or purpose == "backups" else distribution
         s3.ensure_bucket_policy(ctx, purpose, readers)  # backups: no reader but the db role

@@ -18,7 +18,7 @@ import boto3
 from botocore.exceptions import ClientError
 from rich.console import Console
 
-from mahaops.aws import acm, cloudfront, s3
+from mahaops.aws import acm, cloudfront, dns, s3
 from mahaops.aws.config import load_environment
 from mahaops.aws.ec2 import LIVE_STATES, data_volumes
 from mahaops.aws.plan import Context, Plan, context_of, tags_of
@@ -65,6 +65,7 @@ def teardown(
 def find_doomed(ctx: Context) -> list[Doomed]:
     """Everything of the environment, in the order it can be deleted."""
     return [
+        *_dns(ctx),
         *_cdn(ctx),
         *_load_balancing(ctx),
         *_certificates(ctx),
@@ -103,6 +104,45 @@ def _retry_dependency(call: Callable[[], Any], attempts: int = 30, delay: float 
             if exc.response["Error"]["Code"] != "DependencyViolation" or attempt == attempts - 1:
                 raise
             time.sleep(delay)
+
+
+# -- Route 53 ----------------------------------------------------------------------------------
+
+
+def _dns(ctx: Context) -> list[Doomed]:
+    """The zone's records naming this environment's ALB or distribution, and the validation
+    records of the certificates it requested; never a record it did not make."""
+    zone_id = ctx.spec.hosted_zone_id
+    if zone_id is None:
+        return []
+    targets = set()
+    elb = ctx.clients.elbv2
+    for lb in (
+        elb.get_paginator("describe_load_balancers").paginate().build_full_result()["LoadBalancers"]
+    ):
+        if _elb_owned(ctx, lb["LoadBalancerArn"]):
+            targets.add(dns.fqdn(lb["DNSName"]))
+    distribution = cloudfront.find_distribution(ctx)
+    if distribution:
+        targets.add(dns.fqdn(distribution["DomainName"]))
+    validation = set()
+    for region in sorted({ctx.clients.region, acm.CLOUDFRONT_REGION}):
+        client = ctx.clients._client("acm", region)
+        for summary in _all(client, "list_certificates", "CertificateSummaryList"):
+            arn = summary["CertificateArn"]
+            if ctx.owns(client.list_tags_for_certificate(CertificateArn=arn).get("Tags")):
+                described = client.describe_certificate(CertificateArn=arn)["Certificate"]
+                for option in described.get("DomainValidationOptions", []):
+                    if record := option.get("ResourceRecord"):
+                        validation.add((dns.fqdn(record["Name"]), record["Value"]))
+    return [
+        Doomed(
+            "Route 53 record",
+            f"{record['Name'].rstrip('.')} {record['Type']}",
+            partial(dns.delete_records, ctx, zone_id, [record]),
+        )
+        for record in dns.owned_records(ctx, zone_id, targets, validation)
+    ]
 
 
 # -- CloudFront --------------------------------------------------------------------------------

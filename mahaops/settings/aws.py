@@ -28,6 +28,7 @@ Ec2Role = Literal["app", "db", "cache", "log", "worker"]
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_ZONE_ID = re.compile(r"^[A-Z0-9]{1,32}$")
 _ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
 
 
@@ -73,11 +74,18 @@ def _acm_arn(value: str) -> str:
     return value
 
 
+def _zone_id(value: str) -> str:
+    if not _ZONE_ID.match(value):
+        raise ValueError(f"{value!r} is not a Route 53 hosted zone id (e.g. Z0123456789ABC)")
+    return value
+
+
 InstanceType = Annotated[str, AfterValidator(_instance_type)]
 Region = Annotated[str, AfterValidator(_region)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 Domain = Annotated[str, AfterValidator(_domain)]
 CertificateArn = Annotated[str, AfterValidator(_acm_arn)]
+ZoneId = Annotated[str, AfterValidator(_zone_id)]
 
 
 class AwsRole(Record):
@@ -139,6 +147,10 @@ class AwsEnvironment(Record):
     certificate_arn: CertificateArn | None = None  # regional ACM cert; None = requested
     cdn_domain: Domain | None = None  # CloudFront alias (e.g. cdn.example.org)
     cdn_certificate_arn: CertificateArn | None = None  # us-east-1 cert; None = requested
+    # A public Route 53 zone holding domain and cdn_domain: ACM's validation records and
+    # aliases to the ALB and the distribution are made there. None = the records are
+    # printed and pointing the names is the operator's.
+    hosted_zone_id: ZoneId | None = None
     app_port: int = Field(80, ge=1, le=65535)  # nginx on the app servers
     health_check_path: str = "/health"  # the target group's health check
     alb_idle_timeout: int = Field(3600, ge=1, le=4000)  # seconds; long for WebSockets
@@ -194,6 +206,8 @@ class AwsEnvironment(Record):
             raise ValueError("certificate_arn: a certificate needs the domain it covers")
         if self.cdn_certificate_arn and not self.cdn_domain:
             raise ValueError("cdn_certificate_arn: a certificate needs the cdn_domain it covers")
+        if self.hosted_zone_id and not (self.domain or self.cdn_domain):
+            raise ValueError("hosted_zone_id: give the domain or cdn_domain it should hold")
         if self.cdn_certificate_arn and ":us-east-1:" not in self.cdn_certificate_arn:
             raise ValueError("cdn_certificate_arn: CloudFront needs a certificate in us-east-1")
         if self.profile == "maha-sim" and (self.access != "public" or self.vpc_id):

@@ -273,6 +273,7 @@ def nginx_vars(a: AppSettings, n: NginxSettings, r: ReleaseSettings) -> dict[str
         **a.model_dump(),
         **n.model_dump(),
         "app_root": r.app_root,
+        "app_asset_base_url": r.app_asset_base_url,  # the page's assets: allowed by the CSP
         "app_server_name": host.name,
         "nginx_real_ip_sources": sorted({*addresses("load_balancers"), *n.nginx_real_ip_from}),
     }

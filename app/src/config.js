@@ -58,6 +58,8 @@ module.exports = {
   port: int('PORT', 3000, { max: 65535 }),
   host: process.env.HOST || '127.0.0.1', // nginx on the same host proxies to us
   serveStatic: process.env.MAHA_SERVE_STATIC !== '0',
+  // Where pages load /static/ from: '' = this app (through nginx), else the CDN's origin.
+  assetBase: (process.env.MAHA_ASSET_BASE_URL || '').replace(/\/+$/, ''),
   postgres,
   describePostgres,
   redisUrl,

@@ -2,6 +2,7 @@
 // The one HTML page: start a campaign and watch its progress live.
 
 const config = require('./config');
+const { assetUrl } = require('./static');
 
 const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 const escape = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
@@ -13,7 +14,7 @@ function render(res) {
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>Maha campaigns</title>
-  <link rel="stylesheet" href="/static/app.css">
+  <link rel="stylesheet" href="${escape(assetUrl('app.css'))}">
 </head>
 <body>
   <main>
@@ -29,7 +30,7 @@ function render(res) {
     </section>
   </main>
   <footer>Served by <b>${escape(config.serverName)}</b>, release <code>${escape(config.release)}</code></footer>
-  <script src="/static/app.js" defer></script>
+  <script src="${escape(assetUrl('app.js'))}" defer></script>
 </body>
 </html>
 `;

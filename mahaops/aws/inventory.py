@@ -54,6 +54,12 @@ def hosts(
         for h in found:
             if "app_servers" in h.groups:
                 h.data["nginx_real_ip_from"] = _load_balancer_subnets(session, loaded)
+    releasing = [h for h in found if {"app_servers", "workers"} & set(h.groups)]
+    if releasing and "app_asset_base_url" not in spec.settings:
+        # Pages load /static/ from CloudFront, which the release filled (release/assets.py).
+        origin = _cdn_origin(session, loaded)
+        for h in releasing:
+            h.data["app_asset_base_url"] = origin
     if any("db_servers" in h.groups for h in found):
         account = session.client("sts", config=CLIENT_CONFIG).get_caller_identity()["Account"]
         bucket = named_bucket(loaded.project, env, "backups", account)
@@ -63,6 +69,22 @@ def hosts(
                 # only); the bucket's lifecycle expires them, the host never deletes.
                 h.data["postgresql_backup_s3_bucket"] = bucket
     return found
+
+
+def _cdn_origin(session: boto3.Session, loaded: Environment) -> str:
+    """``https://`` and the distribution's alias or name; "" before it exists."""
+    if loaded.spec.cdn_domain:
+        return f"https://{loaded.spec.cdn_domain}"
+    cf: Any = session.client("cloudfront", config=CLIENT_CONFIG)
+    wanted = {"Project": loaded.project, "Environment": loaded.name}
+    for page in cf.get_paginator("list_distributions").paginate():
+        for summary in (page.get("DistributionList") or {}).get("Items") or []:
+            if summary.get("Comment") != f"{loaded.project}-{loaded.name}":
+                continue
+            items = cf.list_tags_for_resource(Resource=summary["ARN"])["Tags"].get("Items") or []
+            if wanted.items() <= {t["Key"]: t["Value"] for t in items}.items():
+                return f"https://{summary['DomainName']}"
+    return ""
 
 
 def _load_balancer_subnets(session: boto3.Session, loaded: Environment) -> list[str]:

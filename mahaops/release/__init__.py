@@ -3,6 +3,7 @@
 - ``tarball``: the reproducible build of app/ (``Release``, ``verify``).
 - ``cache``: builds remembered by content, and which release a run deploys
   (``current_build``, ``chosen``, ``for_run``).
+- ``assets``: content-hashed names for public/, published to the CDN's bucket on AWS.
 - ``rollout``: the rolling deploy to app servers then workers, and the rollback.
 
 What a host does with a release is the project operations in ``operations/release.py``.

@@ -31,11 +31,12 @@ INDEX_NAME = "by-source.json"  # source digest -> tarball name, beside the tarba
 LOCK_NAME = ".build.lock"
 LOCK_TIMEOUT = 900.0  # seconds: a cold `npm ci` takes minutes, not a quarter of an hour
 LOCK_POLL = 0.1  # seconds between attempts
+BUILD_FORMAT = b"2"  # raised when a build makes something else of the same app/ (2: hashed assets)
 
 
 def source_digest(app_dir: Path = APP_DIR) -> str:
     """A digest of everything a release build reads: names, modes and bytes of app/."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(b"format " + BUILD_FORMAT + b"\0")
     for root, dirs, files in os.walk(app_dir):
         dirs[:] = sorted(d for d in dirs if not tarball.excluded(d))
         for name in sorted(files):

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mahaops import PROJECT_ROOT
+from mahaops.release import assets
 
 APP_DIR = PROJECT_ROOT / "app"
 DEFAULT_OUT_DIR = PROJECT_ROOT / "build" / "releases"
@@ -81,6 +82,8 @@ def build(out_dir: Path = DEFAULT_OUT_DIR, *, app_dir: Path = APP_DIR) -> Releas
     with tempfile.TemporaryDirectory(prefix="maha-release-") as tmp:
         staging = Path(tmp) / "app"
         _copy_app(app_dir, staging)
+        if (staging / assets.PUBLIC).is_dir():
+            assets.fingerprint(staging / assets.PUBLIC)  # hashed names, cached for a year
         _install_production_dependencies(staging)
         out_dir.mkdir(parents=True, exist_ok=True)
         tarball = out_dir / f"{TARBALL_PREFIX}{release_id}{TARBALL_SUFFIX}"

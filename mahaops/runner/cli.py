@@ -14,6 +14,7 @@ from pyinfra.api.exceptions import PyinfraError
 
 from mahaops import pyinfra_hooks, secrets
 from mahaops.hosts import kind_of
+from mahaops.release.assets import publish_release
 from mahaops.runner import engine, factcache, report
 from mahaops.runner.report import console
 from mahaops.runner.state import (
@@ -75,7 +76,16 @@ def main(argv: list[str]) -> int:
             factcache.install(secrets.env_dir(args.env), role_of=engine.asking_role)
             connect_all(state)
             factcache.prefetch(state, {r.name for r in roles})
-            engine.plan(state, roles, hosts)
+            releases = engine.plan(state, roles, hosts)
+            if kind == "aws":  # the CDN has a release's assets before a page names them
+                for built in releases:
+                    publish_release(
+                        args.env,
+                        built.tarball,
+                        dry=args.dry,
+                        progress=console.print,
+                        group_data=args.group_data,
+                    )
             if not args.dry:
                 engine.execute(state, progress=not args.quiet)
         except PyinfraError as exc:

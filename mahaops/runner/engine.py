@@ -13,7 +13,7 @@ import contextlib
 import importlib
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from pyinfra.api import State
@@ -27,6 +27,9 @@ from mahaops.roles import PHASES, ROLE_BY_NAME, Role
 from mahaops.runner import report
 from mahaops.runner.state import host_roles
 from mahaops.settings import from_data
+
+if TYPE_CHECKING:
+    from mahaops.release.tarball import Release
 
 # -- what each operation is: pyinfra keeps names; the report needs functions and roles -------
 op_funcs: dict[str, Callable[..., Any]] = {}  # op hash -> the operation's function
@@ -52,7 +55,7 @@ def _planned_hosts(state: State, role_: Role, specs: dict[str, HostSpec]) -> lis
     return [h for h in state.inventory.iter_activated_hosts() if role_ in host_roles(specs[h.name])]
 
 
-def resolve_release(state: State, roles: Iterable[Role], hosts: list[HostSpec]) -> None:
+def resolve_release(state: State, roles: Iterable[Role], hosts: list[HostSpec]) -> list[Release]:
     """Build or check the run's release once, before any host is planned.
 
     The app and worker deploys ask for it while hosts are planned side by side, in
@@ -74,17 +77,16 @@ def resolve_release(state: State, roles: Iterable[Role], hosts: list[HostSpec]) 
             settings = from_data(ReleaseSettings, host.data.dict())
             if not settings.app_rollback:  # a rollback pushes no release
                 tarballs.add(settings.app_release_tarball)
-    for tarball in sorted(tarballs):
-        for_run(tarball)
+    return [for_run(tarball) for tarball in sorted(tarballs)]
 
 
-def plan(state: State, roles: list[Role], hosts: list[HostSpec]) -> None:
+def plan(state: State, roles: list[Role], hosts: list[HostSpec]) -> list[Release]:
     """Call each role's deploy for its hosts, in role order, as pyinfra's CLI would
-    (the run's release resolved first)."""
+    (the run's release resolved first); returns the releases the run pushes."""
     pyinfra_hooks.install()
     pyinfra_hooks.on_operation_added(_record)
     pyinfra_hooks.order_by_deploy_line()
-    resolve_release(state, roles, hosts)
+    releases = resolve_release(state, roles, hosts)
     specs = {h.name: h for h in hosts}
     state.set_stage(StateStage.Prepare)
     for number, role_ in enumerate(roles):
@@ -98,6 +100,7 @@ def plan(state: State, roles: list[Role], hosts: list[HostSpec]) -> None:
             targets = _planned_hosts(state, role_, specs)
             greenlets = [state.pool.spawn(_plan_host, host, deploy_func) for host in targets]
             gevent.joinall(greenlets, raise_error=True)
+    return releases
 
 
 def _plan_host(host: Any, deploy_func: Callable[[], None]) -> None:

@@ -13,6 +13,16 @@ from mahaops.settings.models import Fingerprint, Settings, group_settings
 
 _NGINX_SIZE = re.compile(r"^\d+[kKmMgG]?$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_ORIGIN = re.compile(r"^https?://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
+
+
+def _origin(value: str) -> str:
+    if value and not _ORIGIN.match(value):
+        raise ValueError(f'{value!r} is not an origin (https://host[:port], no path) or ""')
+    return value
+
+
+Origin = Annotated[str, AfterValidator(_origin)]
 
 
 def _nginx_size(value: str) -> str:
@@ -91,6 +101,9 @@ class ReleaseSettings(Settings):
     app_redis_db: int = Field(0, ge=0, le=15)  # Redis database number
     app_pg_pool_max: int = Field(10, ge=1, le=200)  # PostgreSQL connections per process
     app_env: AppEnv = {}  # more environment for web and worker, e.g. {"PG_POOL_MAX": "20"}
+    # Where pages load /static/ from: "" = the app servers themselves; on AWS the inventory
+    # gives the CDN's origin (https://<cdn_domain or the distribution's name>)
+    app_asset_base_url: Origin = ""
 
 
 @group_settings("app_servers", "workers")

@@ -4,7 +4,7 @@
 
 Started by ``mahaops.sim.server.start`` (never by hand); SIGTERM stops both. moto is
 given Debian 12 images (``debian-amis.json``, the owner and names provisioning looks
-for), two shims for gaps in moto 5.2 that a real account does not have, instances
+for), three shims for gaps in moto 5.2 that a real account does not have, instances
 that stay ``pending`` until their host has booted, and the ALB stand-in (``alb``).
 """
 
@@ -24,10 +24,41 @@ from typing import Any
 AMIS = Path(__file__).with_name("debian-amis.json")
 
 
+PLAIN_HTTP_ONLY = {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def tls_only_bucket_policies() -> None:
+    """moto ignores a bucket policy's conditions, so the buckets' "deny plain HTTP" statement
+    denies every request. Requests to the stand-in stand for AWS's TLS endpoint: that
+    statement is left out when moto weighs a request (the rest of the policy still is)."""
+    import json
+
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+    from moto.s3.models import FakeBucket
+
+    if getattr(FakeBucket.get_permission, "_maha_shim", False):
+        return
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        policy = json.loads(self.policy) if self.policy is not None else {}
+        kept = [s for s in policy.get("Statement", []) if s.get("Condition") != PLAIN_HTTP_ONLY]
+        if not kept:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(
+            action, resource
+        )
+
+    get_permission._maha_shim = True  # type: ignore[attr-defined]
+    FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
+
+
 def moto_shims() -> None:
-    """moto 5.2 lacks DeleteKeyGroup and drops an origin's OriginAccessControlId; AWS has both."""
+    """moto 5.2 lacks DeleteKeyGroup, drops an origin's OriginAccessControlId and weighs a
+    bucket policy without its conditions; AWS does all three."""
     from moto.cloudfront import models, responses
     from moto.core.responses import EmptyResult
+
+    tls_only_bucket_policies()
 
     if not hasattr(models.CloudFrontBackend, "delete_key_group"):
 

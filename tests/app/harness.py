@@ -288,13 +288,16 @@ class App:
             timeout=60,
         )
 
-    def start_web(self, server_name: str = "app-test-1") -> Web:
+    def start_web(
+        self, server_name: str = "app-test-1", cwd: Path = APP_DIR, **env: str | int
+    ) -> Web:
+        """The web server of ``cwd`` (app/, or an unpacked release), with ``env`` on top."""
         port = free_port()
         proc = self.processes.start(
             "web",
             ["node", "src/web.js"],
-            cwd=APP_DIR,
-            env=self.env(PORT=port, MAHA_SERVER_NAME=server_name),
+            cwd=cwd,
+            env=self.env(PORT=port, MAHA_SERVER_NAME=server_name, **env),
         )
         web = Web(proc, f"http://{LOCALHOST}:{port}", f"ws://{LOCALHOST}:{port}")
         wait_for(lambda: web.get("/health").status == 200, 20, f"web (log: {proc.log})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from mahaops import release
-from mahaops.release import APP_DIR, Release
+from mahaops.release import APP_DIR, Release, assets
+
+from .harness import App
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +97,38 @@ def test_release_of_uncommitted_work_is_marked_dirty_and_leaves_secrets_and_test
         names = tar.getnames()
     assert "src/web.js" in names
     assert not [name for name in names if name.split("/")[0] in {"tests", ".env", "npm-debug.log"}]
+
+
+def test_release_names_its_assets_by_content_and_pages_load_them_from_the_asset_base(
+    two_builds: tuple[Release, Release], migrated: App, tmp_path: Path
+) -> None:
+    with tarfile.open(two_builds[0].tarball) as tar:
+        tar.extractall(tmp_path / "release", filter="data")
+    root = tmp_path / "release"
+    manifest = json.loads((root / "public" / "manifest.json").read_text())
+    assert set(manifest) >= {"app.css", "app.js"}
+    for original, hashed in manifest.items():
+        content = (root / "public" / original).read_bytes()
+        assert (root / "public" / hashed).read_bytes() == content
+        assert hashed == assets.hashed_name(original, content)
+
+    cdn = migrated.start_web("app-cdn", cwd=root, MAHA_ASSET_BASE_URL="https://cdn.example.test")
+    own = migrated.start_web("app-own", cwd=root)
+    try:
+        linked = _asset_urls(cdn.get("/").body.decode())
+        assert sorted(linked) == sorted(
+            f"https://cdn.example.test/static/{manifest[name]}" for name in ("app.css", "app.js")
+        )
+        for url in _asset_urls(own.get("/").body.decode()):
+            assert url.startswith("/static/") and assets.HASHED.search(url)
+            answer = own.get(url)
+            assert answer.status == 200
+            assert answer.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+            assert answer.body == (root / "public" / url.removeprefix("/static/")).read_bytes()
+    finally:
+        cdn.proc.stop()
+        own.proc.stop()
+
+
+def _asset_urls(html: str) -> list[str]:
+    return re.findall(r'<(?:link rel="stylesheet" href|script src)="([^"]+)"', html)

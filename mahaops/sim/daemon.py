@@ -4,7 +4,7 @@
 
 Started by ``mahaops.sim.server.start`` (never by hand); SIGTERM stops both. moto is
 given Debian 12 images (``debian-amis.json``, the owner and names provisioning looks
-for), three shims for gaps in moto 5.2 that a real account does not have, instances
+for), four shims for gaps in moto 5.2 that a real account does not have, instances
 that stay ``pending`` until their host has booted, and the ALB stand-in (``alb``).
 """
 
@@ -52,13 +52,45 @@ def tls_only_bucket_policies() -> None:
     FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
 
 
+def termination_protection_at_launch() -> None:
+    """moto 5.2 drops RunInstances' DisableApiTermination (ModifyInstanceAttribute keeps it,
+    and TerminateInstances then refuses, as AWS does)."""
+    import contextvars
+
+    from moto.ec2.models import instances as models
+    from moto.ec2.responses import instances as responses
+
+    original_init = models.Instance.__init__
+    if getattr(original_init, "_maha_shim", False):
+        return
+    asked: contextvars.ContextVar[bool] = contextvars.ContextVar("asked", default=False)
+    original_run = responses.InstanceResponse.run_instances
+
+    def run_instances(self: Any) -> Any:
+        token = asked.set(bool(self._get_bool_param("DisableApiTermination", False)))
+        try:
+            return original_run(self)
+        finally:
+            asked.reset(token)
+
+    def instance_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.disable_api_termination = self.disable_api_termination or asked.get()
+
+    instance_init._maha_shim = True  # type: ignore[attr-defined]
+    models.Instance.__init__ = instance_init  # type: ignore[method-assign]
+    responses.InstanceResponse.run_instances = run_instances  # type: ignore[method-assign]
+
+
 def moto_shims() -> None:
-    """moto 5.2 lacks DeleteKeyGroup, drops an origin's OriginAccessControlId and weighs a
-    bucket policy without its conditions; AWS does all three."""
+    """moto 5.2 lacks DeleteKeyGroup, drops an origin's OriginAccessControlId and
+    RunInstances' DisableApiTermination, and weighs a bucket policy without its
+    conditions; AWS does all four."""
     from moto.cloudfront import models, responses
     from moto.core.responses import EmptyResult
 
     tls_only_bucket_policies()
+    termination_protection_at_launch()
 
     if not hasattr(models.CloudFrontBackend, "delete_key_group"):
 

@@ -4,7 +4,7 @@ Every test runs with fake credentials, no profile or config file, and a socket
 guard that refuses connections to anything but 127.0.0.1 (the moto server of
 the end-to-end tests); unit tests use moto in-process and open no socket.
 moto is given Debian 12 images through ``MOTO_AMIS_PATH`` (set before moto is
-imported) and two shims for gaps in moto 5.2 (see ``mahaops.sim.daemon.moto_shims``).
+imported) and the shims for gaps in moto 5.2 (see ``mahaops.sim.daemon.moto_shims``).
 """
 
 from __future__ import annotations
@@ -44,39 +44,6 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 moto_shims()
-
-
-def _moto_termination_protection() -> None:
-    """moto 5.2 drops RunInstances' DisableApiTermination (ModifyInstanceAttribute keeps it,
-    and TerminateInstances then refuses, as AWS does)."""
-    import contextvars
-
-    from moto.ec2.models import instances as models
-    from moto.ec2.responses import instances as responses
-
-    original_init = models.Instance.__init__
-    if getattr(original_init, "_maha_shim", False):
-        return
-    asked: contextvars.ContextVar[bool] = contextvars.ContextVar("asked", default=False)
-    original_run = responses.InstanceResponse.run_instances
-
-    def run_instances(self: Any) -> Any:
-        token = asked.set(bool(self._get_bool_param("DisableApiTermination", False)))
-        try:
-            return original_run(self)
-        finally:
-            asked.reset(token)
-
-    def instance_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        self.disable_api_termination = self.disable_api_termination or asked.get()
-
-    instance_init._maha_shim = True  # type: ignore[attr-defined]
-    models.Instance.__init__ = instance_init  # type: ignore[method-assign]
-    responses.InstanceResponse.run_instances = run_instances  # type: ignore[method-assign]
-
-
-_moto_termination_protection()
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ are told to load them from the CDN."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,6 @@ import pytest
 from mahaops.aws.inventory import hosts
 from mahaops.release import assets
 from mahaops.release.tarball import _write_tarball
-
-
-@pytest.fixture(autouse=True)
-def _requests_over_tls() -> Iterator[None]:
-    """moto weighs bucket policies without conditions: its "deny plain HTTP" would deny
-    boto3's TLS requests too. The sim's shim (the same one) leaves that statement out."""
-    from moto.s3.models import FakeBucket
-
-    from mahaops.sim.daemon import tls_only_bucket_policies
-
-    original = FakeBucket.get_permission
-    tls_only_bucket_policies()
-    yield
-    FakeBucket.get_permission = original  # type: ignore[method-assign]
 
 
 @pytest.fixture

@@ -36,6 +36,9 @@ function settings() {
     connections: config.int('MAIL_CONNECTIONS', 4, { min: 1, max: 50 }),
     ratePerCampaign: config.int('MAIL_RATE_PER_CAMPAIGN', 0), // messages/s; 0 = as fast as SMTP takes them
     maxTries: config.int('MAIL_MAX_TRIES', 5, { min: 1, max: 50 }),
+    // This many refusals for good in a row, none accepted between them, fail the campaign:
+    // the sender is refused, not the recipients (an unverified SES identity, a suspension).
+    refusedInARow: config.int('MAIL_REFUSED_IN_A_ROW', 50, { min: 1 }),
     retryBaseMs: config.int('MAIL_RETRY_BASE_MS', 1000, { min: 1 }),
     retryMaxMs: config.int('MAIL_RETRY_MAX_MS', 30000, { min: 1 }),
     timeoutMs: config.int('MAIL_TIMEOUT_MS', 30000, { min: 100 }),

@@ -214,6 +214,9 @@ async function pause(ms, stopped) {
   return !stopped();
 }
 
+// Thrown when every message is refused for good: the job fails, it is not retried.
+class RefusedAll extends Error {}
+
 // One recipient: sent, failed for good, or left claimed/retry for a later run.
 async function sendOne(campaign, row, holder, stopped) {
   let from = 'claimed';
@@ -227,6 +230,11 @@ async function sendOne(campaign, row, holder, stopped) {
       if (kind === 'permanent') {
         await markUnsent(campaign.id, row, holder, 'failed', err);
         log.warn('recipient refused', { campaign: campaign.id, recipient: row.recipient, smtp: err.responseCode });
+        campaign.refusedInARow += 1;
+        if (campaign.refusedInARow >= mail.refusedInARow) {
+          const reason = String(err.response || err.message).slice(0, 200);
+          throw new RefusedAll(`every message refused (${campaign.refusedInARow} in a row): ${reason}`);
+        }
         return;
       }
       await markUnsent(campaign.id, row, holder, 'retry', err); // refused or never reached: not sent
@@ -240,6 +248,7 @@ async function sendOne(campaign, row, holder, stopped) {
       continue;
     }
     await markSent(campaign.id, row, holder, info.response);
+    campaign.refusedInARow = 0;
     return;
   }
 }
@@ -268,7 +277,7 @@ async function sendRows(campaign, rows, holder, lease, throttle) {
 }
 
 async function sendMail(id, job, holder, lease) {
-  const campaign = { id: Number(id), name: job.name };
+  const campaign = { id: Number(id), name: job.name, refusedInARow: 0 };
   const throttle = new mailer.Throttle(mail.ratePerCampaign);
   for (;;) {
     const stop = halted(lease, { error: null });
@@ -359,6 +368,17 @@ async function runJob(id, holder) {
       log.info('job done', { campaign: Number(id), delivered, ms: Date.now() - startedAt });
     }
   } catch (err) {
+    if (err instanceof RefusedAll && !lease.lost) {
+      // Another worker would meet the same refusals: the campaign fails with the reason.
+      try {
+        await fail(id, err.message);
+        await queue.ack(id, holder);
+        log.error('job failed: every message refused', { campaign: Number(id), error: err.message });
+        return;
+      } catch (recordErr) {
+        err = recordErr; // not recorded: handed back below like any other error
+      }
+    }
     // Database or Redis trouble: give the job back to be retried; if even
     // that fails, its lease expires and a reaper requeues it.
     log.error('job error', { campaign: Number(id), ...log.errorFields(err) });

@@ -32,6 +32,9 @@ class WorkerSettings(Settings):
     worker_mail_rate_per_campaign: int = Field(0, ge=0, le=100000)  # messages/s; 0: no limit
     worker_mail_connections: int = Field(4, ge=1, le=50)  # pooled SMTP connections per worker
     worker_mail_max_tries: int = Field(5, ge=1, le=50)  # per message, for 4xx and lost connections
+    # Refusals for good (5xx) in a row, none accepted between, that fail the campaign: the
+    # sender is refused (an unverified SES identity), so sending on would only burn quota
+    worker_mail_refused_in_a_row: int = Field(50, ge=1, le=100000)
 
     @field_validator("worker_mail_from", "worker_smtp_host", "worker_smtp_user")
     @classmethod

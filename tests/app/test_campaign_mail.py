@@ -188,6 +188,45 @@ def test_a_permanent_refusal_fails_that_recipient_only(
     assert state == "failed"
 
 
+def test_a_campaign_whose_every_message_is_refused_fails_soon_with_the_reason(
+    web: Web, workers: Callable[..., Proc], sink: Sink, mail_env: dict, postgres: Postgres
+) -> None:
+    # An unverified SES sender: every message answered 554, whoever the recipient.
+    sink.refuse = lambda arrival, tries: "554 Message rejected: Email address is not verified."
+    workers(**mail_env, MAIL_REFUSED_IN_A_ROW=10, MAIL_CONNECTIONS=4)
+    campaign = web.start_campaign(300)
+
+    failed = wait_for(
+        lambda: (c := web.campaign(campaign))["status"] == "failed" and c, 30, "campaign failed"
+    )
+
+    assert "every message refused" in failed["result"]["error"]
+    assert "not verified" in failed["result"]["error"]
+    # Ten in a row, plus those already in flight on the other connections: not 300.
+    assert 10 <= len(sink.attempts_of(campaign)) < 10 + 4
+    time.sleep(1)
+    assert len(sink.attempts_of(campaign)) < 10 + 4  # the job is not handed back and retried
+    sent = postgres.sql(f"select count(*) from deliveries where campaign_id = {campaign}")
+    assert sent == "0"
+
+
+def test_refusals_between_accepted_messages_do_not_fail_the_campaign(
+    web: Web, workers: Callable[..., Proc], sink: Sink, mail_env: dict
+) -> None:
+    # Two refused for every one accepted: many refusals, never ten in a row.
+    def refuse(arrival: Arrival, tries: int) -> str | None:
+        number = int(arrival.recipients[0].split("-")[1].split("@")[0])
+        return "550 5.1.1 No such user" if number % 3 else None
+
+    sink.refuse = refuse
+    workers(**mail_env, MAIL_REFUSED_IN_A_ROW=10, MAIL_CONNECTIONS=1)
+    campaign = web.start_campaign(60)
+
+    done = web.wait_until_done(campaign, timeout=30)
+
+    assert (done["result"]["delivered"], done["result"]["failed"]) == (20, 40)
+
+
 def test_a_worker_restarted_mid_campaign_sends_nobody_twice_and_skips_nobody(
     web: Web, workers: Callable[..., Proc], sink: Sink, mail_env: dict
 ) -> None:

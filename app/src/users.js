@@ -44,7 +44,7 @@ async function authenticate(db, { email, password }) {
 }
 
 // -- rate limit: SIGNIN_MAX_FAILURES failed sign-ins per account, SIGNIN_MAX_FAILURES_PER_IP per
-// client address, in a window of SIGNIN_WINDOW_SECONDS from the first failure ------------------
+// client address, in a window of SIGNIN_WINDOW_SECONDS from the first attempt -----------------
 
 function limitKeys(email, ip) {
   return [
@@ -53,33 +53,34 @@ function limitKeys(email, ip) {
   ];
 }
 
-// Seconds until sign-in is allowed again (0: allowed now).
-async function blockedFor(redis, email, ip) {
+// Counts this attempt before the password is checked, so guesses sent in parallel cannot all
+// slip in under the limit; a success takes its count back (recordSuccess). The seconds until
+// sign-in is allowed again, 0 when this attempt may go on.
+async function attempt(redis, email, ip) {
   const keys = limitKeys(email, ip);
   const pipeline = redis.multi();
-  for (const [key] of keys) pipeline.get(key).ttl(key);
+  // The window starts at the first attempt (NX) and INCR keeps the key's TTL.
+  for (const [key] of keys) pipeline.set(key, 0, 'EX', config.signinWindowSeconds, 'NX').incr(key).ttl(key);
   const replies = (await pipeline.exec()).map(([err, value]) => {
     if (err) throw err;
     return value;
   });
   let wait = 0;
   keys.forEach(([, max], i) => {
-    if (Number(replies[2 * i]) >= max) wait = Math.max(wait, replies[2 * i + 1] > 0 ? replies[2 * i + 1] : 1);
+    const [count, ttl] = [replies[3 * i + 1], replies[3 * i + 2]];
+    if (count > max) wait = Math.max(wait, ttl > 0 ? ttl : 1);
   });
   return wait;
 }
 
-async function recordFailure(redis, email, ip) {
-  const pipeline = redis.multi();
-  // The window starts at the first failure (NX) and the count keeps its TTL (INCR).
-  for (const [key] of limitKeys(email, ip)) pipeline.set(key, 0, 'EX', config.signinWindowSeconds, 'NX').incr(key);
-  await pipeline.exec();
+// Never recreates an expired counter (a DECR would, with no TTL: a key kept for good).
+const UNCOUNT = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('decr', KEYS[1]) end return 0";
+
+// A success forgives the account's failures, and the address's count loses only this
+// attempt: one account an attacker owns must not reset the count for guesses at others.
+async function recordSuccess(redis, email, ip) {
+  const [[account], [address]] = limitKeys(email, ip);
+  await Promise.all([redis.del(account), redis.eval(UNCOUNT, 1, address)]);
 }
 
-// A successful sign-in forgives the account's failures, not the address's: one account an
-// attacker owns must not reset the count for guesses at others.
-async function recordSuccess(redis, email) {
-  await redis.del(limitKeys(email, '')[0][0]);
-}
-
-module.exports = { InputError, credentials, create, authenticate, blockedFor, recordFailure, recordSuccess };
+module.exports = { InputError, credentials, create, authenticate, attempt, recordSuccess };

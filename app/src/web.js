@@ -173,21 +173,20 @@ async function signIn(req, res) {
   const body = await readJson(req);
   const email = typeof body?.email === 'string' ? body.email.trim() : '';
   const password = typeof body?.password === 'string' ? body.password : '';
-  if (!email || !password) throw new HttpError(400, 'email and password are required');
+  if (!email || !password || email.length > 254) throw new HttpError(400, 'email and password are required');
   const ip = clientIp(req);
   // Refused before the password is looked at: once blocked, guessing right gains nothing.
-  const wait = await users.blockedFor(cache, email, ip);
+  const wait = await users.attempt(cache, email, ip);
   if (wait > 0) {
     res.setHeader('Retry-After', String(wait));
     throw new HttpError(429, 'too many failed sign-ins, try again later');
   }
   const user = await users.authenticate(db, { email, password });
   if (!user) {
-    await users.recordFailure(cache, email, ip);
     log.warn('sign-in refused', { ip }); // not the address: logs are no list of accounts
     throw new HttpError(401, 'wrong email or password');
   }
-  await users.recordSuccess(cache, email);
+  await users.recordSuccess(cache, email, ip);
   return startSession(req, res, 200, user, await sessions.find(req));
 }
 

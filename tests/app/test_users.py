@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -117,6 +118,15 @@ def test_sign_in_is_refused_with_429_after_too_many_failures_on_one_account(web:
     # Other accounts are not.
     other = User.sign_up(web.url)
     assert sign_in(web, other.email, other.password, ip)[0] == 200
+
+
+def test_guesses_sent_all_at_once_get_no_more_tries_than_the_limit(web: Web) -> None:
+    user = User.sign_up(web.url)
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(
+            pool.map(lambda _: sign_in(web, user.email, "wrong password", address())[0], range(12))
+        )
+    assert sorted(statuses) == [401] * MAX_FAILURES + [429] * (12 - MAX_FAILURES)
 
 
 def test_sign_in_is_refused_with_429_after_too_many_failures_from_one_address(web: Web) -> None:

@@ -292,7 +292,12 @@ function ownerOf(campaign) {
   if (!owners.has(id)) {
     if (owners.size >= OWNERS_CACHED) owners.delete(owners.keys().next().value); // the oldest
     const lookup = db.query('select user_id from campaigns where id = $1', [id]).then(
-      ({ rows }) => (rows[0] && rows[0].user_id !== null ? Number(rows[0].user_id) : null),
+      ({ rows }) => {
+        // No such campaign yet: not remembered, or asking for an id before it exists
+        // would hide the campaign from its owner for good.
+        if (!rows[0]) owners.delete(id);
+        return rows[0] && rows[0].user_id !== null ? Number(rows[0].user_id) : null;
+      },
       (err) => {
         owners.delete(id); // not known: ask again next time
         throw err;

@@ -219,9 +219,15 @@ def test_an_anonymous_websocket_upgrade_is_refused_with_401(web: Web) -> None:
     assert refused_upgrade(f"{web.ws_url}/ws", {"Cookie": "maha_session=" + "A" * 43}) == 401
 
 
-def test_a_websocket_for_another_users_campaign_is_refused(web: Web) -> None:
+def test_a_websocket_for_another_users_campaign_is_refused(web: Web, postgres: Postgres) -> None:
     owner, stranger = User.sign_up(web.url), User.sign_up(web.url)
+    # Asked for before it exists: refused, and that must not stick to the id.
+    upcoming = postgres.scalar(
+        "select case when is_called then last_value + 1 else last_value end from campaigns_id_seq"
+    )
+    assert refused_upgrade(f"{web.ws_url}/ws?campaign={upcoming}", stranger.headers()) == 404
     campaign = owner.start_campaign(3)
+    assert campaign == upcoming
     url = f"{web.ws_url}/ws?campaign={campaign}"
 
     assert refused_upgrade(url, stranger.headers()) == 404

@@ -8,7 +8,8 @@ release, a rollback, a configuration change) and counts what a user would notice
   releases that answered (``X-Maha-Release``). Requests are idempotent GETs of the
   page, ``/health``, a static file and a campaign, plus a POST that starts a campaign
   every ``post_interval`` seconds (so the followers below have progress to receive).
-- WebSocket: ``ws_clients`` followers of every campaign on ``/ws``. A follower whose
+- WebSocket: ``ws_clients`` followers of every campaign on ``/ws``. All of it is one user,
+  signed up at the start (a socket hears of its own user's campaigns only). A follower whose
   connection is closed by the other end counts a cut and reconnects at once (as the
   app's page does); at the end a last campaign is started and every follower must
   receive its progress to the end ("kept receiving their notifications").
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from tests.users import User
 
 GET_PATHS = ("/health", "/", "/static/app.css")  # plus /api/campaigns/<id> once one exists
 REQUEST_TIMEOUT = 10.0  # seconds: an answer later than this counts as an error
@@ -157,6 +160,8 @@ class Load:
         self.stop()
 
     def start(self) -> None:
+        # One user posts the campaigns and follows them: a socket sees its user's campaigns only.
+        self.user = User.sign_up(self.url)
         self._thread = threading.Thread(target=self._main, name="load", daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
@@ -187,7 +192,10 @@ class Load:
         self._stop = asyncio.Event()
         connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        headers = self.user.headers("POST")  # every request as the user, with its CSRF token
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=headers
+        ) as session:
             self._session = session
             self._statuses: Counter[int] = Counter()
             self._errors: Counter[str] = Counter()

@@ -1,10 +1,49 @@
 'use strict';
-// Starts a campaign through the API and follows its progress over WebSocket.
+// Signs up or in, starts a campaign through the API and follows its progress over
+// WebSocket. Every change sends the session's CSRF token (from /api/me or the sign-in).
 (function () {
+  const accountForm = document.getElementById('account-form');
+  const account = document.getElementById('account');
+  const accountEmail = document.getElementById('account-email');
+  const accountError = document.getElementById('account-error');
   const form = document.getElementById('campaign-form');
   const section = document.getElementById('progress');
   const label = document.getElementById('progress-label');
   const bar = document.getElementById('progress-bar');
+  let csrf = null;
+
+  function post(path, body) {
+    return fetch(path, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf || '' },
+      body: JSON.stringify(body || {}),
+    });
+  }
+
+  // Signed in (`me` is {user, csrf}) or not (null): which forms show.
+  function signedIn(me) {
+    csrf = me ? me.csrf : null;
+    accountForm.hidden = Boolean(me);
+    account.hidden = form.hidden = !me;
+    accountEmail.textContent = me ? me.user.email : '';
+    accountError.textContent = '';
+  }
+
+  accountForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const data = new FormData(accountForm);
+    const action = event.submitter && event.submitter.value === 'signup' ? 'signup' : 'signin';
+    const response = await post(`/api/${action}`, { email: data.get('email'), password: data.get('password') });
+    const body = await response.json();
+    if (response.ok) signedIn(body);
+    else accountError.textContent = body.error || `Request failed (${response.status})`;
+  });
+
+  document.getElementById('signout').addEventListener('click', async () => {
+    await post('/api/signout');
+    signedIn(null);
+    section.hidden = true;
+  });
 
   function show(message) {
     if (typeof message.percent !== 'number') return;
@@ -25,13 +64,10 @@
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const data = new FormData(form);
-    const response = await fetch('/api/campaigns', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ name: data.get('name'), recipients: Number(data.get('recipients')) }),
-    });
+    const response = await post('/api/campaigns', { name: data.get('name'), recipients: Number(data.get('recipients')) });
     const body = await response.json();
     section.hidden = false;
+    if (response.status === 401) signedIn(null); // the session expired
     if (!response.ok) {
       label.textContent = body.error || `Request failed (${response.status})`;
       return;
@@ -40,4 +76,9 @@
     label.textContent = `Campaign ${body.id} queued`;
     follow(body.id);
   });
+
+  fetch('/api/me').then(
+    async (response) => signedIn(response.ok ? await response.json() : null),
+    () => signedIn(null),
+  );
 })();

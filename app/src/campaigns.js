@@ -3,8 +3,9 @@
 
 const PUBLIC_COLUMNS = `id, name, recipients, status, sent, attempts, result, created_at, started_at, finished_at`;
 
+// The row with its owner (user_id), which view() leaves out.
 async function find(db, id) {
-  const { rows } = await db.query(`select ${PUBLIC_COLUMNS} from campaigns where id = $1`, [id]);
+  const { rows } = await db.query(`select ${PUBLIC_COLUMNS}, user_id from campaigns where id = $1`, [id]);
   return rows[0] || null;
 }
 

@@ -68,4 +68,11 @@ module.exports = {
   queueUrl,
   redisCaFile,
   describeQueue: () => describeUrl(queueUrl),
+  // Users and sessions (issue 15): the cache Redis (REDIS_URL) holds sessions and sign-in counts.
+  sessionTtlSeconds: int('SESSION_TTL_SECONDS', 12 * 3600, { min: 60 }),
+  bcryptCost: int('BCRYPT_COST', 10, { min: 4, max: 15 }),
+  signinMaxFailures: int('SIGNIN_MAX_FAILURES', 5, { min: 1 }),
+  signinMaxFailuresPerIp: int('SIGNIN_MAX_FAILURES_PER_IP', 20, { min: 1 }),
+  signinWindowSeconds: int('SIGNIN_WINDOW_SECONDS', 900, { min: 1 }),
 };
+

@@ -1,5 +1,5 @@
 'use strict';
-// The one HTML page: start a campaign and watch its progress live.
+// The one HTML page: sign up or in, start a campaign and watch its progress live.
 
 const config = require('./config');
 const { assetUrl } = require('./static');
@@ -19,7 +19,14 @@ function render(res) {
 <body>
   <main>
     <h1>Maha campaigns</h1>
-    <form id="campaign-form">
+    <form id="account-form" hidden>
+      <label>Email <input name="email" type="email" required maxlength="254" autocomplete="username"></label>
+      <label>Password <input name="password" type="password" required minlength="8" autocomplete="current-password"></label>
+      <p><button type="submit" value="signin">Sign in</button> <button type="submit" value="signup">Sign up</button></p>
+    </form>
+    <p id="account" hidden>Signed in as <b id="account-email"></b> <button id="signout" type="button">Sign out</button></p>
+    <p id="account-error" role="alert"></p>
+    <form id="campaign-form" hidden>
       <label>Name <input name="name" required maxlength="200" value="Spring newsletter"></label>
       <label>Recipients <input name="recipients" type="number" min="1" max="100000" value="10000" required></label>
       <button type="submit">Send campaign</button>

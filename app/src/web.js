@@ -1,7 +1,8 @@
 'use strict';
 // The web server: a page, a small JSON API that starts campaigns, /health
 // for the load balancer, and /ws where browsers follow a campaign's progress
-// (relayed from the workers' Redis pub/sub messages).
+// (relayed from the workers' Redis pub/sub messages). Campaigns belong to the user who
+// started them: the API and /ws need a session (sessions.js, users.js).
 //
 // In production nginx serves public/ at /static/ and proxies the rest here.
 
@@ -16,6 +17,8 @@ const { JobQueue } = require('./queue');
 const campaigns = require('./campaigns');
 const staticFiles = require('./static');
 const page = require('./page');
+const users = require('./users');
+const { Sessions, csrfMatches, originAllowed } = require('./sessions');
 
 const MAX_BODY_BYTES = 16 * 1024;
 const MAX_RECIPIENTS = 100000;
@@ -23,6 +26,12 @@ const MAX_RECIPIENTS = 100000;
 const redis = redisClients.connect('web', { failFast: true });
 const subscriber = redisClients.connect('web-subscriber');
 const queue = new JobQueue(redis);
+// Sessions and sign-in counts live in the cache instance, not the queue's.
+const cache = redisClients.connect('web-sessions', { failFast: true, url: config.redisUrl });
+const sessions = new Sessions(cache);
+
+// Requests that change something: the ones a forged cross-site form or fetch could send.
+const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 class HttpError extends Error {
   constructor(status, message) {
@@ -96,11 +105,12 @@ function validateCampaign(body) {
   return { name, recipients };
 }
 
-async function createCampaign(req, res) {
+async function createCampaign(req, res, session) {
   const { name, recipients } = validateCampaign(await readJson(req));
-  const { rows } = await db.query('insert into campaigns (name, recipients) values ($1, $2) returning id', [
+  const { rows } = await db.query('insert into campaigns (name, recipients, user_id) values ($1, $2, $3) returning id', [
     name,
     recipients,
+    session.user.id,
   ]);
   const id = Number(rows[0].id);
   // The row is committed before the job exists, so a worker never sees an
@@ -118,10 +128,85 @@ async function createCampaign(req, res) {
   sendJson(res, 202, { id });
 }
 
-async function showCampaign(res, id) {
+// Someone else's campaign answers as one that does not exist: ids are not secrets, but
+// whose campaigns exist is nobody else's business.
+async function showCampaign(res, id, session) {
   const row = await campaigns.find(db, id);
-  if (!row) throw new HttpError(404, `no campaign ${id}`);
+  if (!row || Number(row.user_id) !== session.user.id) throw new HttpError(404, `no campaign ${id}`);
   sendJson(res, 200, campaigns.view(row));
+}
+
+// --- users and sessions --------------------------------------------------------
+
+// Only nginx reaches us over loopback in production (HOST=127.0.0.1): believe its X-Real-IP
+// there (the client behind the load balancer), and the peer's address otherwise.
+const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
+
+function clientIp(req) {
+  const peer = req.socket.remoteAddress || '';
+  const forwarded = req.headers['x-real-ip'];
+  return LOOPBACK.has(peer) && typeof forwarded === 'string' && forwarded ? forwarded : peer;
+}
+
+async function startSession(req, res, status, user, previous) {
+  if (previous) await sessions.destroy(req, previous); // a fresh id on every sign-in
+  const { session, setCookie } = await sessions.create(req, user);
+  res.setHeader('Set-Cookie', setCookie);
+  sendJson(res, status, { user: session.user, csrf: session.csrf });
+}
+
+async function signUp(req, res) {
+  let input;
+  try {
+    input = users.credentials(await readJson(req));
+  } catch (err) {
+    if (err instanceof users.InputError) throw new HttpError(400, err.message);
+    throw err;
+  }
+  const user = await users.create(db, input);
+  if (!user) throw new HttpError(409, 'an account with this email exists');
+  log.info('user signed up', { user: Number(user.id) });
+  return startSession(req, res, 201, user, await sessions.find(req));
+}
+
+async function signIn(req, res) {
+  const body = await readJson(req);
+  const email = typeof body?.email === 'string' ? body.email.trim() : '';
+  const password = typeof body?.password === 'string' ? body.password : '';
+  if (!email || !password || email.length > 254) throw new HttpError(400, 'email and password are required');
+  const ip = clientIp(req);
+  // Refused before the password is looked at: once blocked, guessing right gains nothing.
+  const wait = await users.attempt(cache, email, ip);
+  if (wait > 0) {
+    res.setHeader('Retry-After', String(wait));
+    throw new HttpError(429, 'too many failed sign-ins, try again later');
+  }
+  const user = await users.authenticate(db, { email, password });
+  if (!user) {
+    log.warn('sign-in refused', { ip }); // not the address: logs are no list of accounts
+    throw new HttpError(401, 'wrong email or password');
+  }
+  await users.recordSuccess(cache, email, ip);
+  return startSession(req, res, 200, user, await sessions.find(req));
+}
+
+async function signOut(req, res, session) {
+  res.setHeader('Set-Cookie', await sessions.destroy(req, session));
+  res.writeHead(204).end();
+}
+
+function me(req, res, session) {
+  sendJson(res, 200, { user: session.user, csrf: session.csrf });
+}
+
+// The API routes that need a signed-in user: the handler, or null.
+function userRoute(method, pathname) {
+  if (pathname === '/api/me' && method === 'GET') return me;
+  if (pathname === '/api/signout' && method === 'POST') return signOut;
+  if (pathname === '/api/campaigns' && method === 'POST') return createCampaign;
+  const match = /^\/api\/campaigns\/(\d{1,18})$/.exec(pathname);
+  if (match && method === 'GET') return (req, res, session) => showCampaign(res, match[1], session);
+  return null;
 }
 
 // --- routing -----------------------------------------------------------------
@@ -131,13 +216,23 @@ async function route(req, res) {
   const method = req.method;
   if (pathname === '/health' && (method === 'GET' || method === 'HEAD')) return health(req, res);
   if (pathname === '/' && method === 'GET') return page.render(res);
-  if (pathname === '/api/campaigns' && method === 'POST') return createCampaign(req, res);
-  const match = /^\/api\/campaigns\/(\d{1,18})$/.exec(pathname);
-  if (match && method === 'GET') return showCampaign(res, match[1]);
   if (pathname.startsWith('/static/') && config.serveStatic && (method === 'GET' || method === 'HEAD')) {
     if (await staticFiles.serve(res, pathname.slice('/static/'.length))) return undefined;
   }
-  throw new HttpError(404, 'not found');
+  // CSRF, first line: a browser names the site a request came from.
+  if (STATE_CHANGING.has(method) && !originAllowed(req)) throw new HttpError(403, 'request from another site refused');
+  // No session yet, so no token to ask for: Origin and SameSite cookies guard these two.
+  if (pathname === '/api/signup' && method === 'POST') return signUp(req, res);
+  if (pathname === '/api/signin' && method === 'POST') return signIn(req, res);
+  const handler = userRoute(method, pathname);
+  if (!handler) throw new HttpError(404, 'not found');
+  const session = await sessions.find(req);
+  if (!session) throw new HttpError(401, 'sign in first');
+  // CSRF, second line: the session's token, which another site's page cannot read.
+  if (STATE_CHANGING.has(method) && !csrfMatches(session, req.headers['x-csrf-token'])) {
+    throw new HttpError(403, 'missing or wrong X-CSRF-Token');
+  }
+  return handler(req, res, session);
 }
 
 // Errors meaning a dependency is unreachable (the client may retry), not a bug.
@@ -171,16 +266,52 @@ async function handle(req, res) {
 
 // --- WebSocket progress relay -------------------------------------------------
 
-const followers = new Map(); // campaign id -> Set of sockets; '*' follows every campaign
+// Sockets following one campaign (its owner's, checked at the upgrade), and sockets
+// following every campaign of their user.
+const byCampaign = new Map(); // campaign id -> Set of sockets
+const byUser = new Map(); // user id -> Set of sockets
 
-function follow(key, ws) {
-  if (!followers.has(key)) followers.set(key, new Set());
-  followers.get(key).add(ws);
+function follow(map, key, ws) {
+  if (!map.has(key)) map.set(key, new Set());
+  map.get(key).add(ws);
   ws.on('close', () => {
-    const set = followers.get(key);
+    const set = map.get(key);
     set.delete(ws);
-    if (set.size === 0) followers.delete(key);
+    if (set.size === 0) map.delete(key);
   });
+}
+
+// Campaign id -> promise of its owner's id (null: none, from a release before users). An
+// owner never changes, so it is looked up once; holding the promise keeps a campaign's
+// messages in order while the first lookup is still under way.
+const owners = new Map();
+const OWNERS_CACHED = 10000;
+
+function ownerOf(campaign) {
+  const id = String(campaign);
+  if (!owners.has(id)) {
+    if (owners.size >= OWNERS_CACHED) owners.delete(owners.keys().next().value); // the oldest
+    const lookup = db.query('select user_id from campaigns where id = $1', [id]).then(
+      ({ rows }) => {
+        // No such campaign yet: not remembered, or asking for an id before it exists
+        // would hide the campaign from its owner for good.
+        if (!rows[0]) owners.delete(id);
+        return rows[0] && rows[0].user_id !== null ? Number(rows[0].user_id) : null;
+      },
+      (err) => {
+        owners.delete(id); // not known: ask again next time
+        throw err;
+      },
+    );
+    owners.set(id, lookup);
+  }
+  return owners.get(id);
+}
+
+function sendTo(sockets, text) {
+  for (const ws of sockets || []) {
+    if (ws.readyState === ws.OPEN) ws.send(text);
+  }
 }
 
 function relay(channel, text) {
@@ -190,21 +321,22 @@ function relay(channel, text) {
   } catch {
     return log.warn('ignored malformed progress message', { channel });
   }
-  for (const key of [String(message.campaign), '*']) {
-    for (const ws of followers.get(key) || []) {
-      if (ws.readyState === ws.OPEN) ws.send(text);
-    }
-  }
-  return undefined;
+  sendTo(byCampaign.get(String(message.campaign)), text);
+  if (byUser.size === 0) return undefined; // no owner to look up
+  return ownerOf(message.campaign).then(
+    (owner) => owner !== null && sendTo(byUser.get(owner), text),
+    (err) => log.warn('progress not relayed: owner unknown', { campaign: message.campaign, ...log.errorFields(err) }),
+  );
 }
 
-async function onConnection(ws, campaign) {
+async function onConnection(ws, campaign, user) {
   ws.isAlive = true;
   ws.on('pong', () => {
     ws.isAlive = true;
   });
   ws.on('error', (err) => log.warn('websocket error', log.errorFields(err)));
-  follow(campaign || '*', ws);
+  if (campaign) follow(byCampaign, campaign, ws);
+  else follow(byUser, user, ws);
   ws.send(JSON.stringify({ type: 'hello', server: config.serverName, release: config.release, campaign }));
   if (!campaign) return;
   // A snapshot first, so a client that connects late still sees where it is.
@@ -226,12 +358,26 @@ function attachWebSockets(server) {
   wss.on('headers', (headers) => {
     headers.push(`X-Maha-Server: ${config.serverName}`, `X-Maha-Release: ${config.release}`);
   });
-  server.on('upgrade', (req, socket, head) => {
+  async function upgrade(req, socket, head) {
     const url = new URL(req.url, 'http://localhost');
     if (url.pathname !== '/ws') return rejectUpgrade(socket, 404, 'Not Found');
     const campaign = url.searchParams.get('campaign');
     if (campaign !== null && !/^\d{1,18}$/.test(campaign)) return rejectUpgrade(socket, 400, 'Bad Request');
-    return wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, campaign));
+    // Browsers send cookies on cross-site WebSocket upgrades: Origin tells them apart.
+    if (!originAllowed(req)) return rejectUpgrade(socket, 403, 'Forbidden');
+    const session = await sessions.find(req);
+    if (!session) return rejectUpgrade(socket, 401, 'Unauthorized');
+    if (campaign !== null && (await ownerOf(campaign)) !== session.user.id) {
+      return rejectUpgrade(socket, 404, 'Not Found');
+    }
+    return wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, campaign, session.user.id));
+  }
+  server.on('upgrade', (req, socket, head) => {
+    socket.on('error', () => socket.destroy()); // a client gone while its session is read
+    upgrade(req, socket, head).catch((err) => {
+      log.warn('websocket upgrade failed', log.errorFields(err));
+      if (socket.writable) rejectUpgrade(socket, 503, 'Service Unavailable');
+    });
   });
   // Drop browsers that vanished without closing (sleeping laptops, dead NAT entries).
   const heartbeat = setInterval(() => {
@@ -262,7 +408,7 @@ function shutdown(server, wss) {
     setTimeout(() => process.exit(0), 5000).unref(); // never outlive systemd's stop timeout
     for (const ws of wss.clients) ws.close(1001, 'server restarting');
     server.close(async () => {
-      await Promise.allSettled([db.end(), redis.quit(), subscriber.quit()]);
+      await Promise.allSettled([db.end(), redis.quit(), cache.quit(), subscriber.quit()]);
       log.info('stopped');
       process.exit(0);
     });
@@ -289,7 +435,8 @@ function listenOn() {
 const STARTUP_WAIT_MS = 5000;
 
 async function dependenciesReady() {
-  const redisReady = redis.status === 'ready' ? Promise.resolve() : new Promise((resolve) => redis.once('ready', resolve));
+  const ready = (client) => (client.status === 'ready' ? Promise.resolve() : new Promise((resolve) => client.once('ready', resolve)));
+  const redisReady = Promise.all([ready(redis), ready(cache)]);
   const warm = Array.from({ length: db.options.max || 1 }, () => db.query('select 1'));
   const postgres = Promise.all(warm).catch(() => undefined);
   const timer = new AbortController();

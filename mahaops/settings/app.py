@@ -155,6 +155,6 @@ class NginxSettings(Settings):
     nginx_hsts_max_age: int = Field(31536000, ge=0)  # seconds browsers keep to HTTPS; 0 = no HSTS
     nginx_hsts_include_subdomains: bool = False  # also every subdomain (only if all speak TLS)
     # -- rate limiting of sign-in (per client address, then 429) ---------------------------
-    nginx_rate_limit_paths: NginxPaths = ["/api/sign-in"]  # exact paths; [] = no limit
+    nginx_rate_limit_paths: NginxPaths = ["/api/signin"]  # exact paths; [] = no limit
     nginx_rate_limit_rate: NginxRate = "10r/m"  # requests per client address, per s or per m
     nginx_rate_limit_burst: int = Field(5, ge=0, le=1000)  # more at once before 429

@@ -9,6 +9,7 @@ pytest itself die (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from mahaops import PROJECT_ROOT
+from tests.users import User
 
 APP_DIR = PROJECT_ROOT / "app"
 LOCALHOST = "127.0.0.1"
@@ -157,12 +159,20 @@ class Response:
 
 
 def http(
-    method: str, url: str, payload: Any = None, *, body: bytes | None = None, timeout: float = 10
+    method: str,
+    url: str,
+    payload: Any = None,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
 ) -> Response:
     if payload is not None:
         body = json.dumps(payload).encode()
     request = urllib.request.Request(url, data=body, method=method)
     request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     try:
         with _opener.open(request, timeout=timeout) as answer:
             return Response(answer.status, dict(answer.headers.items()), answer.read())
@@ -321,20 +331,33 @@ class Web:
     url: str
     ws_url: str
 
-    def get(self, path: str) -> Response:
-        return http("GET", self.url + path)
+    @functools.cached_property
+    def user(self) -> User:
+        """The signed-in user the campaign helpers act as (signed up on first use)."""
+        return User.sign_up(self.url)
 
-    def post(self, path: str, payload: Any = None, *, body: bytes | None = None) -> Response:
-        return http("POST", self.url + path, payload, body=body)
+    def get(self, path: str, *, user: User | None = None) -> Response:
+        """GET, anonymous unless ``user`` is given."""
+        return http("GET", self.url + path, headers=user.headers("GET") if user else None)
 
-    def campaign(self, campaign_id: int) -> dict[str, Any]:
-        response = self.get(f"/api/campaigns/{campaign_id}")
+    def post(
+        self, path: str, payload: Any = None, *, body: bytes | None = None, user: User | None = None
+    ) -> Response:
+        """POST, anonymous unless ``user`` is given (then with its CSRF token)."""
+        headers = user.headers("POST") if user else None
+        return http("POST", self.url + path, payload, body=body, headers=headers)
+
+    def campaign(self, campaign_id: int, user: User | None = None) -> dict[str, Any]:
+        response = self.get(f"/api/campaigns/{campaign_id}", user=user or self.user)
         assert response.status == 200, response.body
         result: dict[str, Any] = response.json()
         return result
 
-    def start_campaign(self, recipients: int, name: str = "test campaign") -> int:
-        response = self.post("/api/campaigns", {"name": name, "recipients": recipients})
+    def start_campaign(
+        self, recipients: int, name: str = "test campaign", user: User | None = None
+    ) -> int:
+        payload = {"name": name, "recipients": recipients}
+        response = self.post("/api/campaigns", payload, user=user or self.user)
         assert response.status == 202, response.body
         return int(response.json()["id"])
 

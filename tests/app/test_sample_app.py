@@ -110,7 +110,7 @@ def test_health_turns_503_quickly_when_redis_fails(
 def test_every_response_names_its_server_and_release(
     web: Web, path: str, status: int, content_type: str
 ) -> None:
-    response = web.get(path)
+    response = web.get(path, user=web.user)
 
     assert response.status == status
     assert response.headers["Content-Type"].startswith(content_type)
@@ -137,9 +137,9 @@ def test_invalid_campaigns_are_refused_with_400(
     before = postgres.scalar("select count(*) from campaigns")
 
     if isinstance(body, bytes):
-        response = web.post("/api/campaigns", body=body)
+        response = web.post("/api/campaigns", body=body, user=web.user)
     else:
-        response = web.post("/api/campaigns", body)
+        response = web.post("/api/campaigns", body, user=web.user)
 
     assert response.status == 400
     assert "error" in response.json()
@@ -155,7 +155,8 @@ def test_campaign_of_10000_recipients_is_delivered_with_live_progress(
     workers(WORKER_CONCURRENCY=2)
 
     campaign_id = web.start_campaign(10_000)
-    with connect(f"{web.ws_url}/ws?campaign={campaign_id}", proxy=None, open_timeout=5) as ws:
+    url = f"{web.ws_url}/ws?campaign={campaign_id}"
+    with connect(url, proxy=None, open_timeout=5, additional_headers=web.user.headers()) as ws:
         messages = receive_until_done(ws, timeout=30)
 
     percents = [m["percent"] for m in messages if m["type"] == "progress"]

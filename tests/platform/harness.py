@@ -10,6 +10,7 @@ settings' defaults) and the lifecycle tests, which replace hosts, come last.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import secrets as _random
@@ -30,6 +31,7 @@ from mahaops.local.hosts import Environment, LocalHost
 from mahaops.release import APP_DIR
 from mahaops.secrets import LocalSecretStore, get_or_create
 from tests.checks import app as app_checks
+from tests.users import User
 
 
 @dataclass
@@ -54,13 +56,20 @@ class Platform:
         assert code == 0, f"{name}: `{command}` exited {code}: {text}"
         return text
 
+    @functools.cached_property
+    def user(self) -> User:
+        """The signed-in user API requests are made as (signed up on first use)."""
+        return User.sign_up(self.url)
+
     def request(
         self, path: str, body: dict[str, Any] | None = None, timeout: float = 10
     ) -> tuple[int, dict[str, str], str]:
+        """GET, or POST ``body``; under /api/ as ``user``, with its CSRF token on a POST."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.url + path, data=data, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if path.startswith("/api/"):
+            headers.update(self.user.headers("POST" if data is not None else "GET"))
+        req = urllib.request.Request(self.url + path, data=data, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
                 headers = {k.lower(): v for k, v in response.headers.items()}

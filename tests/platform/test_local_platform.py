@@ -49,11 +49,13 @@ def test_nginx_sees_the_client_not_the_load_balancer(plat: Platform) -> None:
         assert sources and lb_address not in sources, (name, sources)
 
 
-async def _follow(url: str, start: Any, campaign_holder: dict[str, int]) -> list[dict[str, Any]]:
+async def _follow(
+    url: str, headers: dict[str, str], start: Any, campaign_holder: dict[str, int]
+) -> list[dict[str, Any]]:
     import websockets
 
     seen: list[dict[str, Any]] = []
-    async with websockets.connect(url, open_timeout=10) as ws:
+    async with websockets.connect(url, open_timeout=10, additional_headers=headers) as ws:
         campaign_holder["id"] = await asyncio.to_thread(start)
         async with asyncio.timeout(600):  # 2000 real messages through the mail sink
             async for raw in ws:
@@ -79,7 +81,7 @@ def test_a_campaign_runs_on_the_worker_and_its_progress_reaches_a_websocket(
 
     holder: dict[str, int] = {}
     ws_url = plat.url.replace("http://", "ws://") + "/ws"
-    messages = asyncio.run(_follow(ws_url, start, holder))
+    messages = asyncio.run(_follow(ws_url, plat.user.headers(), start, holder))
     campaign = holder["id"]
 
     progress = [m for m in messages if m.get("campaign") == campaign]

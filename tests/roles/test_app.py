@@ -235,17 +235,17 @@ def test_hsts_is_sent_on_answers_to_https_only(converged) -> None:
 
 def test_sign_in_past_its_rate_is_answered_429(converged) -> None:
     host, _ = converged
-    # 10 a minute with a burst of 5: of 12 at once, 6 reach the app (which has no sign-in
-    # yet: 404), the rest are refused by nginx.
+    # 10 a minute with a burst of 5: of 12 at once, 6 reach the app (400: no credentials in
+    # the body), the rest are refused by nginx.
     codes = (
         infra(host)
         .check_output(
             "for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' "
-            "-X POST http://127.0.0.1/api/sign-in; done"
+            "-X POST http://127.0.0.1/api/signin; done"
         )
         .split()
     )
-    assert codes == ["404"] * 6 + ["429"] * 6
+    assert codes == ["400"] * 6 + ["429"] * 6
     # Other paths are not limited.
     others = (
         infra(host)

@@ -87,6 +87,19 @@ def up(c: Context, env: str = "local"):
     address = platform.url(result.hosts)
     if address:
         console.print(f"The platform answers at [bold]{address}[/]")
+    secure = platform.https_url(result.hosts)
+    if secure and result.deploy.ok:
+        ca = platform.ca_file(env)  # the certificate only: the CA's key stays in the store
+        console.print(
+            f"and at [bold]{secure}[/] (wss:// for WebSockets): trust {ca}, the environment's "
+            f"CA, e.g. curl --cacert {ca} {secure}health"
+        )
+    elif address and result.deploy.ok:
+        lb = next(h.name for h in result.hosts if h.role == "lb")
+        console.print(
+            f"No HTTPS port published: {lb} was made before it was; `invoke remove --env {env} "
+            f"--host {lb}` then `invoke up --env {env}` makes one that publishes it"
+        )
     if not result.deploy.ok:
         raise Exit("deploy failed: see the tables above", code=result.deploy.returncode or 1)
 

@@ -18,7 +18,8 @@ from mahaops.release import current_build
 from mahaops.roles import deployable_roles
 from mahaops.runner import DeployResult, run_deploy
 from mahaops.secrets import env_dir, store_for
-from mahaops.settings import GroupData
+from mahaops.settings import GroupData, from_data
+from mahaops.settings.lb import LbSettings
 from mahaops.settings.local import DEFAULT_SHAPE
 
 ROLE_ORDER = ("lb", "app", "db", "cache", "log", "mail", "worker")  # how hosts are listed and made
@@ -211,6 +212,13 @@ def https_url(hosts: list[LocalHost]) -> str | None:
         if host.role == "lb" and 443 in host.ports:
             return f"https://localhost:{host.ports[443]}/"
     return None
+
+
+def lb_tls(group_data: GroupData | None = None) -> bool:
+    """Whether the load balancer serves HTTPS (``lb_tls`` in group_data)."""
+    files = (group_data or GroupData()).files
+    data = {**files.get("all", {}), **files.get("load_balancers", {})}
+    return from_data(LbSettings, data).lb_tls
 
 
 def ca_file(env: str) -> Path:

@@ -4,6 +4,7 @@ tells the app, and WebSocket upgrades, are the LB's: no app role needed)."""
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import time
 import urllib.error
@@ -13,6 +14,7 @@ import pytest
 from websockets.sync.client import connect
 
 from mahaops import tls
+from mahaops.ansible_export import export
 from mahaops.local import platform
 from mahaops.local.hosts import LocalHost
 from mahaops.secrets import store_for
@@ -225,3 +227,38 @@ def test_the_certificate_is_kept_by_a_second_run_and_the_ca_key_never_leaves_the
     line = next(x for x in ca_key.splitlines() if not x.startswith("-----"))
     assert line not in second.output
     assert testbed.exec(converged, f"grep -rlF '{line}' /etc || true").strip() == ""
+
+
+def test_the_ansible_export_reads_the_lb_certificate_from_the_store_never_writes_its_key(
+    testbed: Testbed, converged, tmp_path
+) -> None:
+    out = tmp_path / "project"
+    result = export(testbed.env, out, roles=["lb"], limit=[converged.name])
+    assert result.ok, result.output
+    exported = "\n".join(p.read_text() for p in sorted(out.rglob("*")) if p.is_file())
+    cert_name, key_name = tls.stored_names(f"{converged.name}-https")
+    assert f"maha_secret_{key_name}" in exported and f"maha_secret_{cert_name}" in exported
+    key = store_for("local", testbed.env).get(key_name)
+    assert key
+    assert not [x for x in key.splitlines() if not x.startswith("-----") and x in exported]
+
+
+def test_with_lb_http_redirect_plain_http_moves_to_https_but_the_health_path(
+    testbed: Testbed, converged
+) -> None:
+    redirecting = testbed.deploy(
+        roles=["lb"], limit=[converged.name], overrides={"lb_http_redirect": True}
+    )
+    try:
+        assert redirecting.ok, redirecting.output
+        for path, status in (("/", 301), ("/ws", 301), ("/health", 200)):
+            connection = http.client.HTTPConnection("127.0.0.1", converged.ports[80], timeout=10)
+            connection.request("GET", path, headers={"Host": "maha.example"})
+            response = connection.getresponse()
+            assert response.status == status, (path, response.status)
+            if status == 301:
+                assert response.getheader("Location") == f"https://maha.example{path}"
+            connection.close()
+    finally:
+        back = testbed.deploy(roles=["lb"], limit=[converged.name])
+        assert back.ok, back.output

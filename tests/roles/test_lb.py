@@ -4,6 +4,7 @@ tells the app, and WebSocket upgrades, are the LB's: no app role needed)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import ssl
 import time
@@ -11,6 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from cryptography import x509
 from websockets.sync.client import connect
 
 from mahaops import tls
@@ -262,3 +264,31 @@ def test_with_lb_http_redirect_plain_http_moves_to_https_but_the_health_path(
     finally:
         back = testbed.deploy(roles=["lb"], limit=[converged.name])
         assert back.ok, back.output
+
+
+def test_a_certificate_near_expiry_is_renewed_and_served_after_the_reload(
+    testbed: Testbed, converged
+) -> None:
+    store = store_for("local", testbed.env)
+    cert_name, key_name = tls.stored_names(f"{converged.name}-https")
+    current = store.get(cert_name)
+    assert current
+    # As if issued 340 days ago: 25 days left, inside tls_cert_renew_days (30).
+    ca_cert, ca_key = tls.ca(store)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=340)
+    short, short_key = tls.issue(ca_cert, ca_key, tls.names_of(current), days=365, now=old)
+    store.put(cert_name, short)
+    store.put(key_name, short_key)
+    run = testbed.deploy(roles=["lb"], limit=[converged.name])
+    assert run.ok, run.output
+    assert run.named("Reload HAProxy for the new configuration")[0].status == "changed"
+    renewed = store.get(cert_name)
+    assert renewed and renewed not in (short, current)
+    served = ssl.get_server_certificate(("127.0.0.1", converged.ports[443]))
+    assert _serial(served) == _serial(renewed)
+    again = testbed.deploy(roles=["lb"], limit=[converged.name])
+    assert again.ok and not again.changed, [op.name for op in again.changed]
+
+
+def _serial(pem: str) -> int:
+    return x509.load_pem_x509_certificate(pem.encode()).serial_number

@@ -8,6 +8,7 @@ masked in every output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pyinfra import host
@@ -46,17 +47,30 @@ def server_names() -> list[str]:
 
 
 def server_certificate(
-    label: str, directory: str, user: str, group: str
+    label: str,
+    directory: str,
+    user: str,
+    group: str,
+    names: Sequence[str] | None = None,
+    stored_as: str | None = None,
 ) -> tuple[OperationMeta, OperationMeta]:
     """This host's certificate and key in ``directory`` (owned by ``user``), issued or renewed
     by this run when needed; returns their operations (a change reloads the service).
+
+    ``names`` default to ``server_names()``; a certificate for other names (the load
+    balancer's public ones) is kept apart in the store under ``stored_as`` (default the
+    host's name), so the host's own one is not re-issued back and forth.
 
     Each has a template variable of its own (not the CA's ``tls_pem``): the export then
     writes a host's values once, to its host_vars, instead of one task per host guarded
     by its name (base places them on every host, for log shipping)."""
     s = settings(TlsSettings)
     issued = tls.server_certificate(
-        current(), host.name, server_names(), s.tls_cert_days, s.tls_cert_renew_days
+        current(),
+        stored_as or host.name,
+        list(names) if names is not None else server_names(),
+        s.tls_cert_days,
+        s.tls_cert_renew_days,
     )
     owner: dict[str, Any] = {"user": user, "group": group}
     files.directory(name=f"{label} TLS directory", path=directory, mode="750", **owner)

@@ -22,6 +22,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -265,3 +266,14 @@ def server_certificate(
         store.put(cert_name, cert)
     assert cert and key
     return ServerCertificate(cert, mask_key(key), ca_cert, reason)
+
+
+def write_ca_certificate(store: SecretStore, path: Path) -> Path:
+    """The CA's certificate (public; never its key) at ``path``, for an operator's client to
+    trust (``curl --cacert``, a browser's authorities): written only when it differs."""
+    cert, _ = ca(store)
+    if not path.exists() or path.read_text() != cert:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(cert)
+        path.chmod(0o644)
+    return path

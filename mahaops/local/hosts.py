@@ -47,8 +47,9 @@ def volume_name(container: str, path: str, index: int) -> str:
     return f"{container}-data" if index == 0 else f"{container}-data{path.replace('/', '-')}"
 
 
-# Container ports published on 127.0.0.1 for the operator, besides SSH.
-PUBLISHED: dict[str, tuple[int, ...]] = {"lb": (80,)}
+# Container ports published on 127.0.0.1 for the operator, besides SSH: the load
+# balancer's HTTP and HTTPS (lb_http_port, lb_https_port at their defaults).
+PUBLISHED: dict[str, tuple[int, ...]] = {"lb": (80, 443)}
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from mahaops import tls
 from mahaops.local.hosts import Environment, LocalHost
 from mahaops.release import current_build
 from mahaops.roles import deployable_roles
 from mahaops.runner import DeployResult, run_deploy
-from mahaops.settings import GroupData
+from mahaops.secrets import env_dir, store_for
+from mahaops.settings import GroupData, from_data
+from mahaops.settings.lb import LbSettings
 from mahaops.settings.local import DEFAULT_SHAPE
 
 ROLE_ORDER = ("lb", "app", "db", "cache", "log", "mail", "worker")  # how hosts are listed and made
@@ -199,6 +203,28 @@ def url(hosts: list[LocalHost]) -> str | None:
         if host.role == "lb" and 80 in host.ports:
             return f"http://127.0.0.1:{host.ports[80]}/"
     return None
+
+
+def https_url(hosts: list[LocalHost]) -> str | None:
+    """The load balancer's HTTPS on 127.0.0.1, when its host publishes it (an lb host made
+    before HTTPS was published has 80 only, and Docker cannot add a port to a container)."""
+    for host in hosts:
+        if host.role == "lb" and 443 in host.ports:
+            return f"https://localhost:{host.ports[443]}/"
+    return None
+
+
+def lb_tls(group_data: GroupData | None = None) -> bool:
+    """Whether the load balancer serves HTTPS (``lb_tls`` in group_data)."""
+    files = (group_data or GroupData()).files
+    data = {**files.get("all", {}), **files.get("load_balancers", {})}
+    return from_data(LbSettings, data).lb_tls
+
+
+def ca_file(env: str) -> Path:
+    """The environment CA's certificate for the operator's clients to trust, written beside
+    the environment's secrets (its key stays in the store)."""
+    return tls.write_ca_certificate(store_for("local", env), env_dir(env) / "ca.crt")
 
 
 def down(env: str = "local", volumes: bool = False) -> list[str]:

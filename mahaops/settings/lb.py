@@ -12,7 +12,17 @@ from mahaops.settings.models import Settings, group_settings
 @group_settings("load_balancers")
 class LbSettings(Settings):
     lb_http_port: int = Field(80, ge=1, le=65535)  # where clients connect
-    lb_https_port: int = Field(443, ge=1, le=65535)  # opened in the firewall; TLS is the ALB's
+    lb_https_port: int = Field(443, ge=1, le=65535)  # TLS ends here (lb_tls); on AWS at the ALB
+    # HTTPS on lb_https_port with a certificate from the environment's CA (mahaops/tls.py);
+    # the operator trusts that CA (`invoke up` says where its certificate is)
+    lb_tls: bool = True
+    # names clients use besides those always in the certificate: localhost, 127.0.0.1, the
+    # host's inventory name and private address (a DNS name pointing here, say)
+    lb_tls_names: list[str] = Field(default_factory=list)
+    # plain HTTP answers 301 to HTTPS, as the ALB does with a certificate (the health path
+    # excepted); off locally: lb_http_port is published on loopback only, and the tests,
+    # benchmarks and `invoke up`'s own checks speak plain HTTP to it
+    lb_http_redirect: bool = False
     lb_balance: Literal["roundrobin", "leastconn"] = "roundrobin"  # leastconn suits WebSockets
     lb_health_path: str = "/health"  # GET on each app server's nginx; 200 = in service
     lb_check_interval_ms: int = Field(1000, ge=100, le=60000)  # between active checks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -19,6 +20,9 @@ from mahaops.tasks._common import (
     SET_HELP,
     overrides,
 )
+
+if TYPE_CHECKING:
+    from mahaops.local.hosts import LocalHost
 
 
 @task(
@@ -71,6 +75,26 @@ def plan(c: Context, env: str = "local", role=None, limit=None):
     deploy(c, env=env, role=role, limit=limit, dry=True)
 
 
+def _say_https(console: Console, env: str, hosts: list[LocalHost]) -> None:
+    """Where HTTPS answers and which CA file to trust, or how to get the port published."""
+    from mahaops.local import platform
+
+    secure = platform.https_url(hosts)
+    if secure:
+        ca = platform.ca_file(env)  # the certificate only: the CA's key stays in the store
+        console.print(
+            f"and at [bold]{secure}[/] (wss:// for WebSockets): trust {ca}, the environment's "
+            f"CA, e.g. curl --cacert {ca} {secure}health"
+        )
+        return
+    lb = next((h.name for h in hosts if h.role == "lb"), None)
+    if lb:  # Docker cannot add a published port to a running container
+        console.print(
+            f"No HTTPS port published: {lb} was made before it was; `invoke remove --env {env} "
+            f"--host {lb}` then `invoke up --env {env}` makes one that publishes it"
+        )
+
+
 @task(help={"env": LOCAL_ENV_HELP})
 @guarded("up")
 def up(c: Context, env: str = "local"):
@@ -87,6 +111,8 @@ def up(c: Context, env: str = "local"):
     address = platform.url(result.hosts)
     if address:
         console.print(f"The platform answers at [bold]{address}[/]")
+    if result.deploy.ok and platform.lb_tls():
+        _say_https(console, env, result.hosts)
     if not result.deploy.ok:
         raise Exit("deploy failed: see the tables above", code=result.deploy.returncode or 1)
 

@@ -16,4 +16,7 @@ def check_lb(th: Any, backends: dict[str, str]) -> None:
     assert "option forwardfor" in config
     for name, address in backends.items():
         assert f"server {name} {address}:80 check" in config
-    assert ":80 " in th.check_output("ss -Htln")
+    assert "http-request set-header X-Forwarded-Proto https if { ssl_fc }" in config
+    assert "ssl-min-ver TLSv1.2" in config
+    listening = th.check_output("ss -Htln")
+    assert ":80 " in listening and ":443 " in listening

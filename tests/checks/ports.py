@@ -35,8 +35,8 @@ PLAIN_BY_DESIGN: dict[str, dict[int, str]] = {
         "(the ALB on AWS), the hop to the app server is the private network's",
     },
     "lb": {
-        80: "the public HTTP port of the local stand-in for the ALB (no certificate locally); "
-        "on AWS the ALB serves HTTPS",
+        80: "the local stand-in's plain HTTP, published on loopback only, kept for the tests "
+        "and benchmarks (HTTPS on 443 beside it; lb_http_redirect); on AWS the ALB redirects",
     },
     "mail": {
         25: "the local SMTP sink, admitted from workers only; on AWS workers send to SES with "

@@ -12,9 +12,11 @@ import asyncio
 import io
 import json
 import secrets as _random
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,23 @@ def test_both_app_servers_answer_through_the_load_balancer(plat: Platform) -> No
     assert {headers["x-maha-server"] for _, headers, _ in answers} == {"app-1", "app-2"}
     status, headers, _ = plat.request("/static/app.css")
     assert status == 200 and "max-age" in headers["cache-control"]
+
+
+def test_https_ends_at_the_load_balancer_and_the_app_knows_it(plat: Platform) -> None:
+    # Trusting only the CA file `invoke up` names; nginx sends HSTS on answers to HTTPS
+    # only, so the header shows X-Forwarded-Proto reached it as https.
+    secure = platform.https_url(plat.environment.hosts())
+    assert secure, "the lb host publishes no HTTPS port"
+    context = ssl.create_default_context(cafile=str(platform.ca_file(plat.env)))
+    servers = set()
+    for _ in range(6):
+        with urllib.request.urlopen(f"{secure}health", timeout=10, context=context) as response:
+            assert response.status == 200
+            assert "max-age=" in response.headers["Strict-Transport-Security"]
+            servers.add(response.headers["X-Maha-Server"])
+    assert servers == {"app-1", "app-2"}
+    _, plain_headers, _ = plat.request("/health")
+    assert "strict-transport-security" not in plain_headers
 
 
 def test_nginx_sees_the_client_not_the_load_balancer(plat: Platform) -> None:

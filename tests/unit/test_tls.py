@@ -162,3 +162,16 @@ def test_a_certificate_issued_for_serving_only_is_issued_again(
     assert renewed.cert != old.cert
     again = tls.server_certificate(store, "db-1", NAMES, days=365, renew_days=30)
     assert again.issued is None and again.cert == renewed.cert
+
+
+def test_the_operator_gets_the_cas_certificate_to_trust_never_its_key(
+    store: LocalSecretStore, tmp_path: Path
+) -> None:
+    path = tls.write_ca_certificate(store, tmp_path / "ca.crt")
+    cert, key = tls.ca(store)
+    assert path.read_text() == cert
+    assert "PRIVATE KEY" not in path.read_text() and key not in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    written = path.stat().st_mtime_ns
+    tls.write_ca_certificate(store, path)
+    assert path.stat().st_mtime_ns == written  # unchanged: not written again

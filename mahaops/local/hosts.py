@@ -39,6 +39,7 @@ DATA_PATHS: dict[str, tuple[str, ...]] = {
     "db": ("/var/lib/postgresql", "/etc/postgresql"),
     "cache": ("/var/lib/redis",),
     "log": ("/var/log/maha-remote",),
+    "mail": ("/var/lib/maha-mail",),  # the sink's Maildir: what campaigns sent, for counting
 }
 
 

@@ -224,3 +224,18 @@ def test_every_port_beyond_loopback_speaks_tls_or_ssh_or_is_plain_by_design(
     testbed: Testbed, sink: Sink
 ) -> None:
     ports.assert_tls_or_ssh(testbed, "mail", sink.server, {22: "ssh", 25: "plain"})
+
+
+def test_stored_messages_outlive_the_container_as_after_down_and_up(
+    testbed: Testbed, sink: Sink
+) -> None:
+    # Last in the module: the sink's container is made again, as `invoke down` then `up`
+    # (volumes kept) would, and the hosts above are not used after it.
+    stored = "find /var/lib/maha-mail/Maildir/new /var/lib/maha-mail/Maildir/cur -type f | wc -l"
+    before = int(testbed.exec(sink.server, stored))
+    assert before >= 1 and before == checks.sink_stats(testbed, sink.server)["messages"]
+
+    testbed.environment.remove([sink.server.name])  # the container, not its data volume
+    again = testbed.environment.create("mail", name=sink.server.name, image=testbed.image)
+
+    assert int(testbed.exec(again, stored)) == before

@@ -70,6 +70,9 @@ module.exports = {
   describeQueue: () => describeUrl(queueUrl),
   // Users and sessions (issue 15): the cache Redis (REDIS_URL) holds sessions and sign-in counts.
   sessionTtlSeconds: int('SESSION_TTL_SECONDS', 12 * 3600, { min: 60 }),
+  // How often open WebSockets' sessions are checked: one signed out or expired (on any
+  // web server) has its sockets closed within this long.
+  sessionRecheckMs: int('SESSION_RECHECK_MS', 15000, { min: 100 }),
   bcryptCost: int('BCRYPT_COST', 10, { min: 4, max: 15 }),
   signinMaxFailures: int('SIGNIN_MAX_FAILURES', 5, { min: 1 }),
   signinMaxFailuresPerIp: int('SIGNIN_MAX_FAILURES_PER_IP', 20, { min: 1 }),

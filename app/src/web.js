@@ -192,6 +192,7 @@ async function signIn(req, res) {
 
 async function signOut(req, res, session) {
   res.setHeader('Set-Cookie', await sessions.destroy(req, session));
+  closeSessionSockets(new Set([session.id])); // this server's at once, the others' at their recheck
   res.writeHead(204).end();
 }
 
@@ -270,6 +271,23 @@ async function handle(req, res) {
 // following every campaign of their user.
 const byCampaign = new Map(); // campaign id -> Set of sockets
 const byUser = new Map(); // user id -> Set of sockets
+const SESSION_ENDED = 4401; // close code: signed out or expired, sign in again
+let webSockets = null; // the server's WebSocketServer, once attached
+
+// Sockets whose session id is in `ended` are closed: their user signed out (or the
+// session expired), so nothing more of theirs may reach that socket.
+function closeSessionSockets(ended) {
+  for (const ws of webSockets ? webSockets.clients : []) {
+    if (ended.has(ws.sessionId)) ws.close(SESSION_ENDED, 'session ended');
+  }
+}
+
+async function recheckSessions() {
+  if (!webSockets || webSockets.clients.size === 0) return;
+  const ids = [...new Set([...webSockets.clients].map((ws) => ws.sessionId))];
+  const alive = await sessions.alive(ids);
+  closeSessionSockets(new Set(ids.filter((id) => !alive.has(id))));
+}
 
 function follow(map, key, ws) {
   if (!map.has(key)) map.set(key, new Set());
@@ -329,8 +347,9 @@ function relay(channel, text) {
   );
 }
 
-async function onConnection(ws, campaign, user) {
+async function onConnection(ws, campaign, user, sessionId) {
   ws.isAlive = true;
+  ws.sessionId = sessionId;
   ws.on('pong', () => {
     ws.isAlive = true;
   });
@@ -370,7 +389,7 @@ function attachWebSockets(server) {
     if (campaign !== null && (await ownerOf(campaign)) !== session.user.id) {
       return rejectUpgrade(socket, 404, 'Not Found');
     }
-    return wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, campaign, session.user.id));
+    return wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, campaign, session.user.id, session.id));
   }
   server.on('upgrade', (req, socket, head) => {
     socket.on('error', () => socket.destroy()); // a client gone while its session is read
@@ -390,6 +409,13 @@ function attachWebSockets(server) {
     }
   }, 30000);
   heartbeat.unref();
+  // Redis unreachable: sockets stay open (the session cannot be read either way) and the
+  // next round asks again.
+  const recheck = setInterval(() => {
+    recheckSessions().catch((err) => log.warn('sessions not rechecked', log.errorFields(err)));
+  }, config.sessionRecheckMs);
+  recheck.unref();
+  webSockets = wss;
   return wss;
 }
 

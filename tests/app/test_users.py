@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.users import User, call, session_cookie
 
-from .harness import Postgres, Proc, Web
+from .harness import App, Postgres, Proc, Web
 
 MAX_FAILURES = 5  # SIGNIN_MAX_FAILURES's default
 MAX_FAILURES_PER_IP = 20  # SIGNIN_MAX_FAILURES_PER_IP's default
@@ -275,3 +275,45 @@ def test_each_socket_receives_only_its_own_users_campaigns(
     assert any(m["status"] == "running" for m in alice_seen)
     assert bob_seen and {m["campaign"] for m in bob_seen} == {his}, bob_seen[:3]
     assert bob_seen[-1]["status"] == "done"
+
+
+def closed_with(ws: ClientConnection, timeout: float) -> int | None:
+    """The close code the server ends ``ws`` with within ``timeout`` seconds (None: still open)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ws.recv(timeout=deadline - time.monotonic())
+        except TimeoutError:
+            return None
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+    return None
+
+
+def test_signing_out_closes_the_users_sockets_on_every_web_server(web: Web, migrated: App) -> None:
+    other = migrated.start_web("app-test-recheck", SESSION_RECHECK_MS=300)
+    try:
+        user = User.sign_up(other.url)
+        url = f"{other.ws_url}/ws"
+        with connect(url, proxy=None, open_timeout=5, additional_headers=user.headers()) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+            assert user.request("POST", "/api/signout")[0] == 204  # on the socket's own server
+            assert closed_with(ws, timeout=2) == 4401
+
+        user = User.sign_up(other.url)
+        stays = User.sign_up(other.url)
+        with (
+            connect(url, proxy=None, open_timeout=5, additional_headers=user.headers()) as ws,
+            connect(url, proxy=None, open_timeout=5, additional_headers=stays.headers()) as kept,
+        ):
+            assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+            assert json.loads(kept.recv(timeout=5))["type"] == "hello"
+            # Signed out through another web server: this one finds out at its recheck.
+            status, _, _ = call(
+                "POST", web.url + "/api/signout", headers=user.headers("POST"), timeout=5
+            )
+            assert status == 204
+            assert closed_with(ws, timeout=3) == 4401
+            assert closed_with(kept, timeout=1) is None  # another user's session goes on
+    finally:
+        other.proc.stop()

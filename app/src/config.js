@@ -69,7 +69,10 @@ module.exports = {
   redisCaFile,
   describeQueue: () => describeUrl(queueUrl),
   // Users and sessions (issue 15): the cache Redis (REDIS_URL) holds sessions and sign-in counts.
+  // A session ends after this long unused (each request renews it), and at the latest
+  // SESSION_MAX_AGE_SECONDS after sign-in, used or not.
   sessionTtlSeconds: int('SESSION_TTL_SECONDS', 12 * 3600, { min: 60 }),
+  sessionMaxAgeSeconds: int('SESSION_MAX_AGE_SECONDS', 7 * 24 * 3600, { min: 60 }),
   // How often open WebSockets' sessions are checked: one signed out or expired (on any
   // web server) has its sockets closed within this long.
   sessionRecheckMs: int('SESSION_RECHECK_MS', 15000, { min: 100 }),

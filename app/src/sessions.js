@@ -36,17 +36,38 @@ class Sessions {
   // A new session for `user`: the Set-Cookie value and the session.
   async create(req, user) {
     const id = randomToken();
-    const session = { id, user: { id: Number(user.id), email: user.email }, csrf: randomToken() };
+    const session = {
+      id,
+      user: { id: Number(user.id), email: user.email },
+      csrf: randomToken(),
+      since: Date.now(),
+    };
     await this.redis.set(key(id), JSON.stringify(session), 'EX', config.sessionTtlSeconds);
     return { session, setCookie: cookie(req, id, config.sessionTtlSeconds) };
   }
 
-  // The request's session, or null (no cookie, a malformed one, or expired).
+  // The request's session, or null (no cookie, a malformed one, expired, or past its
+  // maximum age). Finding it renews it: GETEX moves its expiry to SESSION_TTL_SECONDS
+  // from now, never past the maximum age.
   async find(req) {
     const id = parseCookies(req.headers.cookie)[COOKIE];
     if (!id || !ID_PATTERN.test(id)) return null;
-    const text = await this.redis.get(key(id));
-    return text ? JSON.parse(text) : null;
+    const text = await this.redis.getex(key(id), 'EX', config.sessionTtlSeconds);
+    if (!text) return null;
+    const session = JSON.parse(text);
+    const left = Math.floor((session.since + config.sessionMaxAgeSeconds * 1000 - Date.now()) / 1000);
+    if (!session.since || left <= 0) {
+      await this.redis.del(key(id)); // too old (or from before the maximum age existed)
+      return null;
+    }
+    if (left < config.sessionTtlSeconds) await this.redis.expire(key(id), left);
+    return session;
+  }
+
+  // The Set-Cookie value that keeps the browser's cookie as long as the renewed session.
+  renewed(req, session) {
+    const left = Math.floor((session.since + config.sessionMaxAgeSeconds * 1000 - Date.now()) / 1000);
+    return cookie(req, session.id, Math.max(0, Math.min(config.sessionTtlSeconds, left)));
   }
 
   // Which of these session ids still have their session (one EXISTS each, pipelined).

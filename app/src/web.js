@@ -229,6 +229,7 @@ async function route(req, res) {
   if (!handler) throw new HttpError(404, 'not found');
   const session = await sessions.find(req);
   if (!session) throw new HttpError(401, 'sign in first');
+  res.setHeader('Set-Cookie', sessions.renewed(req, session)); // the cookie lasts as the session
   // CSRF, second line: the session's token, which another site's page cannot read.
   if (STATE_CHANGING.has(method) && !csrfMatches(session, req.headers['x-csrf-token'])) {
     throw new HttpError(403, 'missing or wrong X-CSRF-Token');

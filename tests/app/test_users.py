@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.users import User, call, session_cookie
 
-from .harness import App, Postgres, Proc, Web
+from .harness import App, Postgres, Proc, Redis, Web
 
 MAX_FAILURES = 5  # SIGNIN_MAX_FAILURES's default
 MAX_FAILURES_PER_IP = 20  # SIGNIN_MAX_FAILURES_PER_IP's default
@@ -317,3 +317,25 @@ def test_signing_out_closes_the_users_sockets_on_every_web_server(web: Web, migr
             assert closed_with(kept, timeout=1) is None  # another user's session goes on
     finally:
         other.proc.stop()
+
+
+def test_a_session_in_use_is_renewed_and_ends_at_its_maximum_age(
+    web: Web, redis: Redis
+) -> None:
+    user = User.sign_up(web.url)
+    key = "sess:" + user.cookie.split("=", 1)[1]
+    redis.cli("EXPIRE", key, "30")  # almost idle for its whole lifetime
+
+    status, headers, _ = user.request("GET", "/api/me")
+
+    assert status == 200
+    assert int(redis.cli("TTL", key)) > 12 * 3600 - 60  # renewed by the use
+    cookie = {k.lower(): v for k, v in headers.items()}["set-cookie"]
+    assert "Max-Age=43200" in cookie and "HttpOnly" in cookie  # the browser keeps it as long
+
+    session = json.loads(redis.cli("GET", key))
+    session["since"] -= 7 * 24 * 3600 * 1000  # signed in a week ago: past the maximum age
+    redis.cli("SET", key, json.dumps(session), "KEEPTTL")
+
+    assert user.request("GET", "/api/me")[0] == 401
+    assert redis.cli("EXISTS", key) == "0"

@@ -29,10 +29,14 @@ _INSTALL = (
 )
 
 
-def standin_postgres(run: Callable[[str], str], password: str, tls_dir: str = "") -> None:
+def standin_postgres(
+    run: Callable[[str], str], password: str, tls_dir: str = "", install: bool = True
+) -> None:
     """PostgreSQL as the db role promises it: database ``maha`` owned by ``maha_app``; with
-    ``tls_dir`` (server.crt and server.key from the environment's CA), over TLS only."""
-    run(_INSTALL.format(packages="postgresql"))
+    ``tls_dir`` (server.crt and server.key from the environment's CA), over TLS only.
+    ``install=False``: the caller installed the package already."""
+    if install:
+        run(_INSTALL.format(packages="postgresql"))
     hba = "host"
     if tls_dir:
         hba = "hostssl"
@@ -52,11 +56,15 @@ def standin_postgres(run: Callable[[str], str], password: str, tls_dir: str = ""
     )
 
 
-def standin_redis(run: Callable[[str], str], password: str, tls_dir: str = "") -> None:
+def standin_redis(
+    run: Callable[[str], str], password: str, tls_dir: str = "", install: bool = True
+) -> None:
     """Redis as the cache role promises it: requirepass, the cache on 6379 and the job
     queue's instance on 6380 (with ``tls_dir``: TLS only). Transient units: the test bed
-    needs a Redis, not the cache role's hardened one."""
-    run(_INSTALL.format(packages="redis-server"))
+    needs a Redis, not the cache role's hardened one. ``install=False``: the caller
+    installed the package already."""
+    if install:
+        run(_INSTALL.format(packages="redis-server"))
     run("systemctl disable --now redis-server >/dev/null 2>&1 || true")
     for unit, port in (("redis-standin", 6379), ("redis-standin-queue", 6380)):
         listen = f"--port {port}"
@@ -89,8 +97,10 @@ def backing_services(testbed: Any) -> dict[str, Any]:
         return str(testbed.exec(host, command))
 
     tls_dir = standin_certificate(testbed, host, store)
-    standin_postgres(run, get_or_create(store, "postgresql_password_maha_app"), tls_dir)
-    standin_redis(run, get_or_create(store, "redis_password"), tls_dir)
+    run(_INSTALL.format(packages="postgresql redis-server"))  # one apt-get update, not two
+    password = get_or_create(store, "postgresql_password_maha_app")
+    standin_postgres(run, password, tls_dir, install=False)
+    standin_redis(run, get_or_create(store, "redis_password"), tls_dir, install=False)
     _BACKING[testbed.env] = {
         "app_database_host": host.private_address,
         "app_redis_host": host.private_address,

@@ -106,8 +106,9 @@ class Testbed:
         self.env = environment.env
         self.home = Path(_HOME)
 
-    def host(self, role: str, name: str | None = None) -> LocalHost:
-        host = self.environment.create(role, name=name, image=self.image)
+    def host(self, role: str, name: str | None = None, image: str | None = None) -> LocalHost:
+        """A fresh host of the test bed's image (or ``image``, one built on it)."""
+        host = self.environment.create(role, name=name, image=image or self.image)
         _created.append((self, host))
         return host
 

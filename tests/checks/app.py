@@ -29,10 +29,14 @@ _INSTALL = (
 )
 
 
-def standin_postgres(run: Callable[[str], str], password: str, tls_dir: str = "") -> None:
+def standin_postgres(
+    run: Callable[[str], str], password: str, tls_dir: str = "", install: bool = True
+) -> None:
     """PostgreSQL as the db role promises it: database ``maha`` owned by ``maha_app``; with
-    ``tls_dir`` (server.crt and server.key from the environment's CA), over TLS only."""
-    run(_INSTALL.format(packages="postgresql"))
+    ``tls_dir`` (server.crt and server.key from the environment's CA), over TLS only.
+    ``install=False``: the caller installed the package already."""
+    if install:
+        run(_INSTALL.format(packages="postgresql"))
     hba = "host"
     if tls_dir:
         hba = "hostssl"
@@ -52,11 +56,15 @@ def standin_postgres(run: Callable[[str], str], password: str, tls_dir: str = ""
     )
 
 
-def standin_redis(run: Callable[[str], str], password: str, tls_dir: str = "") -> None:
+def standin_redis(
+    run: Callable[[str], str], password: str, tls_dir: str = "", install: bool = True
+) -> None:
     """Redis as the cache role promises it: requirepass, the cache on 6379 and the job
     queue's instance on 6380 (with ``tls_dir``: TLS only). Transient units: the test bed
-    needs a Redis, not the cache role's hardened one."""
-    run(_INSTALL.format(packages="redis-server"))
+    needs a Redis, not the cache role's hardened one. ``install=False``: the caller
+    installed the package already."""
+    if install:
+        run(_INSTALL.format(packages="redis-server"))
     run("systemctl disable --now redis-server >/dev/null 2>&1 || true")
     for unit, port in (("redis-standin", 6379), ("redis-standin-queue", 6380)):
         listen = f"--port {port}"
@@ -75,7 +83,8 @@ def standin_redis(run: Callable[[str], str], password: str, tls_dir: str = "") -
 def backing_services(testbed: Any) -> dict[str, Any]:
     """A PostgreSQL and a Redis on one plain host, as the db and cache roles promise them,
     so the app tier's role tests do not depend on those roles. Returns the settings that
-    point deploys at it.
+    point deploys at it. The host is of ``standin_image`` (the packages installed once per
+    machine); each module configures its own, as before.
     """
     # Hosts made during a test module are removed when it ends (tests/conftest.py): reuse
     # the stand-in only while it is still there.
@@ -83,19 +92,70 @@ def backing_services(testbed: Any) -> dict[str, Any]:
     if testbed.env in _BACKING and "appdeps-1" in alive:
         return _BACKING[testbed.env]
     store = LocalSecretStore(testbed.env)
-    host = testbed.host("base", name="appdeps-1")
+    host = testbed.host("base", name="appdeps-1", image=standin_image(testbed))
 
     def run(command: str) -> str:
         return str(testbed.exec(host, command))
 
     tls_dir = standin_certificate(testbed, host, store)
-    standin_postgres(run, get_or_create(store, "postgresql_password_maha_app"), tls_dir)
-    standin_redis(run, get_or_create(store, "redis_password"), tls_dir)
+    password = get_or_create(store, "postgresql_password_maha_app")
+    standin_postgres(run, password, tls_dir, install=False)
+    standin_redis(run, get_or_create(store, "redis_password"), tls_dir, install=False)
     _BACKING[testbed.env] = {
         "app_database_host": host.private_address,
         "app_redis_host": host.private_address,
     }
     return _BACKING[testbed.env]
+
+
+_STANDIN_PACKAGES = "postgresql redis-server"
+
+
+def standin_image(testbed: Any) -> str:
+    """The test bed's host image with the stand-in's packages installed (not configured:
+    ``backing_services`` does that on each host, as before). Built once per machine and
+    host image (its tag names the host image's id), under the test bed's setup lock: each
+    module that needs the stand-in made it from scratch, apt installs included."""
+    from docker.errors import ImageNotFound
+
+    from tests.conftest import machine_setup_lock
+
+    client = testbed.environment.client
+    base = client.images.get(testbed.image)
+    tag = f"maha-standin:{base.id.split(':')[-1][:16]}"
+    with machine_setup_lock():
+        try:
+            client.images.get(tag)
+            return tag
+        except ImageNotFound:
+            pass
+        # No daemon starts while the packages install (policy-rc.d): the image holds
+        # PostgreSQL's new cluster stopped, and the hosts' systemd starts what is enabled.
+        script = (
+            "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && "
+            "chmod 755 /usr/sbin/policy-rc.d && "
+            + _INSTALL.format(packages=_STANDIN_PACKAGES)
+            + " && rm -f /usr/sbin/policy-rc.d && apt-get clean"
+        )
+        container = client.containers.run(
+            base.id,
+            ["sh", "-c", script],
+            detach=True,
+            extra_hosts={"host.docker.internal": "host-gateway"},
+        )
+        try:
+            result = container.wait(timeout=900)
+            if result.get("StatusCode") != 0:
+                log = container.logs().decode(errors="replace")
+                raise AssertionError(f"building {tag} failed: {log[-4000:]}")
+            container.commit(
+                repository=tag.split(":")[0],
+                tag=tag.split(":")[1],
+                changes=['CMD ["/sbin/init"]'],
+            )
+        finally:
+            container.remove(force=True)
+    return tag
 
 
 def standin_certificate(testbed: Any, host: LocalHost, store: LocalSecretStore) -> str:

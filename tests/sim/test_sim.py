@@ -1,6 +1,7 @@
 """The AWS stand-in (docs/sim.md): EC2 instances on its moto server become real hosts.
 
-One server for the module, in a MAHA_HOME of its own; instances are launched through
+One server for the package (tests/sim/conftest.py, which also orders the tests that
+share its sim environment), in a MAHA_HOME of its own; instances are launched through
 the same boto3 session provisioning uses (profile ``maha-sim``), and the hosts are
 reached over SSH at their public addresses with the key pair, as on AWS.
 """
@@ -147,11 +148,11 @@ def _sim_hosts() -> list[Any]:
     return docker.from_env().containers.list(all=True, filters={"label": [f"{LABEL_ENV}=sim"]})
 
 
-def test_provisioning_the_sim_environment_makes_its_hosts_and_teardown_removes_them(
-    sim: server.Server, key_pair: Path
+def test_provisioning_the_sim_environment_makes_its_hosts(
+    provisioned: subprocess.CompletedProcess[str],
 ) -> None:
-    """The operator's path, unchanged: invoke provision, the AWS inventory, invoke teardown."""
-    provisioned = _invoke("provision", "--env", "sim")
+    """The operator's path, unchanged: invoke provision (the package's `provisioned`, which
+    test_sim_lifecycle.py goes on to deploy) and the AWS inventory."""
     assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
 
     # provision waited for instance_running, which the stand-in says once a host booted.
@@ -167,6 +168,14 @@ def test_provisioning_the_sim_environment_makes_its_hosts_and_teardown_removes_t
     login = _ssh(Path(db.data["ssh_key"]), db.data["ssh_hostname"], "hostname")
     assert login.stdout.strip() == "maha-sim-db-1", login.stderr
 
+
+def test_teardown_removes_the_sim_environment_and_its_hosts(
+    provisioned: subprocess.CompletedProcess[str],
+) -> None:
+    """invoke teardown, on the environment the package's other tests used (provisioned,
+    then trimmed, deployed and scaled by test_sim_lifecycle.py): it runs after all of them
+    (tests/sim/conftest.py)."""
+    assert _sim_hosts(), "no sim environment to tear down"
     torn_down = _invoke("teardown", "--env", "sim", "--yes")
     assert torn_down.returncode == 0, torn_down.stdout + torn_down.stderr
     _until(lambda: not _sim_hosts(), "the sim environment's hosts removed", timeout=60)
@@ -276,7 +285,7 @@ def test_a_sim_vpc_overlapping_a_network_of_this_machine_is_refused(
 def test_a_server_that_died_is_said_lost_not_replaced_by_an_empty_one(
     sim: server.Server,
 ) -> None:
-    """Last: it kills the module's server."""
+    """Last (tests/sim/conftest.py): it kills the package's server."""
     os.kill(sim.pid, signal.SIGKILL)
     _until(lambda: server.running() is None, "the server gone", timeout=10)
 

@@ -3,8 +3,10 @@ provisioned and deployed AWS environment serves through the stand-in ALB, and le
 again without a request failing.
 
 The smallest environment the platform runs: app, db and cache, one instance each (log and
-worker set to 0 through the same desired counts ``invoke scale`` keeps). One server for
-the module, in a MAHA_HOME of its own (tests/sim/conftest.py).
+worker set to 0 through the same desired counts ``invoke scale`` keeps). The server and
+the sim environment are the package's (tests/sim/conftest.py): in the whole package this
+test's provision trims the environment test_sim.py's provisioning test made, and
+test_sim.py's teardown test removes it afterwards; run alone, it provisions from nothing.
 """
 
 from __future__ import annotations

@@ -17,8 +17,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 import pytest
 
 from mahaops import PROJECT_ROOT
-from tests.users import User
+from tests.users import User, call
 
 APP_DIR = PROJECT_ROOT / "app"
 LOCALHOST = "127.0.0.1"
@@ -145,13 +143,12 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
 
 
 # Proxies never apply: every request goes straight to 127.0.0.1.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
 class Response:
     status: int
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     body: bytes
 
     def json(self) -> Any:
@@ -167,17 +164,9 @@ def http(
     headers: dict[str, str] | None = None,
     timeout: float = 10,
 ) -> Response:
-    if payload is not None:
-        body = json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=body, method=method)
-    request.add_header("Content-Type", "application/json")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with _opener.open(request, timeout=timeout) as answer:
-            return Response(answer.status, dict(answer.headers.items()), answer.read())
-    except urllib.error.HTTPError as error:
-        return Response(error.code, dict(error.headers.items()), error.read())
+    """One request through tests/users.py's ``call``; header names lower-cased."""
+    status, found, content = call(method, url, payload, body=body, headers=headers, timeout=timeout)
+    return Response(status, found, content)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------

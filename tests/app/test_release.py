@@ -123,7 +123,7 @@ def test_release_names_its_assets_by_content_and_pages_load_them_from_the_asset_
             assert url.startswith("/static/") and assets.HASHED.search(url)
             answer = own.get(url)
             assert answer.status == 200
-            assert answer.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+            assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
             assert answer.body == (root / "public" / url.removeprefix("/static/")).read_bytes()
     finally:
         cdn.proc.stop()

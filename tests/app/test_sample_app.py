@@ -113,9 +113,9 @@ def test_every_response_names_its_server_and_release(
     response = web.get(path, user=web.user)
 
     assert response.status == status
-    assert response.headers["Content-Type"].startswith(content_type)
-    assert response.headers["X-Maha-Server"] == "app-test-1"
-    assert response.headers["X-Maha-Release"] == RELEASE
+    assert response.headers["content-type"].startswith(content_type)
+    assert response.headers["x-maha-server"] == "app-test-1"
+    assert response.headers["x-maha-release"] == RELEASE
 
 
 @pytest.mark.parametrize(

@@ -319,9 +319,7 @@ def test_signing_out_closes_the_users_sockets_on_every_web_server(web: Web, migr
         other.proc.stop()
 
 
-def test_a_session_in_use_is_renewed_and_ends_at_its_maximum_age(
-    web: Web, redis: Redis
-) -> None:
+def test_a_session_in_use_is_renewed_and_ends_at_its_maximum_age(web: Web, redis: Redis) -> None:
     user = User.sign_up(web.url)
     key = "sess:" + user.cookie.split("=", 1)[1]
     redis.cli("EXPIRE", key, "30")  # almost idle for its whole lifetime

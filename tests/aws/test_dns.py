@@ -125,17 +125,10 @@ def test_a_record_changed_by_hand_is_put_back(aws, write_group_data):
     assert "AliasTarget" in _records(aws, zone)[("maha.example.org.", "A")]
 
 
-def test_a_dry_run_shows_the_records_and_writes_none(aws, write_group_data, calls):
+def test_a_dry_run_shows_the_records_and_writes_none(aws, provision_qa, calls):
     zone = _zone(aws)
-    group_data = write_group_data(domain="maha.example.org", hosted_zone_id=zone)
 
-    result = provision(
-        "qa",
-        dry=True,
-        session=boto3.Session(region_name=REGION),
-        group_data=group_data,
-        console=Console(file=io.StringIO()),
-    )
+    result = provision_qa(dry=True, domain="maha.example.org", hosted_zone_id=zone)
 
     assert calls.mutating() == []
     rows = {(c.name, c.action) for c in result.plan if c.kind == "Route 53 record"}

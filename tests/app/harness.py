@@ -155,18 +155,9 @@ class Response:
         return json.loads(self.body)
 
 
-def http(
-    method: str,
-    url: str,
-    payload: Any = None,
-    *,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 10,
-) -> Response:
-    """One request through tests/users.py's ``call``; header names lower-cased."""
-    status, found, content = call(method, url, payload, body=body, headers=headers, timeout=timeout)
-    return Response(status, found, content)
+def http(method: str, url: str, payload: Any = None, **kwargs: Any) -> Response:
+    """One request through tests/users.py's ``call`` (same arguments); header names lower-cased."""
+    return Response(*call(method, url, payload, **kwargs))
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from mahaops.settings import (  # noqa: F401
     local,
     log,
     mail,
+    storage,
     tls,
     worker,
 )

@@ -1,0 +1,57 @@
+"""Settings of the storage role: an S3 API (moto's S3, behind a signature check) for the
+local platform and tests, where no S3 is reachable; on AWS the app uses S3 itself.
+
+The client settings are read by the app servers too (they presign for this endpoint and
+its bucket), so they may be set in ``all.py`` or an overlay as well as in
+``storage_servers.py``; on AWS the inventory sets ``storage_uploads_bucket`` from what
+``provision`` made.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from mahaops.settings.models import Settings, group_settings
+
+# S3's own rule for bucket names (lower case, digits, dots and dashes, 3 to 63).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_ENDPOINT = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+def _bucket(value: str) -> str:
+    if not _BUCKET.match(value) or ".." in value:
+        raise ValueError(f"{value!r} is not an S3 bucket name (3-63 of a-z 0-9 . -)")
+    return value
+
+
+def _region(value: str) -> str:
+    if not _REGION.match(value):
+        raise ValueError(f"{value!r} is not an AWS region name (e.g. eu-west-1)")
+    return value
+
+
+def _endpoint(value: str) -> str:
+    if value and not _ENDPOINT.match(value):
+        raise ValueError(f'{value!r} is not an HTTPS endpoint (https://host[:port]) or ""')
+    return value
+
+
+BucketName = Annotated[str, AfterValidator(_bucket)]
+Region = Annotated[str, AfterValidator(_region)]
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+
+
+@group_settings("all", "local", "aws", "app_servers", "workers", "storage_servers")
+class StorageClientSettings(Settings):
+    """What the storage's clients (the app servers) need too."""
+
+    storage_port: int = Field(9000, ge=1, le=65535)  # the S3 API, HTTPS, on storage hosts
+    storage_region: Region = "us-east-1"  # the region requests are signed for
+    storage_uploads_bucket: BucketName = "maha-uploads"  # users' uploads: private, presigned
+    # Where browsers send presigned requests. "" = the storage host's published port on
+    # 127.0.0.1 locally (https://127.0.0.1:<port>), S3's regional endpoint on AWS.
+    storage_public_endpoint: Endpoint = ""

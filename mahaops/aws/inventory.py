@@ -60,8 +60,16 @@ def hosts(
         origin = _cdn_origin(session, loaded)
         for h in releasing:
             h.data["app_asset_base_url"] = origin
-    if any("db_servers" in h.groups for h in found):
+    account = ""
+    if releasing or any("db_servers" in h.groups for h in found):
         account = session.client("sts", config=CLIENT_CONFIG).get_caller_identity()["Account"]
+    for h in releasing:
+        # Users' uploads: the environment's private bucket, presigned by the instance role.
+        h.data.setdefault(
+            "storage_uploads_bucket", named_bucket(loaded.project, env, "uploads", account)
+        )
+        h.data.setdefault("storage_region", spec.region)
+    if any("db_servers" in h.groups for h in found):
         bucket = named_bucket(loaded.project, env, "backups", account)
         for h in found:
             if "db_servers" in h.groups:

@@ -27,6 +27,23 @@ PUBLIC_ACCESS_BLOCK = {
     "RestrictPublicBuckets": True,
 }
 ABORT_MULTIPART_DAYS = 7
+CORS_MAX_AGE_SECONDS = 3000
+
+
+def cors_rules(domain: str | None) -> list[dict[str, Any]]:
+    """Browsers PUT uploads straight to the uploads bucket with the app's presigned URLs, from
+    the app's pages: only that origin (any, before the environment has a domain: the
+    signature is what admits a request, CORS only which pages' scripts may send it)."""
+    return [
+        {
+            "ID": "presigned-uploads",
+            "AllowedOrigins": [f"https://{domain}"] if domain else ["*"],
+            "AllowedMethods": ["PUT"],
+            "AllowedHeaders": ["content-type"],
+            "ExposeHeaders": ["ETag"],
+            "MaxAgeSeconds": CORS_MAX_AGE_SECONDS,
+        }
+    ]
 
 
 def bucket_name(ctx: Context, purpose: str) -> str:
@@ -142,7 +159,13 @@ def _setters(ctx: Context, name: str, role: str, purpose: str) -> dict[str, Call
     """Each aspect of a bucket and the call that sets it to the description."""
     s3 = ctx.clients.s3
     rule = lifecycle_rule(ctx.spec.uploads_noncurrent_days, _expire_days(ctx, purpose))
+    cors: dict[str, Callable[[], Any]] = {}
+    if purpose == "uploads":
+        cors["cors"] = lambda: s3.put_bucket_cors(
+            Bucket=name, CORSConfiguration={"CORSRules": cors_rules(ctx.spec.domain)}
+        )
     return {
+        **cors,
         "public access block": lambda: s3.put_public_access_block(
             Bucket=name, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK
         ),
@@ -206,6 +229,10 @@ def _drift(ctx: Context, name: str, role: str, purpose: str) -> list[str]:
         drift.append("lifecycle")
     if current_tags != ctx.tag_dict(role, name):
         drift.append("tags")
+    if purpose == "uploads":
+        cors = _read(s3.get_bucket_cors, ("NoSuchCORSConfiguration",), Bucket=name)
+        if (cors or {}).get("CORSRules") != cors_rules(ctx.spec.domain):
+            drift.append("cors")
     return drift
 
 

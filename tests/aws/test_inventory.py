@@ -102,3 +102,16 @@ def test_an_environment_s_settings_reach_its_hosts_under_what_the_inventory_know
         assert host.data["nodejs_major"] == 18 and host.data["log_backend"] == "rsyslog"
     app = next(h for h in found if "app_servers" in h.groups)
     assert app.data["nginx_real_ip_from"] != ["1.2.3.0/24"]  # the ALB's subnets: the inventory's
+
+
+def test_app_servers_and_workers_presign_for_the_environment_s_uploads_bucket(
+    aws, provision_qa, write_group_data
+):
+    provision_qa()
+    found = hosts("qa", session=aws, group_data=write_group_data())
+    releasing = [h for h in found if {"app_servers", "workers"} & set(h.groups)]
+    assert releasing
+    for h in releasing:
+        assert h.data["storage_uploads_bucket"] == "maha-qa-uploads-123456789012"
+        assert h.data["storage_region"] == "eu-west-1"
+    assert all("storage_uploads_bucket" not in h.data for h in found if h not in releasing)

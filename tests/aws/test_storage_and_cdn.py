@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs, urlparse
 
+import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from mahaops.aws.cloudfront import new_private_key, public_pem, signed_url
-from mahaops.aws.s3 import presigned_upload_url
+from mahaops.aws.s3 import cors_rules, presigned_upload_url
 
 UPLOADS = "maha-qa-uploads-123456789012"
 STATIC = "maha-qa-static-123456789012"
@@ -121,3 +123,28 @@ def test_the_alb_origin_gets_its_own_host_header_not_the_viewers(aws, provision_
     calls.reset()
     provision_qa()
     assert not [c for c in calls.mutating() if c.startswith("cloudfront")]
+
+
+def test_browsers_may_put_uploads_only_from_the_app_s_origin_and_drift_is_put_back(
+    aws, provision_qa
+):
+    provision_qa()  # no domain yet: the presigned URL's signature is the only gate
+    s3 = aws.client("s3")
+    (rule,) = s3.get_bucket_cors(Bucket=UPLOADS)["CORSRules"]
+    assert rule["AllowedOrigins"] == ["*"] and rule["AllowedMethods"] == ["PUT"]
+    assert rule["AllowedHeaders"] == ["content-type"]
+    with pytest.raises(ClientError):  # the static bucket is read by CloudFront only
+        s3.get_bucket_cors(Bucket=STATIC)
+    # with a domain, that origin only (provisioning with one waits for ACM: see test_certificates)
+    (with_domain,) = cors_rules("app.example.org")
+    assert with_domain["AllowedOrigins"] == ["https://app.example.org"]
+
+    s3.put_bucket_cors(
+        Bucket=UPLOADS,
+        CORSConfiguration={"CORSRules": [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET"]}]},
+    )
+    result = provision_qa()
+    change = next(c for c in result.plan if c.kind == "S3 bucket" and c.name == UPLOADS)
+    assert (change.action, change.detail) == ("update", "cors")
+    (rule,) = s3.get_bucket_cors(Bucket=UPLOADS)["CORSRules"]
+    assert rule["AllowedMethods"] == ["PUT"]

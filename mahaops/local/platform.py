@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mahaops import tls
-from mahaops.local.hosts import Environment, LocalHost
+from mahaops.local.hosts import DATA_PATHS, PUBLISHED, Environment, LocalHost
 from mahaops.release import current_build
 from mahaops.roles import deployable_roles
 from mahaops.runner import DeployResult, run_deploy
@@ -120,8 +120,8 @@ def up(
 
     mark = time.monotonic()
     _restart_stopped(environment)
+    created = remake_unpublished(environment, image, say)
     existing = environment.hosts()
-    created = []
     for role_name, name in missing_hosts(counts, existing):
         say(f"Creating host {name}")
         environment.create(role_name, name=name, image=image)
@@ -171,6 +171,48 @@ def wait_for_lb(address: str, apps: set[str], timeout: float = 60.0) -> set[str]
             break
         time.sleep(0.5)
     return seen & apps
+
+
+def unpublished(hosts: Iterable[LocalHost]) -> dict[str, list[int]]:
+    """Host -> the ports its role publishes on 127.0.0.1 that its container lacks (made
+    before the role published them: the lb before HTTPS, say)."""
+    found = {}
+    for host in hosts:
+        missing = [p for p in PUBLISHED.get(host.role, ()) if p not in host.ports]
+        if missing:
+            found[host.name] = missing
+    return found
+
+
+def remake_unpublished(
+    environment: Environment, image: str, say: Callable[[str], None] = lambda _: None
+) -> list[str]:
+    """Re-make the hosts that lack a published port (Docker cannot add one to a container):
+    the same name and role, on the same data volumes; the deploy that follows converges it
+    and re-renders its peers (its private address may change). Returns their names."""
+    remade = []
+    for name, ports in sorted(unpublished(environment.hosts()).items()):
+        host = next(h for h in environment.hosts() if h.name == name)
+        owner = _data_owner(environment, host)
+        listed = ", ".join(str(p) for p in ports)
+        say(f"Re-making host {name}: port {listed} is not published (its data volumes are kept)")
+        environment.remove([name])
+        environment.create(host.role, name=name, image=image, data_of=owner)
+        remade.append(name)
+    return remade
+
+
+def _data_owner(environment: Environment, host: LocalHost) -> str | None:
+    """The host whose data volumes ``host`` runs on: another one's after a replacement."""
+    paths = DATA_PATHS.get(host.role, ())
+    if not paths:
+        return None
+    container = environment.client.containers.get(host.container)
+    for mount in container.attrs.get("Mounts", []):
+        if mount.get("Destination") == paths[0] and mount.get("Name"):
+            prefix = environment.container_name("")
+            return str(mount["Name"]).removeprefix(prefix).removesuffix("-data") or None
+    return None
 
 
 def _restart_stopped(environment: Environment) -> None:

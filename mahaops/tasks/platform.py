@@ -90,8 +90,8 @@ def _say_https(console: Console, env: str, hosts: list[LocalHost]) -> None:
     lb = next((h.name for h in hosts if h.role == "lb"), None)
     if lb:  # Docker cannot add a published port to a running container
         console.print(
-            f"No HTTPS port published: {lb} was made before it was; `invoke remove --env {env} "
-            f"--host {lb}` then `invoke up --env {env}` makes one that publishes it"
+            f"No HTTPS port published: {lb} was made before it was; `invoke up --env {env}` "
+            "re-makes it with the port"
         )
 
 

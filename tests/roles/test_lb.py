@@ -292,3 +292,16 @@ def test_a_certificate_near_expiry_is_renewed_and_served_after_the_reload(
 
 def _serial(pem: str) -> int:
     return x509.load_pem_x509_certificate(pem.encode()).serial_number
+
+
+def test_up_re_makes_an_lb_host_made_before_https_was_published(testbed: Testbed) -> None:
+    # Docker cannot add a port to a container: `invoke up` re-makes such a host by name.
+    old = testbed.environment.create("lb", name="lb-old-1", image=testbed.image, publish=[80])
+    assert 443 not in old.ports
+    said: list[str] = []
+    remade = platform.remake_unpublished(testbed.environment, testbed.image, said.append)
+    assert remade == ["lb-old-1"] and "port 443 is not published" in said[0]
+    (new,) = [h for h in testbed.environment.hosts() if h.name == "lb-old-1"]
+    assert {80, 443} <= set(new.ports) and new.container == old.container
+    assert platform.remake_unpublished(testbed.environment, testbed.image) == []
+    testbed.environment.remove(["lb-old-1"])

@@ -42,5 +42,5 @@ def test_an_lb_host_without_the_https_port_gets_the_way_to_publish_it(
 ) -> None:
     monkeypatch.setenv("MAHA_HOME", str(tmp_path))
     said = _said([_lb({80: 32001})])
-    assert "No HTTPS port published" in said and "invoke remove --env u1 --host lb-1" in said
+    assert "No HTTPS port published" in said and "invoke up --env u1` re-makes it" in said
     assert not (tmp_path / "u1" / "ca.crt").exists()

@@ -455,3 +455,12 @@ def sigv4_query_signature(method: str, url: str, headers: dict[str, str]) -> str
     for part in scope.split("/"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def test_the_page_has_the_upload_form_and_its_script(uploads_web: Web) -> None:
+    page = raw("GET", uploads_web.url + "/")
+    assert page.status == 200
+    html = page.body.decode()
+    assert 'id="upload-form"' in html and 'id="upload-list"' in html
+    script = raw("GET", uploads_web.url + "/static/app.js").body.decode()
+    assert "/api/uploads" in script and "given.headers" in script

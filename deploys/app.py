@@ -18,16 +18,22 @@ from pyinfra.api.exceptions import NoGroupError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server, systemd
 
+from deploys import _storage
 from deploys._common import KEYRINGS, apt_repository, release_restarted, reloaded, template, unit
 from deploys._tls import CA_FILE, trust_ca
+from mahaops import tls
 from mahaops.context import addresses, settings
 from mahaops.release import for_run
-from mahaops.secrets import secret
+from mahaops.secrets import current, secret
 from mahaops.settings.app import AppSettings, NginxSettings, NodejsSettings, ReleaseSettings
 from operations import apt, release
 from operations.files import validated_template
 
 NODESOURCE_KEYRING = f"{KEYRINGS}/nodesource.asc"
+# The CloudFront signing key and its public key's id, as `invoke provision` stores them
+# (mahaops/aws/cloudfront.py: PRIVATE_KEY_SECRET, KEY_PAIR_ID_SECRET).
+CLOUDFRONT_KEY_SECRET = "cloudfront_private_key"
+CLOUDFRONT_KEY_ID_SECRET = "cloudfront_key_pair_id"
 
 
 # -- what follows from the inventory ------------------------------------------------------------
@@ -81,6 +87,72 @@ def release_vars(s: ReleaseSettings) -> dict[str, Any]:
         "app_queue_url": f"{scheme}://:{redis_password}@{redis_host}:{queue_port}/0",
         "app_redis_ca_file": CA_FILE if redis_tls else "",
     }
+
+
+def uploads_vars(a: AppSettings, r: ReleaseSettings, e: _storage.StorageEndpoint) -> dict[str, Any]:
+    """maha.env's uploads variables: the storage endpoint (deploys/_storage.py) and the app's
+    limits. Locally uploads need a storage host (else the bucket is "" and uploads answer
+    503); on AWS S3 itself is there, with the instance role's credentials."""
+    enabled = bool(e.internal) or "aws" in host.groups
+    key_id = a.app_cloudfront_key_id
+    if a.app_uploads_cdn_url and not key_id:
+        key_id = current().get(CLOUDFRONT_KEY_ID_SECRET) or ""
+        if not key_id:
+            raise ValueError(
+                "app_uploads_cdn_url is set but no CloudFront key id: set app_cloudfront_key_id "
+                f"or run `invoke provision` (secret {CLOUDFRONT_KEY_ID_SECRET})"
+            )
+    return {
+        "app_uploads_bucket": e.bucket if enabled else "",
+        "app_s3_region": e.region,
+        "app_s3_endpoint": e.internal,
+        "app_s3_public_endpoint": e.public,
+        "app_s3_force_path_style": bool(e.internal or e.public),
+        "app_s3_access_key_id": e.access_key_id,
+        "app_s3_secret_access_key": e.secret_access_key,  # masked by _storage.credentials()
+        "app_s3_ca_file": CA_FILE if e.internal.startswith("https://") else "",
+        "app_upload_max_bytes": a.app_upload_max_bytes,
+        "app_upload_url_seconds": a.app_upload_url_seconds,
+        "app_uploads_cdn_url": a.app_uploads_cdn_url,
+        "app_cloudfront_key_id": key_id if a.app_uploads_cdn_url else "",
+        "app_cloudfront_private_key_file": (
+            cloudfront_key_file(r) if a.app_uploads_cdn_url and enabled else ""
+        ),
+    }
+
+
+def cloudfront_key_file(r: ReleaseSettings) -> str:
+    return f"{r.app_root}/shared/cloudfront-signing.pem"
+
+
+def uploads_origin(e: _storage.StorageEndpoint) -> str:
+    """Where browsers send presigned PUTs (the CSP's connect-src must allow it): the storage
+    host's public endpoint locally, the bucket's regional S3 name on AWS, "" without uploads."""
+    if e.public or e.internal:
+        return e.public or e.internal
+    if "aws" in host.groups:
+        return f"https://{e.bucket}.s3.{e.region}.amazonaws.com"
+    return ""
+
+
+def cloudfront_signing_key(r: ReleaseSettings) -> OperationMeta:
+    """The CloudFront signing key (the secret `invoke provision` made) for the app's signed
+    download URLs: 0600, the app user's, never printed."""
+    pem = current().get(CLOUDFRONT_KEY_SECRET)
+    if not pem:
+        raise ValueError(
+            f"app_uploads_cdn_url is set but the secrets store has no {CLOUDFRONT_KEY_SECRET}: "
+            "run `invoke provision` for this environment first"
+        )
+    return template(
+        "CloudFront signing key (signed download URLs)",
+        "app/cloudfront-signing.pem.j2",
+        cloudfront_key_file(r),
+        mode="600",
+        user=r.app_user,
+        group=r.app_user,
+        app_cloudfront_private_key=tls.mask_key(pem),  # whole and line by line
+    )
 
 
 def _runs_migrations() -> bool:
@@ -160,18 +232,20 @@ def app_user_and_directories(s: ReleaseSettings) -> None:
         files.directory(name=f"Directory {path}", path=path, user=user, group=group, mode=mode)
 
 
-def shared_environment(s: ReleaseSettings) -> OperationMeta:
+def shared_environment(s: ReleaseSettings, more: dict[str, Any] | None = None) -> OperationMeta:
     """The environment file of maha-web, maha-worker and migrations, and the CA that its
-    database and Redis connections verify servers against."""
+    database, Redis and storage connections verify servers against; ``more``: variables of
+    the app servers' own (uploads)."""
     trust_ca()
     return template(
-        "Shared environment (database and Redis URLs, secrets)",
+        "Shared environment (database, Redis and storage endpoints, secrets)",
         "app/maha.env.j2",
         f"{s.app_root}/shared/maha.env",
         mode="600",
         user=s.app_user,
         group=s.app_user,
         **release_vars(s),
+        **(more or {}),
     )
 
 
@@ -268,12 +342,15 @@ def release_steps(
 # -- the role -------------------------------------------------------------------------------------
 
 
-def nginx_vars(a: AppSettings, n: NginxSettings, r: ReleaseSettings) -> dict[str, Any]:
+def nginx_vars(
+    a: AppSettings, n: NginxSettings, r: ReleaseSettings, uploads: str = ""
+) -> dict[str, Any]:
     return {
         **a.model_dump(),
         **n.model_dump(),
         "app_root": r.app_root,
         "app_asset_base_url": r.app_asset_base_url,  # the page's assets: allowed by the CSP
+        "app_uploads_origin": uploads,  # presigned PUTs go there: the CSP's connect-src
         "app_server_name": host.name,
         "nginx_real_ip_sources": sorted({*addresses("load_balancers"), *n.nginx_real_ip_from}),
     }
@@ -289,7 +366,12 @@ def app() -> None:
 
     # -- the app's user, directories and environment ------------------------------------------
     app_user_and_directories(r)
-    env = shared_environment(r)
+    storage = _storage.endpoint()
+    uploads = uploads_vars(a, r, storage)
+    signing: list[OperationMeta] = []
+    if uploads["app_cloudfront_private_key_file"]:
+        signing.append(cloudfront_signing_key(r))
+    env = shared_environment(r, uploads)
     # systemd holds maha-web's port: connections wait across a restart instead of failing.
     socket = unit(
         "Unit maha-web.socket (the web server's port, held across restarts)",
@@ -323,7 +405,7 @@ def app() -> None:
         check=f"curl -fsS -o /dev/null --max-time 3 http://127.0.0.1:{a.app_port}{a.app_health_path}",
         retries=a.app_health_retries,
         interval=a.app_health_interval,
-        restart_when=[env, socket, web],
+        restart_when=[env, socket, web, *signing],
     )
     systemd.service(
         name="Listen on maha-web.socket at boot", service="maha-web.socket", enabled=True
@@ -336,7 +418,7 @@ def app() -> None:
         dest="/etc/nginx/nginx.conf",
         validate="/usr/sbin/nginx -t -q -c %s",
         mode="644",
-        **nginx_vars(a, n, r),
+        **nginx_vars(a, n, r, uploads_origin(storage) if uploads["app_uploads_bucket"] else ""),
     )
     systemd.service(name="Run nginx", service="nginx", running=True, enabled=True)
     reloaded("Reload nginx for the new configuration", "nginx", when=[conf])

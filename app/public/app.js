@@ -1,6 +1,8 @@
 'use strict';
 // Signs up or in, starts a campaign through the API and follows its progress over
-// WebSocket. Every change sends the session's CSRF token (from /api/me or the sign-in).
+// WebSocket; uploads files straight to storage with the presigned PUT the API hands out,
+// lists them and links their downloads. Every change sends the session's CSRF token
+// (from /api/me or the sign-in).
 (function () {
   const accountForm = document.getElementById('account-form');
   const account = document.getElementById('account');
@@ -10,6 +12,10 @@
   const section = document.getElementById('progress');
   const label = document.getElementById('progress-label');
   const bar = document.getElementById('progress-bar');
+  const uploads = document.getElementById('uploads');
+  const uploadForm = document.getElementById('upload-form');
+  const uploadStatus = document.getElementById('upload-status');
+  const uploadList = document.getElementById('upload-list');
   let csrf = null;
 
   function post(path, body) {
@@ -27,7 +33,64 @@
     account.hidden = form.hidden = !me;
     accountEmail.textContent = me ? me.user.email : '';
     accountError.textContent = '';
+    uploads.hidden = !me;
+    uploadStatus.textContent = '';
+    uploadList.replaceChildren();
+    if (me) listUploads();
   }
+
+  // --- private uploads: the file goes to storage, never through the app ----------------------
+
+  async function listUploads() {
+    const response = await fetch('/api/uploads');
+    if (response.status === 503) {
+      uploads.hidden = true; // uploads are not configured on this platform
+      return;
+    }
+    if (!response.ok) return;
+    const body = await response.json();
+    uploadList.replaceChildren(
+      ...body.uploads.map((item) => {
+        const li = document.createElement('li');
+        const link = document.createElement('a');
+        link.href = `/api/uploads/${item.id}/download`; // a 302 to a short-lived signed URL
+        link.textContent = item.name;
+        const remove = document.createElement('button');
+        remove.type = 'button';
+        remove.textContent = 'Delete';
+        remove.addEventListener('click', async () => {
+          await fetch(`/api/uploads/${item.id}`, { method: 'DELETE', headers: { 'X-CSRF-Token': csrf || '' } });
+          listUploads();
+        });
+        li.append(link, ` (${item.size} bytes) `, remove);
+        return li;
+      }),
+    );
+  }
+
+  uploadForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const file = uploadForm.elements.file.files[0];
+    if (!file) return;
+    uploadStatus.textContent = `Uploading ${file.name}…`;
+    const type = file.type || 'application/octet-stream';
+    const response = await post('/api/uploads', { name: file.name, type, size: file.size });
+    const given = await response.json();
+    if (!response.ok) {
+      uploadStatus.textContent = given.error || `Request failed (${response.status})`;
+      return;
+    }
+    // Exactly the headers that were signed; the browser adds the Content-Length itself.
+    const put = await fetch(given.url, { method: given.method, headers: given.headers, body: file }).catch(() => null);
+    if (!put || !put.ok) {
+      uploadStatus.textContent = `The storage refused the file (${put ? put.status : 'unreachable'})`;
+      return;
+    }
+    const done = await post(`/api/uploads/${given.id}/complete`);
+    uploadStatus.textContent = done.ok ? `${file.name} uploaded` : (await done.json()).error;
+    uploadForm.reset();
+    listUploads();
+  });
 
   accountForm.addEventListener('submit', async (event) => {
     event.preventDefault();

@@ -51,6 +51,29 @@ const queueUrl = process.env.QUEUE_URL || redisUrl;
 // unset, Node's public roots, which no internal certificate chains to.
 const redisCaFile = process.env.REDIS_CA_FILE || '';
 
+// Private uploads (issue 15): S3 (or the storage role's S3 API locally). Without a bucket,
+// uploads are disabled and their API answers 503.
+const trimmed = (name) => (process.env[name] || '').trim().replace(/\/+$/, '');
+
+function uploads() {
+  const cdnUrl = trimmed('MAHA_UPLOADS_CDN_URL');
+  return {
+    bucket: (process.env.MAHA_UPLOADS_BUCKET || '').trim(),
+    region: (process.env.MAHA_S3_REGION || '').trim() || 'us-east-1',
+    endpoint: trimmed('MAHA_S3_ENDPOINT'), // what this server connects to; '' = S3's own
+    publicEndpoint: trimmed('MAHA_S3_PUBLIC_ENDPOINT'), // what presigned URLs name; '' = as endpoint
+    forcePathStyle: process.env.MAHA_S3_FORCE_PATH_STYLE === '1',
+    accessKeyId: process.env.MAHA_S3_ACCESS_KEY_ID || '', // '' = the SDK's provider chain
+    secretAccessKey: process.env.MAHA_S3_SECRET_ACCESS_KEY || '', // never logged
+    caFile: process.env.MAHA_S3_CA_FILE || '', // trust for an https endpoint's certificate
+    maxBytes: int('MAHA_UPLOAD_MAX_BYTES', 10 * 1024 * 1024, { min: 1, max: 5 * 1024 ** 3 }),
+    urlSeconds: int('MAHA_UPLOAD_URL_SECONDS', 300, { min: 1, max: 7 * 24 * 3600 }),
+    cdnUrl, // downloads through CloudFront signed URLs when set
+    cloudfrontKeyId: (process.env.MAHA_CLOUDFRONT_KEY_ID || '').trim(),
+    cloudfrontPrivateKeyFile: process.env.MAHA_CLOUDFRONT_PRIVATE_KEY_FILE || '',
+  };
+}
+
 module.exports = {
   int,
   release: process.env.MAHA_RELEASE || 'dev',
@@ -80,5 +103,6 @@ module.exports = {
   signinMaxFailures: int('SIGNIN_MAX_FAILURES', 5, { min: 1 }),
   signinMaxFailuresPerIp: int('SIGNIN_MAX_FAILURES_PER_IP', 20, { min: 1 }),
   signinWindowSeconds: int('SIGNIN_WINDOW_SECONDS', 900, { min: 1 }),
+  uploads: uploads(),
 };
 

@@ -1,5 +1,6 @@
 'use strict';
-// The one HTML page: sign up or in, start a campaign and watch its progress live.
+// The one HTML page: sign up or in, start a campaign and watch its progress live, upload
+// private files and download them.
 
 const config = require('./config');
 const { assetUrl } = require('./static');
@@ -34,6 +35,15 @@ function render(res) {
     <section id="progress" hidden>
       <p id="progress-label"></p>
       <progress id="progress-bar" max="100" value="0"></progress>
+    </section>
+    <section id="uploads" hidden>
+      <h2>Your files</h2>
+      <form id="upload-form">
+        <label>File <input name="file" type="file" required></label>
+        <button type="submit">Upload</button>
+      </form>
+      <p id="upload-status" role="status"></p>
+      <ul id="upload-list"></ul>
     </section>
   </main>
   <footer>Served by <b>${escape(config.serverName)}</b>, release <code>${escape(config.release)}</code></footer>

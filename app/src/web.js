@@ -18,6 +18,7 @@ const campaigns = require('./campaigns');
 const staticFiles = require('./static');
 const page = require('./page');
 const users = require('./users');
+const uploads = require('./uploads');
 const { Sessions, csrfMatches, originAllowed } = require('./sessions');
 
 const MAX_BODY_BYTES = 16 * 1024;
@@ -136,6 +137,76 @@ async function showCampaign(res, id, session) {
   sendJson(res, 200, campaigns.view(row));
 }
 
+// --- private uploads (uploads.js) ---------------------------------------------------------
+
+function uploadsEnabled() {
+  if (!uploads.enabled()) throw new HttpError(503, 'uploads are not configured on this server (no MAHA_UPLOADS_BUCKET)');
+}
+
+// The upload `id` if it is the session user's: 404 when there is none, 403 when it is another's.
+async function ownUpload(id, session) {
+  const row = await uploads.find(db, id);
+  if (!row) throw new HttpError(404, `no upload ${id}`);
+  if (Number(row.user_id) !== session.user.id) throw new HttpError(403, 'this upload is not yours');
+  return row;
+}
+
+async function createUpload(req, res, session) {
+  uploadsEnabled();
+  let input;
+  try {
+    input = uploads.declared(await readJson(req));
+  } catch (err) {
+    if (err instanceof uploads.InputError) throw new HttpError(err.status, err.message);
+    throw err;
+  }
+  const key = uploads.newKey(session.user.id);
+  const put = await uploads.putUrl(key, input); // signed before the row: no row without a URL
+  const row = await uploads.insert(db, session.user.id, key, input);
+  log.info('upload presigned', { upload: Number(row.id), user: session.user.id, size: input.size });
+  sendJson(res, 201, { id: Number(row.id), ...put });
+}
+
+// The browser says its PUT finished: believed only once S3 has the object, with the size and
+// type that were signed (a HEAD through this server's endpoint).
+async function completeUpload(res, id, session) {
+  uploadsEnabled();
+  const row = await ownUpload(id, session);
+  const found = await uploads.head(row.object_key);
+  if (!found) throw new HttpError(409, 'the file has not been uploaded (no object yet)');
+  if (found.size !== Number(row.size) || (found.type && found.type !== row.content_type)) {
+    await uploads.remove(row.object_key); // not what was declared: gone, upload again
+    log.warn('upload refused: not as declared', { upload: Number(row.id), size: found.size, declared: Number(row.size) });
+    throw new HttpError(409, `the stored file (${found.size} bytes, ${found.type || 'no type'}) is not the declared one`);
+  }
+  const stored = await uploads.markStored(db, row.id);
+  sendJson(res, 200, uploads.view(stored));
+}
+
+async function listUploads(res, session) {
+  uploadsEnabled();
+  const rows = await uploads.listStored(db, session.user.id);
+  sendJson(res, 200, { uploads: rows.map(uploads.view) });
+}
+
+async function downloadUpload(res, id, session) {
+  uploadsEnabled();
+  const row = await ownUpload(id, session);
+  if (row.status !== 'stored') throw new HttpError(409, 'the upload is not complete');
+  const location = await uploads.downloadUrl(row);
+  res.writeHead(302, { Location: location, 'Cache-Control': 'no-store', 'Content-Length': 0 });
+  res.end();
+}
+
+async function deleteUpload(res, id, session) {
+  uploadsEnabled();
+  const row = await ownUpload(id, session);
+  await uploads.remove(row.object_key); // S3 answers 204 for a key that is not there
+  await uploads.deleteRow(db, row.id);
+  log.info('upload deleted', { upload: Number(row.id), user: session.user.id });
+  res.writeHead(204).end();
+}
+
 // --- users and sessions --------------------------------------------------------
 
 // Only nginx reaches us over loopback in production (HOST=127.0.0.1): believe its X-Real-IP
@@ -207,6 +278,18 @@ function userRoute(method, pathname) {
   if (pathname === '/api/campaigns' && method === 'POST') return createCampaign;
   const match = /^\/api\/campaigns\/(\d{1,18})$/.exec(pathname);
   if (match && method === 'GET') return (req, res, session) => showCampaign(res, match[1], session);
+  if (pathname === '/api/uploads' && method === 'POST') return createUpload;
+  if (pathname === '/api/uploads' && method === 'GET') return (req, res, session) => listUploads(res, session);
+  const upload = /^\/api\/uploads\/(\d{1,18})(\/complete|\/download)?$/.exec(pathname);
+  if (upload) {
+    const [, id, action] = upload;
+    if (action === '/complete' && method === 'POST') return (req, res, session) => completeUpload(res, id, session);
+    if (action === '/download' && method === 'GET') {
+      // Nobody signed in gets 403 for a file, as another user does (not 401).
+      return Object.assign((req, res, session) => downloadUpload(res, id, session), { anonymous: 403 });
+    }
+    if (!action && method === 'DELETE') return (req, res, session) => deleteUpload(res, id, session);
+  }
   return null;
 }
 
@@ -228,7 +311,7 @@ async function route(req, res) {
   const handler = userRoute(method, pathname);
   if (!handler) throw new HttpError(404, 'not found');
   const session = await sessions.find(req);
-  if (!session) throw new HttpError(401, 'sign in first');
+  if (!session) throw new HttpError(handler.anonymous || 401, 'sign in first');
   res.setHeader('Set-Cookie', sessions.renewed(req, session)); // the cookie lasts as the session
   // CSRF, second line: the session's token, which another site's page cannot read.
   if (STATE_CHANGING.has(method) && !csrfMatches(session, req.headers['x-csrf-token'])) {
@@ -496,6 +579,7 @@ async function main() {
       server: config.serverName,
       postgres: config.describePostgres(),
       redis: config.describeRedis(),
+      uploads: uploads.describe(),
     });
   });
 }

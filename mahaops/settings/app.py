@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from mahaops.settings.base import Cidr, UserName
 from mahaops.settings.models import Fingerprint, Settings, group_settings
@@ -70,6 +70,16 @@ def _nginx_paths(value: list[str]) -> list[str]:
     return value
 
 
+_KEY_ID = re.compile(r"^[A-Z0-9]{1,64}$")
+
+
+def _key_id(value: str) -> str:
+    if value and not _KEY_ID.match(value):
+        raise ValueError(f'{value!r} is not a CloudFront public key id (A-Z, 0-9) or ""')
+    return value
+
+
+KeyId = Annotated[str, AfterValidator(_key_id)]
 NginxSize = Annotated[str, AfterValidator(_nginx_size)]
 NginxRate = Annotated[str, AfterValidator(_nginx_rate)]
 NginxPaths = Annotated[list[str], AfterValidator(_nginx_paths)]
@@ -130,6 +140,23 @@ class AppSettings(Settings):
     app_health_path: str = "/health"  # checked on the host after each restart, and by the LB
     app_health_retries: int = Field(30, ge=1, le=300)  # tries, one per app_health_interval
     app_health_interval: float = Field(1.0, gt=0, le=30)  # seconds between tries
+    # -- private uploads (issue 15; bucket and endpoint: the storage settings) -----------------
+    # the largest file a user may upload, bytes (413 above; S3 takes up to 5 GiB in one PUT)
+    app_upload_max_bytes: int = Field(10 * 1024 * 1024, ge=1, le=5 * 1024**3)
+    # how long a presigned PUT, presigned GET or CloudFront signed URL stays valid, seconds
+    app_upload_url_seconds: int = Field(300, ge=1, le=7 * 24 * 3600)
+    # downloads as CloudFront signed URLs under this origin (https://cdn.example.org, whose
+    # /uploads/* is the uploads bucket); "" = S3 presigned GETs
+    app_uploads_cdn_url: Origin = ""
+    # the CloudFront public key the signing key (secret cloudfront_private_key) belongs to;
+    # "" = the id provision stored (secret cloudfront_key_pair_id)
+    app_cloudfront_key_id: KeyId = ""
+
+    @model_validator(mode="after")
+    def _cdn_over_https(self) -> AppSettings:
+        if self.app_uploads_cdn_url.startswith("http://"):
+            raise ValueError("app_uploads_cdn_url: CloudFront signed URLs go over https:// only")
+        return self
 
 
 @group_settings("app_servers")

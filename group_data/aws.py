@@ -39,8 +39,13 @@ aws_environments = {
         "access": "public",  # hosts reached at their public addresses, as on AWS
         # Hosts here reach Debian's mirror only (through the package cache): Debian's
         # Node.js, and the central rsyslog instead of Graylog's vendor repositories. The
-        # stand-in has no CloudFront to serve /static/: the app servers do.
-        "settings": {"nodejs_major": 18, "log_backend": "rsyslog", "app_asset_base_url": ""},
+        # stand-in has no CloudFront to serve /static/ (the app servers do) or downloads.
+        "settings": {
+            "nodejs_major": 18,
+            "log_backend": "rsyslog",
+            "app_asset_base_url": "",
+            "app_uploads_cdn_url": "",
+        },
         "roles": {
             "app": {"count": 1, "instance_type": "t3.small"},
             "db": {"count": 1, "instance_type": "t3.small"},

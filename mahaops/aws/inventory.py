@@ -55,11 +55,14 @@ def hosts(
             if "app_servers" in h.groups:
                 h.data["nginx_real_ip_from"] = _load_balancer_subnets(session, loaded)
     releasing = [h for h in found if {"app_servers", "workers"} & set(h.groups)]
-    if releasing and "app_asset_base_url" not in spec.settings:
-        # Pages load /static/ from CloudFront, which the release filled (release/assets.py).
+    cdn_keys = [k for k in ("app_asset_base_url", "app_uploads_cdn_url") if k not in spec.settings]
+    if releasing and cdn_keys:
+        # Pages load /static/ from CloudFront, which the release filled (release/assets.py);
+        # downloads of uploads are CloudFront URLs signed with the environment's key.
         origin = _cdn_origin(session, loaded)
         for h in releasing:
-            h.data["app_asset_base_url"] = origin
+            for key in cdn_keys:
+                h.data[key] = origin
     account = ""
     if releasing or any("db_servers" in h.groups for h in found):
         account = session.client("sts", config=CLIENT_CONFIG).get_caller_identity()["Account"]

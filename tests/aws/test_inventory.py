@@ -115,3 +115,14 @@ def test_app_servers_and_workers_presign_for_the_environment_s_uploads_bucket(
         assert h.data["storage_uploads_bucket"] == "maha-qa-uploads-123456789012"
         assert h.data["storage_region"] == "eu-west-1"
     assert all("storage_uploads_bucket" not in h.data for h in found if h not in releasing)
+    # Downloads are CloudFront URLs signed with the environment's key (the /uploads/* path)...
+    cf = aws.client("cloudfront", region_name="us-east-1")
+    (summary,) = cf.list_distributions()["DistributionList"]["Items"]
+    assert {h.data["app_uploads_cdn_url"] for h in releasing} == {
+        f"https://{summary['DomainName']}"
+    }
+    # ...unless the environment says otherwise (the sim: no CloudFront serves anything there).
+    own = hosts(
+        "qa", session=aws, group_data=write_group_data(settings={"app_uploads_cdn_url": ""})
+    )
+    assert {h.data["app_uploads_cdn_url"] for h in own if "app_servers" in h.groups} == {""}

@@ -8,6 +8,10 @@ address; every ``HealthCheckIntervalSeconds`` each registered target is asked
 ``HealthCheckPath`` on its port: ``HealthyThresholdCount`` answers of 200-399 make it
 healthy, ``UnhealthyThresholdCount`` failures unhealthy. A deregistered target is
 ``draining`` (no new connections) for the group's ``deregistration_delay``.
+An HTTPS listener ends TLS with its ACM certificate (moto's, with its key: a requested
+one is signed by moto's own CA, an imported one is the operator's) and passes the bytes
+on in the clear, as the ALB does to an HTTP target group; unlike the ALB it adds no
+``X-Forwarded-*`` headers (it is a TCP proxy).
 Where each listener is: ``$MAHA_HOME/sim-server/listeners.json``
 (``{"<lb dns name>:<listener port>": <port on 127.0.0.1>}``).
 """
@@ -15,12 +19,15 @@ Where each listener is: ``$MAHA_HOME/sim-server/listeners.json``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import itertools
 import json
+import os
 import select
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +55,8 @@ class _Proxy(socketserver.ThreadingTCPServer):
 
     def __init__(self, pick: Callable[[], tuple[str, int] | None]) -> None:
         self.pick = pick
+        self.tls: ssl.SSLContext | None = None  # an HTTPS listener's, with its certificate
+        self.certificate = ""  # the ACM ARN it was made from
         super().__init__(("127.0.0.1", 0), _Pipe)
 
 
@@ -59,6 +68,15 @@ def _status(code: int, text: str) -> bytes:
 class _Pipe(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         server: Any = self.server
+        if server.certificate and server.tls is None:
+            return  # an HTTPS listener without a usable certificate: nothing in the clear
+        if server.tls is not None:
+            try:
+                self.request.settimeout(10)  # a client that never finishes the handshake
+                self.request = server.tls.wrap_socket(self.request, server_side=True)
+                self.request.settimeout(None)
+            except (OSError, ssl.SSLError):
+                return
         target = server.pick()
         if target is None:
             self.request.sendall(_status(503, "Service Unavailable"))
@@ -75,7 +93,10 @@ class _Pipe(socketserver.BaseRequestHandler):
                 if not readable:
                     return
                 for sock in readable:
-                    data = sock.recv(65536)
+                    try:
+                        data = sock.recv(65536)
+                    except (OSError, ssl.SSLError):
+                        return
                     if not data:
                         return
                     (upstream if sock is self.request else self.request).sendall(data)
@@ -131,6 +152,7 @@ class LoadBalancers:
     def once(self) -> None:
         now = time.monotonic()
         wanted: dict[str, str] = {}  # listener key -> target group arn
+        certificates: dict[str, str] = {}  # HTTPS listener key -> its ACM certificate
         for elbv2, ec2 in self._backends():
             for tg in list(elbv2.target_groups.values()):
                 self._follow(tg, ec2, now)
@@ -140,7 +162,39 @@ class LoadBalancers:
                         arn = action.data.get("TargetGroupArn")
                         if action.type == "forward" and arn:
                             wanted[f"{lb.dns_name}:{listener.port}"] = arn
-        self._proxies(wanted)
+                    if listener.protocol == "HTTPS" and listener.certificate:
+                        certificates[f"{lb.dns_name}:{listener.port}"] = listener.certificate
+        self._proxies(wanted, certificates)
+
+    def _terminate_tls(self, key: str, proxy: _Proxy, arn: str) -> None:
+        proxy.tls, proxy.certificate = self._context(arn), arn
+        self.log(f"load balancer {key}: TLS with {arn}")
+
+    def _context(self, arn: str) -> ssl.SSLContext | None:
+        """A server context from an ACM certificate of moto's (certificate and key in a
+        0600 file of the server's state directory); None where ACM has no key for it."""
+        from moto.acm.models import acm_backends
+        from moto.core import DEFAULT_ACCOUNT_ID
+
+        region = arn.split(":")[3]
+        try:
+            bundle = acm_backends[DEFAULT_ACCOUNT_ID][region].get_certificate(arn)
+        except Exception as exc:
+            self.log(f"certificate {arn}: {type(exc).__name__}: {exc}")
+            return None
+        if not bundle.key:
+            return None
+        pem = bundle.cert.rstrip(b"\n") + b"\n" + bundle.key  # ACM's chain ends in its own root
+        directory = self.state_dir / "tls"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        path = directory / f"{hashlib.sha256(arn.encode()).hexdigest()[:16]}.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2  # the ALB's default policies' floor
+        context.load_cert_chain(path)
+        return context
 
     def _follow(self, tg: Any, ec2: Any, now: float) -> None:
         registered = dict(tg.targets)
@@ -204,7 +258,10 @@ class LoadBalancers:
             ]
         return healthy[next(self._turn) % len(healthy)] if healthy else None
 
-    def _proxies(self, wanted: dict[str, str]) -> None:
+    def _proxies(self, wanted: dict[str, str], certificates: dict[str, str]) -> None:
+        for key, proxy in self.proxies.items():  # a listener's certificate changed
+            if key in certificates and proxy.certificate != certificates[key]:
+                self._terminate_tls(key, proxy, certificates[key])
         changed = False
         for key in set(self.proxies) - set(wanted):
             self.proxies.pop(key).shutdown()
@@ -213,6 +270,8 @@ class LoadBalancers:
             if key in self.proxies:
                 continue
             proxy = _Proxy(lambda arn=arn: self._pick(arn))  # type: ignore[misc]
+            if key in certificates:  # before it is listed: never plain on an HTTPS listener
+                self._terminate_tls(key, proxy, certificates[key])
             threading.Thread(target=proxy.serve_forever, daemon=True).start()
             self.proxies[key] = proxy
             self.log(f"load balancer {key}: listening on 127.0.0.1:{proxy.server_address[1]}")

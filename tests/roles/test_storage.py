@@ -65,7 +65,7 @@ def storage(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Stora
     return Storage(server, app, outsider, first, cafile, [first.output])
 
 
-def _s3(testbed: Testbed, storage: Storage, **kwargs: str):  # type: ignore[no-untyped-def]
+def _s3(testbed: Testbed, storage: Storage, **kwargs: str):
     return checks.client(testbed.env, storage.port, storage.cafile, **kwargs)
 
 
@@ -202,7 +202,7 @@ def test_objects_survive_a_restart_and_a_new_container(testbed: Testbed, storage
     assert got["Body"].read() == b"kept"
 
 
-def _wait_for(call, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(call, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:

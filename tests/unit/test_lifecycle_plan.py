@@ -78,10 +78,11 @@ def test_an_app_server_is_admitted_by_postgresql_redis_and_the_log_server_then_t
         "db": ("base", "db"),  # nftables and pg_hba
         "cache": ("base",),  # nftables (Redis itself has no address list)
         "log": ("base",),  # nftables: every host ships logs
+        "storage": ("base",),  # nftables: the app presigns for it
         "lb": ("lb",),  # HAProxy's backends
     }
     before, after = plan.split_peers("app", peers)
-    assert [p.role for p in before] == ["db", "cache", "log"]
+    assert [p.role for p in before] == ["db", "cache", "log", "storage"]
     assert [p.role for p in after] == ["lb"]
 
 

@@ -119,7 +119,8 @@ def storage() -> None:
         commands=[
             f"cd {ROOT} && rm -rf wheels venv && tar -xf {WHEELHOUSE} && python3 -m venv venv"
             " && venv/bin/pip install --quiet --no-index --no-cache-dir"
-            " --disable-pip-version-check --find-links wheels -r wheels/requirements.txt"
+            " --disable-pip-version-check --require-hashes --find-links wheels"
+            " -r wheels/requirements.txt"
             f" && rm -rf wheels || {{ rm -rf {VENV} {ROOT}/wheels {WHEELHOUSE}; exit 1; }}"
         ],
         _if=wheels.did_change,

@@ -8,8 +8,10 @@ CPython 3.11, manylinux2014), packed as one tarball that ``files.put`` sends and
 
 Builds are remembered by content, like release builds (``mahaops/release/cache.py``):
 ``build/wheelhouse/<name>-<digest>.tar``, the digest of the requirements file, the target
-and the format. The same requirements give the same file (sorted entries, mtime 0, root's,
-uncompressed: wheels are compressed already), so a second deploy puts nothing. Builds hold
+and the format; a new build removes the older ones of the same name. Every requirement is
+pinned with its wheel's hash, checked by ``pip download`` here and ``pip install`` there.
+The same requirements give the same file (sorted entries, mtime 0, root's, uncompressed:
+wheels are compressed already), so a second deploy puts nothing. Builds hold
 ``.build.lock`` in the directory, polled as the release cache does (gevent greenlets).
 """
 
@@ -70,6 +72,9 @@ def tarball(
             partial = Path(tmp) / path.name
             _pack(wheels, partial)
             partial.replace(path)
+        for stale in out_dir.glob(f"{name}-*.tar"):  # older requirements' builds
+            if stale != path:
+                stale.unlink()
     return path
 
 
@@ -77,7 +82,8 @@ def _download(requirements: Path, dest: Path, plat: str) -> None:
     command = [
         sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
         "--only-binary=:all:", "--platform", plat, "--python-version", PYTHON_VERSION,
-        "--implementation", "cp", "--abi", ABI, "-d", str(dest), "-r", str(requirements),
+        "--implementation", "cp", "--abi", ABI, "--require-hashes",
+        "-d", str(dest), "-r", str(requirements),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:

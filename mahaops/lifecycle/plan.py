@@ -53,7 +53,7 @@ SCALABLE = (
     "storage",
 )  # local_hosts' (not base)
 SERVING_ROLES = ("app",)  # a host of these roles is health-gated through the load balancer
-DATA_ROLES = ("db", "cache", "log")  # one host, data on volumes: replaced on its kept volumes
+DATA_ROLES = ("db", "cache", "log", "storage")  # one host, data on volumes: replaced on them
 
 
 @dataclass(frozen=True)

@@ -196,8 +196,11 @@ def test_a_presigned_put_with_its_type_and_length_signed(server: Server) -> None
     assert "content-type" in query["X-Amz-SignedHeaders"].split(";")
     other_type = requests.put(url, data=body, headers={"Content-Type": "text/html"}, timeout=10)
     assert (other_type.status_code, _code(other_type)) == (403, "SignatureDoesNotMatch")
-    put = requests.put(url, data=body, headers={"Content-Type": "application/pdf"}, timeout=10)
+    put = requests.put(
+        url, data=body, headers={"Content-Type": "application/pdf", "Origin": ORIGIN}, timeout=10
+    )
     assert put.status_code == 200, put.text
+    assert put.headers["Access-Control-Allow-Origin"] == ORIGIN  # the browser may read it
     got = s3.get_object(Bucket=BUCKET, Key="up/file.bin")
     assert (got["Body"].read(), got["ContentType"]) == (body, "application/pdf")
 
@@ -245,6 +248,54 @@ def test_cors_preflight_is_answered_for_the_configured_origins_only(server: Serv
     assert "PUT" in ok.headers["Access-Control-Allow-Methods"]
     assert ok.headers["Access-Control-Allow-Headers"] == "content-type"
     assert preflight("https://evil.example").status_code == 403
+
+
+def _preflight(server: Server, origin: str, headers: str = "content-type") -> requests.Response:
+    return requests.options(
+        f"{server.url}/{BUCKET}/x.bin",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": headers,
+        },
+        timeout=10,
+    )
+
+
+def test_the_buckets_own_cors_rules_are_answered_first_and_kept(
+    module: ModuleType, tmp_path: Path
+) -> None:
+    first = Server(module, tmp_path / "data")
+    try:
+        first.client().put_bucket_cors(
+            Bucket=BUCKET,
+            CORSConfiguration={
+                "CORSRules": [
+                    {
+                        "AllowedOrigins": ["https://*.maha.test"],
+                        "AllowedMethods": ["PUT", "GET"],
+                        "AllowedHeaders": ["content-*"],
+                        "ExposeHeaders": ["ETag"],
+                        "MaxAgeSeconds": 600,
+                    }
+                ]
+            },
+        )
+    finally:
+        first.stop()
+    again = Server(module, tmp_path / "data")  # the rules came back from the disk
+    try:
+        ok = _preflight(again, "https://app.maha.test")
+        assert ok.status_code == 200
+        assert ok.headers["Access-Control-Allow-Origin"] == "https://app.maha.test"
+        assert ok.headers["Access-Control-Max-Age"] == "600"
+        assert ok.headers["Access-Control-Expose-Headers"] == "ETag"
+        assert _preflight(again, "https://app.maha.test", "x-other").status_code == 403
+        assert _preflight(again, ORIGIN).status_code == 403  # the bucket's rules rule
+        again.client().delete_bucket_cors(Bucket=BUCKET)
+        assert _preflight(again, ORIGIN).status_code == 200  # the configured origins again
+    finally:
+        again.stop()
 
 
 def test_objects_are_written_through_and_loaded_at_start(

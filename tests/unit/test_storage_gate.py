@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -45,7 +46,12 @@ def _module(tmp_path: Path) -> ModuleType:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    saved = dict(os.environ)
+    try:
+        spec.loader.exec_module(module)
+    finally:  # the program sets moto's variables for itself: none leaks into other tests
+        os.environ.clear()
+        os.environ.update(saved)
     return module
 
 

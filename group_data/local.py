@@ -12,8 +12,18 @@ nodejs_major = 18
 # Seven hosts share this machine: size PostgreSQL for a small share of it, not all of it.
 postgresql_memory_mb = 1024
 # Hosts per role (`invoke up` creates what is missing; `invoke scale` changes a count).
-# mail: the SMTP sink the workers send campaign mail to (on AWS: SES).
-local_hosts = {"lb": 1, "app": 2, "db": 1, "cache": 1, "log": 1, "worker": 1, "mail": 1}
+# mail: the SMTP sink the workers send campaign mail to (on AWS: SES); storage: the S3 API
+# the app presigns uploads for (on AWS: S3 itself).
+local_hosts = {
+    "lb": 1,
+    "app": 2,
+    "db": 1,
+    "cache": 1,
+    "log": 1,
+    "worker": 1,
+    "mail": 1,
+    "storage": 1,
+}
 # Off-host copies of the nightly dumps: the db hosts put each one to the log server's
 # put-only store (they cannot delete or overwrite there); AWS copies to S3 instead.
 postgresql_backup_offhost = True

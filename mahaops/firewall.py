@@ -23,6 +23,7 @@ from mahaops.settings.db import PostgresBackupOffhostSettings, PostgresClientSet
 from mahaops.settings.lb import LbSettings
 from mahaops.settings.log import LogServerSettings, LogShippingSettings
 from mahaops.settings.mail import MailClientSettings
+from mahaops.settings.storage import StorageClientSettings
 
 ANYONE = "anyone"
 ADMINS = "admins"
@@ -107,6 +108,15 @@ def _mail(data: Mapping[str, Any]) -> list[Opening]:
     return [Opening(port, "tcp", ("workers",), "SMTP (the mail sink)")]
 
 
+def _storage(data: Mapping[str, Any]) -> list[Opening]:
+    port = from_data(StorageClientSettings, data).storage_port
+    # Browsers reach the S3 API at its port published on 127.0.0.1 (presigned uploads and
+    # downloads): docker-proxy connects from the Docker network's gateway, admitted alone.
+    gateway = str(data.get("docker_gateway") or "")
+    published = (f"{gateway}/32",) if gateway and ":" not in gateway else ()
+    return [Opening(port, "tcp", (*CLIENTS, *published), "S3 API (the storage)")]
+
+
 _BY_ROLE: dict[str, Callable[[Mapping[str, Any]], list[Opening]]] = {
     "db": _db,
     "cache": _cache,
@@ -114,6 +124,7 @@ _BY_ROLE: dict[str, Callable[[Mapping[str, Any]], list[Opening]]] = {
     "lb": _lb,
     "log": _log,
     "mail": _mail,
+    "storage": _storage,
 }
 
 

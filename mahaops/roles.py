@@ -28,6 +28,7 @@ ROLES: tuple[Role, ...] = (
     Role("cache", "cache_servers", "Redis cache and job queue"),
     Role("log", "log_servers", "Log server"),
     Role("mail", "mail_servers", "Mail sink (SMTP; local and tests)"),
+    Role("storage", "storage_servers", "S3 API stand-in (moto; local and tests)"),
     Role("app", "app_servers", "nginx + Node.js app server"),
     Role("worker", "workers", "Background job worker"),
     Role("lb", "load_balancers", "Load balancer"),
@@ -38,7 +39,7 @@ BASE = Role("base", "all", "Base system (every host)")
 # find their servers ready; within a phase hosts do not wait for one another.
 PHASES: tuple[frozenset[str], ...] = (
     frozenset({"base"}),
-    frozenset({"db", "cache", "log", "mail"}),
+    frozenset({"db", "cache", "log", "mail", "storage"}),
     frozenset({"app", "worker"}),
     frozenset({"lb"}),
 )

@@ -34,6 +34,7 @@ ROLE_UNITS: dict[str, tuple[str, ...]] = {
     "worker": ("maha-worker",),
     "lb": ("haproxy",),
     "mail": ("maha-mail",),
+    "storage": ("maha-s3",),
 }
 HAPROXY_SOCKET = "/run/haproxy/admin.sock"
 HAPROXY_BACKEND = "app_servers"

@@ -163,7 +163,17 @@ class Lifecycle:
         names = [h.name for h in self.hosts() if h.role in wanted and h.name not in gone]
         roles = sorted(
             {d for p in peers for d in p.deploys},
-            key=lambda r: ["base", "db", "cache", "log", "mail", "app", "worker", "lb"].index(r),
+            key=lambda r: [
+                "base",
+                "db",
+                "cache",
+                "log",
+                "mail",
+                "storage",
+                "app",
+                "worker",
+                "lb",
+            ].index(r),
         )
         return names, roles
 

@@ -39,11 +39,21 @@ CONFIG_READERS: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
     "lb": (("app", "app", "nginx takes the client's address from the load balancer"),),
     "mail": (("worker", "worker", "the worker's SMTP host"),),
+    "storage": (("app", "app", "the app's S3 endpoint (deploys/_storage.py)"),),
     "log": tuple((r.name, "base", "log shipping (base role)") for r in ROLES),
 }
-SCALABLE = ("app", "worker", "db", "cache", "log", "lb", "mail")  # local_hosts' roles (not base)
+SCALABLE = (
+    "app",
+    "worker",
+    "db",
+    "cache",
+    "log",
+    "lb",
+    "mail",
+    "storage",
+)  # local_hosts' (not base)
 SERVING_ROLES = ("app",)  # a host of these roles is health-gated through the load balancer
-DATA_ROLES = ("db", "cache", "log")  # one host, data on volumes: replaced on its kept volumes
+DATA_ROLES = ("db", "cache", "log", "storage")  # one host, data on volumes: replaced on them
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Replacing a host that keeps data (db, cache, log): the new host on the old one's volumes.
+"""Replacing a host that keeps data (db, cache, log, storage): the new host on the old one's
+volumes.
 
 There is one host of each of these roles, so the old one stops first (two PostgreSQL
 servers must never open one data directory), then the new one is created on its data
@@ -23,7 +24,7 @@ from mahaops.settings import from_data
 from mahaops.settings.app import ReleaseSettings
 
 STATE_DIR = "/var/lib/maha"  # the deploy lock and audit log (mahaops.fleet.lock)
-SERVICES = {"db": "postgresql", "cache": "redis-server", "log": "rsyslog"}
+SERVICES = {"db": "postgresql", "cache": "redis-server", "log": "rsyslog", "storage": "maha-s3"}
 
 # Every table of the public schema with its row count, in one query (no table names typed).
 COUNT_ROWS = (

@@ -40,6 +40,7 @@ DATA_PATHS: dict[str, tuple[str, ...]] = {
     "cache": ("/var/lib/redis",),
     "log": ("/var/log/maha-remote",),
     "mail": ("/var/lib/maha-mail",),  # the sink's Maildir: what campaigns sent, for counting
+    "storage": ("/var/lib/maha-storage",),  # the S3 objects (moto keeps them in memory only)
 }
 
 
@@ -49,8 +50,9 @@ def volume_name(container: str, path: str, index: int) -> str:
 
 
 # Container ports published on 127.0.0.1 for the operator, besides SSH: the load
-# balancer's HTTP and HTTPS (lb_http_port, lb_https_port at their defaults).
-PUBLISHED: dict[str, tuple[int, ...]] = {"lb": (80, 443)}
+# balancer's HTTP and HTTPS (lb_http_port, lb_https_port at their defaults), the storage's
+# S3 API (storage_port's default: browsers send presigned uploads and downloads there).
+PUBLISHED: dict[str, tuple[int, ...]] = {"lb": (80, 443), "storage": (9000,)}
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class LocalHost:
     private_address: str
     ssh_port: int
     ports: dict[int, int] = field(default_factory=dict)  # container port -> 127.0.0.1 port
+    gateway: str = ""  # this machine on the env's network: where published ports arrive from
 
     def spec(self) -> HostSpec:
         return HostSpec(
@@ -79,6 +82,9 @@ class LocalHost:
                 "maha_role": self.role,
                 "maha_env": self.env,
                 "published_ports": dict(self.ports),
+                # docker-proxy connects from here for the ports published on 127.0.0.1: a
+                # role admits it for those (mahaops/firewall.py, the storage's S3 API).
+                "docker_gateway": self.gateway,
             },
         )
 
@@ -129,7 +135,8 @@ class Environment:
         for spec, bindings in (net.get("Ports") or {}).items():
             if bindings:
                 ports[int(spec.split("/")[0])] = int(bindings[0]["HostPort"])
-        address = (net.get("Networks") or {}).get(self.network_name, {}).get("IPAddress", "")
+        own = (net.get("Networks") or {}).get(self.network_name, {})
+        address = own.get("IPAddress", "")
         return LocalHost(
             name=container.labels.get("maha.host", container.name),
             role=container.labels[LABEL_ROLE],
@@ -138,6 +145,7 @@ class Environment:
             private_address=address,
             ssh_port=ports.get(22, 0),
             ports={p: h for p, h in ports.items() if p != 22},
+            gateway=own.get("Gateway", ""),
         )
 
     def ensure_network(self) -> str:

@@ -22,7 +22,8 @@ from mahaops.settings import GroupData, from_data
 from mahaops.settings.lb import LbSettings
 from mahaops.settings.local import DEFAULT_SHAPE
 
-ROLE_ORDER = ("lb", "app", "db", "cache", "log", "mail", "worker")  # how hosts are listed and made
+# How hosts are listed and made.
+ROLE_ORDER = ("lb", "app", "db", "cache", "log", "mail", "storage", "worker")
 
 
 def shape(group_data: GroupData | None = None) -> dict[str, int]:

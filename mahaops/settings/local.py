@@ -13,12 +13,13 @@ from pydantic import Field, field_validator
 
 from mahaops.settings.models import Settings, group_settings
 
-LocalRole = Literal["lb", "app", "db", "cache", "log", "worker", "mail"]
+LocalRole = Literal["lb", "app", "db", "cache", "log", "worker", "mail", "storage"]
 
-SINGLE: tuple[str, ...] = ("db", "cache", "lb", "log", "mail")
+SINGLE: tuple[str, ...] = ("db", "cache", "lb", "log", "mail", "storage")
 """Roles with at most one host: the app reaches the first db and cache server (no
 replication, no cluster), every host ships to the log server, clients use one load
-balancer's published port, workers send to the first mail sink."""
+balancer's published port, workers send to the first mail sink, app servers presign for
+the first storage host."""
 NEEDS: dict[str, tuple[str, ...]] = {"app": ("db", "cache"), "worker": ("db", "cache")}
 """Roles that cannot run without others (the app's /health checks PostgreSQL and Redis)."""
 MAX_HOSTS = 20  # per role: every host is a systemd container on this machine
@@ -31,6 +32,7 @@ DEFAULT_SHAPE: dict[str, int] = {
     "log": 1,
     "worker": 1,
     "mail": 1,
+    "storage": 1,
 }
 
 
@@ -50,8 +52,8 @@ def check_shape(shape: dict[str, int]) -> dict[str, int]:
 
 @group_settings("local")
 class LocalShapeSettings(Settings):
-    # Hosts per role of a local environment; a role left out has none. db, cache, lb, log
-    # and mail take at most one; app and worker need db and cache (workers without a mail
+    # Hosts per role of a local environment; a role left out has none. db, cache, lb, log,
+    # mail and storage take at most one; app and worker need db and cache (workers without a mail
     # host simulate sending).
     local_hosts: dict[LocalRole, int] = Field(default_factory=lambda: dict(DEFAULT_SHAPE))  # type: ignore[arg-type]
 

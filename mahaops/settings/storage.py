@@ -10,7 +10,7 @@ its bucket), so they may be set in ``all.py`` or an overlay as well as in
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -55,3 +55,37 @@ class StorageClientSettings(Settings):
     # Where browsers send presigned requests. "" = the storage host's published port on
     # 127.0.0.1 locally (https://127.0.0.1:<port>), S3's regional endpoint on AWS.
     storage_public_endpoint: Endpoint = ""
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+def _origins(value: list[str]) -> list[str]:
+    for origin in value:
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"{origin!r} is not a browser origin (scheme://host[:port])")
+    return value
+
+
+Origins = Annotated[list[str], AfterValidator(_origins)]
+
+
+@group_settings("storage_servers")
+class StorageServerSettings(Settings):
+    """The storage host's own: its server, signature check and data."""
+
+    # Origins whose browsers may send presigned requests (CORS), besides the load balancers'
+    # own published HTTPS origins (https://127.0.0.1:<port>, https://localhost:<port>) which
+    # the deploy adds itself. A bucket's own CORS rules, where set, are answered first.
+    storage_cors_origins: Origins = []
+    # More names clients may call the server by (its certificate's), besides its private
+    # address, its inventory name, 127.0.0.1 and localhost.
+    storage_tls_names: list[str] = Field(default_factory=list)
+    # A header-signed request dated further than this from the server's clock is refused
+    # (RequestTimeTooSkewed), as S3 does; presigned URLs expire by their own X-Amz-Expires.
+    storage_clock_skew_seconds: int = Field(900, ge=60, le=3600)
+    # The longest X-Amz-Expires a presigned URL may ask for (S3's limit: 7 days).
+    storage_presign_max_seconds: int = Field(604800, ge=60, le=604800)
+    # Larger request bodies are refused (413) before moto reads them.
+    storage_max_object_bytes: int = Field(1024 * 1024 * 1024, ge=1024, le=5 * 1024**3)
+    storage_loglevel: Literal["warning", "info", "debug"] = "warning"  # info: a line a request

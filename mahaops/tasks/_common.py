@@ -16,7 +16,7 @@ from mahaops.masking import MaskingStream
 
 ENV_HELP = "environment: 'local' (Docker on this machine) or one from group_data/aws.py"
 LOCAL_ENV_HELP = "local environment name (default: local)"
-ROLES = "base, db, cache, log, mail, app, worker, lb"
+ROLES = "base, db, cache, log, mail, storage, app, worker, lb"
 LIMIT_HELP = "only these hosts or groups (repeatable), e.g. app-1 or app_servers"
 SET_HELP = "override a setting for this run, KEY=VALUE (repeatable; VALUE may be JSON)"
 

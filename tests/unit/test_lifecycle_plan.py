@@ -78,16 +78,17 @@ def test_an_app_server_is_admitted_by_postgresql_redis_and_the_log_server_then_t
         "db": ("base", "db"),  # nftables and pg_hba
         "cache": ("base",),  # nftables (Redis itself has no address list)
         "log": ("base",),  # nftables: every host ships logs
+        "storage": ("base",),  # nftables: the app presigns for it
         "lb": ("lb",),  # HAProxy's backends
     }
     before, after = plan.split_peers("app", peers)
-    assert [p.role for p in before] == ["db", "cache", "log"]
+    assert [p.role for p in before] == ["db", "cache", "log", "storage"]
     assert [p.role for p in after] == ["lb"]
 
 
 def test_a_worker_is_no_business_of_the_load_balancer() -> None:
     peers = plan.peer_roles("worker", data_of)
-    assert set(peers) == {"db", "cache", "log", "mail"}  # mail: the sink admits workers
+    assert set(peers) == {"db", "cache", "log", "mail", "storage"}  # mail, storage admit workers
 
 
 def test_a_new_db_server_moves_its_clients_after_it_is_ready() -> None:
@@ -103,13 +104,13 @@ def test_a_new_db_server_moves_its_clients_after_it_is_ready() -> None:
 def test_every_firewall_opening_to_a_group_has_its_peers() -> None:
     # A role admitting another role's group in mahaops/firewall.py re-runs base when a host
     # of that group comes or goes: the table cannot miss one the firewall declares.
-    for peer in ("db", "cache", "log", "mail", "app", "lb"):
+    for peer in ("db", "cache", "log", "mail", "storage", "app", "lb"):
         for opening in firewall.role_openings(peer, data_of(peer)):
             for source in opening.sources:
                 if source in (firewall.ANYONE, firewall.ADMINS):
                     continue
                 changed = [
-                    r for r in ("db", "cache", "log", "mail", "app", "worker", "lb")
+                    r for r in ("db", "cache", "log", "mail", "storage", "app", "worker", "lb")
                     if source in (firewall.ALL_HOSTS, role(r).group)
                 ]  # fmt: skip
                 for name in changed:

@@ -30,6 +30,7 @@ def test_the_shape_is_read_from_local_py(tmp_path: Path) -> None:
         "cache": 1,
         "log": 1,
         "mail": 1,
+        "storage": 1,
         "worker": 1,
     }
     data = GroupData(_group_data(tmp_path, 'local_hosts = {"app": 3, "db": 1, "cache": 1}'))

@@ -9,7 +9,7 @@ log_backend = "rsyslog"  # Graylog's repositories are out of reach here; a centr
 # NodeSource is out of reach too: Debian 12's own Node.js 18 (Debian's security team keeps
 # patching it); everywhere else the default, an LTS from NodeSource (mahaops/settings/app.py).
 nodejs_major = 18
-# Seven hosts share this machine: size PostgreSQL for a small share of it, not all of it.
+# Nine hosts share this machine: size PostgreSQL for a small share of it, not all of it.
 postgresql_memory_mb = 1024
 # Hosts per role (`invoke up` creates what is missing; `invoke scale` changes a count).
 # mail: the SMTP sink the workers send campaign mail to (on AWS: SES); storage: the S3 API

@@ -17,11 +17,12 @@ def test_hosts_are_grouped_by_role_tag_like_the_local_inventory(
     groups = {h.name: h.groups for h in found}
     assert groups["maha-qa-app-1"] == ("aws", "app_servers")
     assert groups["maha-qa-db-1"] == ("aws", "db_servers")
-    # every role EC2 runs (the ALB is AWS's own, the mail sink is local only)
+    # every role EC2 runs (the ALB is AWS's own, the mail sink and storage are local only)
     assert {g for h in found for g in h.groups[1:]} == {ROLE_BY_NAME[r].group for r in EC2_ROLES}
     assert set(GROUPS) - {g for h in found for g in h.groups[1:]} == {
         "load_balancers",
         "mail_servers",
+        "storage_servers",
     }
 
 

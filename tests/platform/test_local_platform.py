@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,69 @@ def test_a_campaign_of_10000_reaches_each_recipient_once_and_only_its_owner_over
         f"\ncampaign of {RECIPIENTS} through the platform, worker restarted at {restarted}: "
         f"{wall:.1f} s wall, {RECIPIENTS / wall:.0f} messages/s"
     )
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _fetch(
+    url: str, context: ssl.SSLContext | None = None, **kwargs: Any
+) -> tuple[int, dict[str, str], bytes]:
+    """One request, redirects not followed, errors as answers; TLS trusting ``context``."""
+    handlers: list[Any] = [_NoRedirect(), urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
+    try:
+        with opener.open(urllib.request.Request(url, **kwargs), timeout=15) as answer:
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def test_a_private_upload_goes_straight_to_storage_and_only_its_owner_gets_it_back(
+    plat: Platform,
+) -> None:
+    owner, other = User.sign_up(plat.url), User.sign_up(plat.url)
+    trusting = ssl.create_default_context(cafile=str(platform.ca_file(plat.env)))
+    body = _random.token_bytes(300_000)
+    status, _, text = owner.request(
+        "POST", "/api/uploads", {"name": "report.pdf", "type": "application/pdf", "size": len(body)}
+    )
+    assert status == 201, text
+    grant = json.loads(text)
+    storage = next(h for h in plat.environment.hosts() if h.role == "storage")
+    endpoint = f"https://127.0.0.1:{storage.ports[9000]}"
+    assert grant["url"].startswith(endpoint + "/"), grant["url"]  # the app never sees the bytes
+
+    # The browser's PUT, straight to storage with the presigned URL and the headers it names.
+    status, _, answer = _fetch(
+        grant["url"], trusting, data=body, method="PUT", headers=grant["headers"]
+    )
+    assert status == 200, answer[:300]
+    status, _, text = owner.request("POST", f"/api/uploads/{grant['id']}/complete")
+    assert status == 200, text
+    mine = json.loads(owner.request("GET", "/api/uploads")[2])
+    assert [u["id"] for u in mine["uploads"]] == [grant["id"]]
+    assert json.loads(other.request("GET", "/api/uploads")[2])["uploads"] == []
+
+    # The owner is sent to a short-lived signed URL on storage; the bytes come back whole.
+    download = f"{plat.url}/api/uploads/{grant['id']}/download"
+    status, headers, _ = _fetch(download, headers=owner.headers())
+    assert status == 302 and headers["location"].startswith(endpoint + "/")
+    status, _, fetched = _fetch(headers["location"], trusting)
+    assert status == 200 and fetched == body
+
+    # Nobody else gets it: another user, nobody signed in, the object's own URL unsigned,
+    # the signed URL tampered with.
+    assert _fetch(download, headers=other.headers())[0] == 403
+    assert _fetch(download)[0] == 403
+    unsigned = headers["location"].split("?", 1)[0]
+    assert _fetch(unsigned, trusting)[0] == 403
+    forged = headers["location"].replace("X-Amz-Signature=", "X-Amz-Signature=0")
+    assert _fetch(forged, trusting)[0] == 403
 
 
 def test_a_second_up_changes_nothing(plat: Platform) -> None:

@@ -12,6 +12,7 @@ test_sim.py's teardown test removes it afterwards; run alone, it provisions from
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,9 @@ from mahaops.aws.session import make_session
 from mahaops.fleet.ssh import as_root, run_one
 from mahaops.sim import SIM_PROFILE, server, sim_home
 from mahaops.sim.alb import listeners
+from operations.release import running_release
+from tests.platform.harness import build_variant
+from tests.users import User
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 REGION = "eu-west-1"
@@ -138,3 +142,52 @@ def test_an_app_server_scaled_out_serves_through_the_alb_and_scaled_in_drops_no_
     assert address not in _pg_hba(hosts["maha-sim-db-1"])  # PostgreSQL forgot it
     assert _get(port)[0] == 200
     assert shape.desired_counts(session.client("ssm"), "maha", "sim")["app"] == 1
+
+
+def _campaign_done(user: User, campaign: int, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = user.request("GET", f"/api/campaigns/{campaign}")
+        found = json.loads(body) if status == 200 else {}
+        if found.get("status") == "done":
+            return found
+        assert time.monotonic() < deadline, f"campaign {campaign} not done: {status} {body[:300]}"
+        time.sleep(1)
+
+
+def _release_of(host: Any, service: str) -> str:
+    """The release a service's process runs (its environment), not what the symlink says."""
+    found = run_one(host, as_root(running_release(service)), timeout=60)
+    assert found.ok, found.stderr + found.error
+    return found.stdout.strip()
+
+
+def test_a_worker_scaled_in_runs_campaigns_and_a_release_switches_app_and_worker(
+    sim: server.Server, tmp_path: Path
+) -> None:
+    # After the scale test: app, db and cache deployed; the worker count 0. A worker joins
+    # with `invoke scale`, runs a signed-in user's campaign sent through the ALB, then one
+    # `invoke release` switches the app server and the worker to a new build.
+    session = make_session(REGION, SIM_PROFILE)
+    elbv2: Any = session.client("elbv2")
+    balancer = elbv2.describe_load_balancers(Names=["maha-sim"])["LoadBalancers"][0]
+    port = listeners(sim_home())[f"{balancer['DNSName']}:80"]
+    mark = time.monotonic()
+    out = _invoke("scale", "--env", "sim", "--role", "worker", "--count", "1")
+    print(f"worker scaled in: {time.monotonic() - mark:.0f} s\n{out.stdout[-2000:]}")
+    hosts = {h.name: h for h in inventory_hosts("sim")}
+    assert "maha-sim-worker-1" in hosts, sorted(hosts)
+    assert shape.desired_counts(session.client("ssm"), "maha", "sim")["worker"] == 1
+
+    user = User.sign_up(f"http://127.0.0.1:{port}")
+    first = _campaign_done(user, user.start_campaign(25, "sim before release"))
+    assert (first["sent"], first["recipients"]) == (25, 25)
+
+    variant = build_variant(tmp_path, "printf '\\n// sim release\\n' >> src/page.js")
+    mark = time.monotonic()
+    out = _invoke("release", "--env", "sim", "--tarball", str(variant.tarball))
+    print(f"release: {time.monotonic() - mark:.0f} s\n{out.stdout[-2000:]}")
+    assert _release_of(hosts["maha-sim-app-1"], "maha-web") == variant.id
+    assert _release_of(hosts["maha-sim-worker-1"], "maha-worker") == variant.id
+    second = _campaign_done(user, user.start_campaign(25, "sim after release"))
+    assert second["sent"] == 25

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from botocore.config import Config
 
@@ -13,6 +14,20 @@ from mahaops.secrets import LocalSecretStore
 from mahaops.tls import ca
 
 SERVICE = "maha-s3"
+
+
+def s3_error_code(response: Any) -> str:
+    """The ``<Code>`` of S3's XML error answer ("" for none)."""
+    text = str(response.text)
+    return text.split("<Code>", 1)[1].split("</Code>", 1)[0] if "<Code>" in text else ""
+
+
+def with_query(url: str, **changes: str) -> str:
+    """``url`` with query parameters set to ``changes`` (a tampered presigned URL, say)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _property(th: Any, name: str) -> str:

@@ -9,7 +9,6 @@ import datetime
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -69,18 +68,6 @@ def _s3(testbed: Testbed, storage: Storage, **kwargs: str):
     return checks.client(testbed.env, storage.port, storage.cafile, **kwargs)
 
 
-def _code(response: requests.Response) -> str:
-    text = response.text
-    return text.split("<Code>", 1)[1].split("</Code>", 1)[0] if "<Code>" in text else ""
-
-
-def _with_query(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    query.update(changes)
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def test_fresh_host_runs_the_server_sandboxed_over_tls(storage: Storage) -> None:
     checks.check_storage(infra(storage.server), PORT)
 
@@ -107,14 +94,14 @@ def test_unsigned_other_key_tampered_and_expired_requests_get_403(
     verify = str(storage.cafile)
 
     unsigned = requests.get(f"{base}/private.txt", verify=verify, timeout=10)
-    assert (unsigned.status_code, _code(unsigned)) == (403, "AccessDenied")
+    assert (unsigned.status_code, checks.s3_error_code(unsigned)) == (403, "AccessDenied")
 
     other = _s3(testbed, storage, key_id="TESTOTHERKEY23456777", secret="x" * 40)
     url = other.generate_presigned_url(
         "get_object", Params={"Bucket": BUCKET, "Key": "private.txt"}, ExpiresIn=60
     )
     wrong = requests.get(url, verify=verify, timeout=10)
-    assert (wrong.status_code, _code(wrong)) == (403, "InvalidAccessKeyId")
+    assert (wrong.status_code, checks.s3_error_code(wrong)) == (403, "InvalidAccessKeyId")
 
     url = s3.generate_presigned_url(
         "get_object", Params={"Bucket": BUCKET, "Key": "private.txt"}, ExpiresIn=60
@@ -123,23 +110,26 @@ def test_unsigned_other_key_tampered_and_expired_requests_get_403(
     assert (ok.status_code, ok.content) == (200, b"private bytes")
     for tampered in (
         url.replace("/private.txt?", "/other.txt?"),
-        _with_query(url, **{"X-Amz-Expires": "604800"}),
-        _with_query(url, **{"X-Amz-Signature": "0" * 64}),
+        checks.with_query(url, **{"X-Amz-Expires": "604800"}),
+        checks.with_query(url, **{"X-Amz-Signature": "0" * 64}),
     ):
         refused = requests.get(tampered, verify=verify, timeout=10)
-        assert (refused.status_code, _code(refused)) == (403, "SignatureDoesNotMatch"), tampered
+        assert (refused.status_code, checks.s3_error_code(refused)) == (
+            403,
+            "SignatureDoesNotMatch",
+        ), tampered
 
     old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
-    expired = _with_query(url, **{"X-Amz-Date": old.strftime("%Y%m%dT%H%M%SZ")})
+    expired = checks.with_query(url, **{"X-Amz-Date": old.strftime("%Y%m%dT%H%M%SZ")})
     answer = requests.get(expired, verify=verify, timeout=10)
-    assert (answer.status_code, _code(answer)) == (403, "AccessDenied")
+    assert (answer.status_code, checks.s3_error_code(answer)) == (403, "AccessDenied")
     assert "Request has expired" in answer.text
     short = s3.generate_presigned_url(
         "get_object", Params={"Bucket": BUCKET, "Key": "private.txt"}, ExpiresIn=1
     )
     time.sleep(2.5)
     late = requests.get(short, verify=verify, timeout=10)
-    assert (late.status_code, _code(late)) == (403, "AccessDenied")
+    assert (late.status_code, checks.s3_error_code(late)) == (403, "AccessDenied")
 
 
 def test_a_presigned_put_then_get_round_trips_the_bytes(testbed: Testbed, storage: Storage) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import pytest
@@ -24,6 +24,7 @@ from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
 from mahaops.templating import render
+from tests.checks.storage import s3_error_code, with_query
 
 KEY_ID = "TESTMAHASTOREKEY2345"
 SECRET = "s3cr3t/For+Tests0nly0123456789abcdefghij"
@@ -108,18 +109,6 @@ def server(module: ModuleType, tmp_path: Path) -> Iterator[Server]:
     running.stop()
 
 
-def _code(response: requests.Response) -> str:
-    text = response.text
-    return text.split("<Code>", 1)[1].split("</Code>", 1)[0] if "<Code>" in text else ""
-
-
-def _with_query(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    query.update(changes)
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def test_the_configured_bucket_is_made_private_with_its_public_access_blocked(
     server: Server,
 ) -> None:
@@ -142,7 +131,7 @@ def test_header_signed_requests_by_the_key_pass(server: Server) -> None:
 def test_unsigned_and_other_keys_are_refused(server: Server) -> None:
     server.client().put_object(Bucket=BUCKET, Key="private.txt", Body=b"secret bytes")
     unsigned = requests.get(f"{server.url}/{BUCKET}/private.txt", timeout=10)
-    assert (unsigned.status_code, _code(unsigned)) == (403, "AccessDenied")
+    assert (unsigned.status_code, s3_error_code(unsigned)) == (403, "AccessDenied")
     other = server.client(key_id="TESTOTHERKEY23456777")
     with pytest.raises(other.exceptions.ClientError) as refused:
         other.get_object(Bucket=BUCKET, Key="private.txt")
@@ -167,12 +156,12 @@ def test_presigned_get_passes_and_tampered_or_expired_ones_are_refused(server: S
     assert (ok.status_code, ok.content) == (200, b"the document")
 
     tampered_path = url.replace("/doc.txt?", "/other.txt?")
-    assert _code(requests.get(tampered_path, timeout=10)) == "SignatureDoesNotMatch"
-    longer = _with_query(url, **{"X-Amz-Expires": "3600"})
-    assert _code(requests.get(longer, timeout=10)) == "SignatureDoesNotMatch"
+    assert s3_error_code(requests.get(tampered_path, timeout=10)) == "SignatureDoesNotMatch"
+    longer = with_query(url, **{"X-Amz-Expires": "3600"})
+    assert s3_error_code(requests.get(longer, timeout=10)) == "SignatureDoesNotMatch"
     added = url + "&response-content-type=text%2Fhtml"
-    assert _code(requests.get(added, timeout=10)) == "SignatureDoesNotMatch"
-    forged = _with_query(url, **{"X-Amz-Signature": "0" * 64})
+    assert s3_error_code(requests.get(added, timeout=10)) == "SignatureDoesNotMatch"
+    forged = with_query(url, **{"X-Amz-Signature": "0" * 64})
     assert requests.get(forged, timeout=10).status_code == 403
 
     expired = s3.generate_presigned_url(
@@ -181,7 +170,7 @@ def test_presigned_get_passes_and_tampered_or_expired_ones_are_refused(server: S
     signed_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5)
     server.app.verifier.clock = lambda: signed_at + datetime.timedelta(seconds=10)
     answer = requests.get(expired, timeout=10)
-    assert (answer.status_code, _code(answer)) == (403, "AccessDenied")
+    assert (answer.status_code, s3_error_code(answer)) == (403, "AccessDenied")
     assert "Request has expired" in answer.text
 
 
@@ -201,7 +190,7 @@ def test_a_presigned_put_with_its_type_and_length_signed(server: Server) -> None
     query = dict(parse_qsl(urlsplit(url).query))
     assert "content-type" in query["X-Amz-SignedHeaders"].split(";")
     other_type = requests.put(url, data=body, headers={"Content-Type": "text/html"}, timeout=10)
-    assert (other_type.status_code, _code(other_type)) == (403, "SignatureDoesNotMatch")
+    assert (other_type.status_code, s3_error_code(other_type)) == (403, "SignatureDoesNotMatch")
     put = requests.put(
         url, data=body, headers={"Content-Type": "application/pdf", "Origin": ORIGIN}, timeout=10
     )

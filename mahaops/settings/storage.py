@@ -14,23 +14,17 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
+from mahaops.settings.aws import Region
 from mahaops.settings.models import Settings, group_settings
 
 # S3's own rule for bucket names (lower case, digits, dots and dashes, 3 to 63).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _ENDPOINT = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?$")
 
 
 def _bucket(value: str) -> str:
     if not _BUCKET.match(value) or ".." in value:
         raise ValueError(f"{value!r} is not an S3 bucket name (3-63 of a-z 0-9 . -)")
-    return value
-
-
-def _region(value: str) -> str:
-    if not _REGION.match(value):
-        raise ValueError(f"{value!r} is not an AWS region name (e.g. eu-west-1)")
     return value
 
 
@@ -41,7 +35,6 @@ def _endpoint(value: str) -> str:
 
 
 BucketName = Annotated[str, AfterValidator(_bucket)]
-Region = Annotated[str, AfterValidator(_region)]
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
 
 

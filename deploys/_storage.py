@@ -13,7 +13,7 @@ import secrets as _random
 import string
 from dataclasses import dataclass
 
-from pyinfra import inventory
+from pyinfra import host, inventory
 from pyinfra.api.exceptions import NoGroupError
 
 from mahaops import masking
@@ -56,8 +56,14 @@ def credentials() -> tuple[str, str]:
 
 def endpoint() -> StorageEndpoint:
     """The S3 endpoint the current host's app uses: the first storage host of the inventory,
-    else S3 itself."""
+    else the sim's S3 in the AWS stand-in, else S3 itself."""
     s = settings(StorageClientSettings)
+    sim = host.data.get("sim_s3")
+    if sim:  # the AWS stand-in's S3 (mahaops/aws/inventory.py): plain HTTP, dummy keys
+        return StorageEndpoint(
+            sim["internal"], sim["public"], s.storage_region, s.storage_uploads_bucket,
+            sim["access_key_id"], sim["secret_access_key"],
+        )  # fmt: skip
     try:
         hosts = sorted(inventory.get_group(GROUP), key=lambda h: h.name)
     except NoGroupError:

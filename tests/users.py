@@ -17,8 +17,15 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+
+class _Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the redirect is the answer
+
+
 # Proxies never apply: the app is always reached on 127.0.0.1 here.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_staying = urllib.request.build_opener(urllib.request.ProxyHandler({}), _Stay())
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -31,8 +38,10 @@ def call(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 10,
+    follow: bool = True,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP request: status, headers (names lower-cased) and body; errors are answers too."""
+    """One HTTP request: status, headers (names lower-cased) and body; errors are answers too
+    (and a redirect, with ``follow=False``)."""
     if payload is not None:
         body = json.dumps(payload).encode()
     request = urllib.request.Request(url, data=body, method=method)
@@ -40,7 +49,7 @@ def call(
     for name, value in (headers or {}).items():
         request.add_header(name, value)
     try:
-        with _opener.open(request, timeout=timeout) as answer:
+        with (_opener if follow else _staying).open(request, timeout=timeout) as answer:
             found = {k.lower(): v for k, v in answer.headers.items()}
             return answer.status, found, answer.read()
     except urllib.error.HTTPError as error:

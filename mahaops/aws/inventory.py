@@ -22,6 +22,7 @@ from mahaops.hosts import HostSpec
 from mahaops.roles import ROLE_BY_NAME
 from mahaops.secrets import env_dir
 from mahaops.settings import DEFAULT_GROUP_DATA
+from mahaops.sim import SIM_PROFILE
 
 
 def hosts(
@@ -72,6 +73,9 @@ def hosts(
             "storage_uploads_bucket", named_bucket(loaded.project, env, "uploads", account)
         )
         h.data.setdefault("storage_region", spec.region)
+    if releasing and spec.profile == SIM_PROFILE:
+        for h in releasing:
+            h.data["sim_s3"] = _sim_s3()
     if any("db_servers" in h.groups for h in found):
         bucket = named_bucket(loaded.project, env, "backups", account)
         for h in found:
@@ -80,6 +84,23 @@ def hosts(
                 # only); the bucket's lifecycle expires them, the host never deletes.
                 h.data["postgresql_backup_s3_bucket"] = bucket
     return found
+
+
+def _sim_s3() -> dict[str, str]:
+    """The sim's S3 (moto's server): app servers reach it at ``host.docker.internal`` (the
+    daemon forwards it there), browsers on this machine at 127.0.0.1; the stand-in's dummy
+    credentials, as no instance role signs there."""
+    from mahaops.sim.server import DUMMY_KEY, read_state
+
+    state = read_state()
+    if state is None:
+        return {}
+    return {
+        "internal": f"http://host.docker.internal:{state.port}",
+        "public": state.endpoint,
+        "access_key_id": DUMMY_KEY,
+        "secret_access_key": DUMMY_KEY,
+    }
 
 
 def _cdn_origin(session: boto3.Session, loaded: Environment) -> str:

@@ -53,11 +53,22 @@ class _Proxy(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, pick: Callable[[], tuple[str, int] | None]) -> None:
+    def __init__(
+        self,
+        pick: Callable[[], tuple[str, int] | None],
+        address: tuple[str, int] = ("127.0.0.1", 0),
+    ) -> None:
         self.pick = pick
         self.tls: ssl.SSLContext | None = None  # an HTTPS listener's, with its certificate
         self.certificate = ""  # the ACM ARN it was made from
-        super().__init__(("127.0.0.1", 0), _Pipe)
+        super().__init__(address, _Pipe)
+
+
+def forward(address: tuple[str, int], target: tuple[str, int]) -> _Proxy:
+    """Every connection to ``address`` piped to ``target``, in a thread of its own."""
+    proxy = _Proxy(lambda: target, address)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    return proxy
 
 
 def _status(code: int, text: str) -> bytes:

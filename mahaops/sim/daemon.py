@@ -139,6 +139,26 @@ def instances_boot() -> Callable[[str, str], None]:
     return ready
 
 
+def s3_for_hosts(port: int, stop: threading.Event) -> None:
+    """moto's API where the hosts reach this machine (``host.docker.internal``, the Docker
+    bridge's gateway, as for the package cache): the sim's S3 from inside its VPC, as a
+    VPC endpoint makes S3 reachable from private subnets. Retried until Docker answers."""
+    import docker
+
+    from mahaops.local.hosts import _gateway
+    from mahaops.sim.alb import forward
+
+    while not stop.is_set():
+        try:
+            bridge = _gateway(docker.from_env().networks.get("bridge").attrs)
+            forward((bridge, port), ("127.0.0.1", port))
+            _log(f"moto for the hosts on {bridge}:{port}")
+            return
+        except Exception as exc:
+            _log(f"moto for the hosts: {type(exc).__name__}: {exc}; trying again")
+            stop.wait(5)
+
+
 def _log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
@@ -183,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         on_ready=ready,
     )
     threading.Thread(target=balancers.run, args=(stop,), daemon=True).start()
+    threading.Thread(target=s3_for_hosts, args=(args.port, stop), daemon=True).start()
     reconciler.run(stop, args.interval)
     server.stop()
     _log("stopped: the AWS state this server held is gone")

@@ -36,7 +36,7 @@ from mahaops.sim import SIM_PROFILE, server, sim_home
 from mahaops.sim.alb import listeners
 from operations.release import running_release
 from tests.platform.harness import build_variant
-from tests.users import User
+from tests.users import User, call
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 REGION = "eu-west-1"
@@ -191,3 +191,27 @@ def test_a_worker_scaled_in_runs_campaigns_and_a_release_switches_app_and_worker
     assert _release_of(hosts["maha-sim-worker-1"], "maha-worker") == variant.id
     second = _campaign_done(user, user.start_campaign(25, "sim after release"))
     assert second["sent"] == 25
+
+    # A private upload: presigned for the sim's S3 (moto), PUT there from this machine,
+    # completed by the app server's HEAD from inside the VPC, fetched back by its owner only.
+    body = os.urandom(50_000)
+    status, _, text = user.request(
+        "POST", "/api/uploads", {"name": "sim.bin", "type": "application/octet-stream",
+                                 "size": len(body)},
+    )  # fmt: skip
+    assert status == 201, text
+    grant = json.loads(text)
+    put = urllib.request.Request(grant["url"], data=body, method="PUT", headers=grant["headers"])
+    with urllib.request.urlopen(put, timeout=20) as answer:
+        assert answer.status == 200
+    status, _, text = user.request("POST", f"/api/uploads/{grant['id']}/complete")
+    assert status == 200, text
+    status, headers, _ = call(
+        "GET", f"http://127.0.0.1:{port}/api/uploads/{grant['id']}/download",
+        headers=user.headers(), follow=False,
+    )  # fmt: skip
+    assert status == 302, headers
+    with urllib.request.urlopen(headers["location"], timeout=20) as answer:
+        assert answer.read() == body
+    stranger = User.sign_up(f"http://127.0.0.1:{port}")
+    assert stranger.request("GET", f"/api/uploads/{grant['id']}/download")[0] == 403

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 
@@ -27,6 +28,7 @@ from mahaops.runner.state import (
 )
 from mahaops.settings import DEFAULT_GROUP_DATA, GroupData, SettingsError
 from mahaops.settings import parse_overrides as parse_set
+from mahaops.sim import SimError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -63,9 +65,16 @@ def main(argv: list[str]) -> int:
         kind, hosts = load_hosts(args.env, group_data, args.hosts_json)
         check_limit(args.limit, hosts)
         if not hosts:
-            raise UsageError(f"no hosts in environment {args.env!r} (is it up? `invoke up`)")
+            make = "invoke up" if kind == "local" else f"invoke provision --env {args.env}"
+            raise UsageError(f"no hosts in environment {args.env!r} (made yet? `{make}`)")
         state = build_state(hosts, group_data, overrides, args.dry)
-    except (SettingsError, ValueError, pyinfra_hooks.PyinfraVersionError) as exc:
+    except (
+        SettingsError,
+        ValueError,
+        pyinfra_hooks.PyinfraVersionError,
+        SimError,  # the AWS stand-in's server gone, say: its message says what to do
+        BotoCoreError,  # no credentials, an unknown profile, AWS out of reach
+    ) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
     apply_limit(state, args.limit)

@@ -34,4 +34,3 @@ def test_a_sim_whose_server_is_gone_is_refused_in_one_line_naming_the_way_out(
     assert done.returncode == 2, out
     assert "Traceback" not in out
     assert "error:" in out and "is gone" in out and "invoke sim.down" in out
-

@@ -22,12 +22,20 @@ KILL_AFTER = 10  # seconds between TERM and KILL when the bound is reached
 
 # dpkg journals each status change in /var/lib/dpkg/updates and empties it when it ends
 # cleanly: entries there mean a dpkg was killed (a run killed mid-install), and apt then
-# refuses every install ("dpkg was interrupted"). Finishing its work first is what apt's
-# message asks for; the check is one ls, in the install's own command.
+# refuses every install ("dpkg was interrupted"). apt killed between two dpkg runs leaves
+# no journal but packages unpacked and not configured, which ``dpkg --audit`` lists; one
+# unpacked without the dependency it waited for makes apt refuse every install ("unmet
+# dependencies"). Either way: dpkg's work finished, then apt's (``-f install`` fetches
+# what is missing), as apt's own messages ask. When all is well this is one ls and one
+# dpkg --audit, in the install's own command.
 REPAIR_INTERRUPTED = (
-    'if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then '
-    "echo 'dpkg was interrupted: dpkg --configure -a' >&2; "
-    "DEBIAN_FRONTEND=noninteractive dpkg --force-confdef --force-confold --configure -a; fi"
+    'if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ] '
+    '|| [ -n "$(dpkg --audit 2>/dev/null)" ]; then '
+    "echo 'dpkg was interrupted: dpkg --configure -a, apt-get -f install' >&2; "
+    "export DEBIAN_FRONTEND=noninteractive; "
+    "dpkg --force-confdef --force-confold --configure -a; "
+    "apt-get -f install -y -q --no-install-recommends "
+    "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold; fi"
 )
 
 
@@ -91,7 +99,8 @@ def packages(
 ):
     """
     Install or remove apt packages, each apt command stopped after ``timeout`` seconds,
-    after finishing what an interrupted dpkg left (``dpkg --configure -a``, only then).
+    after finishing what an interrupted dpkg or apt left (``dpkg --configure -a`` and
+    ``apt-get -f install``, only then).
 
     + packages: package name(s)
     + present: whether the packages should be installed

@@ -9,9 +9,11 @@ address; every ``HealthCheckIntervalSeconds`` each registered target is asked
 healthy, ``UnhealthyThresholdCount`` failures unhealthy. A deregistered target is
 ``draining`` (no new connections) for the group's ``deregistration_delay``.
 An HTTPS listener ends TLS with its ACM certificate (moto's, with its key: a requested
-one is signed by moto's own CA, an imported one is the operator's) and passes the bytes
-on in the clear, as the ALB does to an HTTP target group; unlike the ALB it adds no
-``X-Forwarded-*`` headers (it is a TCP proxy).
+one is signed by moto's own CA, an imported one is the operator's) and passes requests
+on in the clear, as the ALB does to an HTTP target group. Like the ALB, it adds
+``X-Forwarded-For`` (the client's address after any the request brought),
+``X-Forwarded-Proto`` and ``X-Forwarded-Port`` (the listener's) to every request of a
+connection, kept alive or not; a WebSocket upgrade is passed on whole after its head.
 Where each listener is: ``$MAHA_HOME/sim-server/listeners.json``
 (``{"<lb dns name>:<listener port>": <port on 127.0.0.1>}``).
 """
@@ -49,6 +51,95 @@ class Health:
     address: tuple[str, int] | None = None
 
 
+MAX_HEAD = 64 * 1024  # a request head larger than this is refused (the ALB: 400)
+
+
+class RequestHeads:
+    """The client's side of an HTTP/1.1 connection, fed as it arrives: each request's head
+    gets the ``X-Forwarded-*`` headers, bodies (Content-Length or chunked) pass untouched,
+    and after an upgrade (WebSocket) everything passes untouched.
+
+    >>> heads = RequestHeads("203.0.113.7", "https", 443)
+    >>> heads.feed(b"GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n")  # doctest: +ELLIPSIS
+    b'GET / HTTP/1.1\\r\\nHost: a\\r\\nX-Forwarded-For: 203.0.113.7\\r\\n...'
+    """
+
+    def __init__(self, client: str, proto: str, port: int) -> None:
+        self.client, self.proto, self.port = client, proto, port
+        self._buffer = b""
+        self._body = 0  # bytes of the current body (or chunk, with its CRLF) still to pass
+        self._state = "head"  # head, body, chunk-size, chunk-data, trailer, raw
+
+    def feed(self, data: bytes) -> bytes:
+        """What to send upstream for ``data``; raises ValueError on a malformed request."""
+        self._buffer += data
+        out: list[bytes] = []
+        while self._buffer:
+            if self._state == "raw":
+                out.append(self._buffer)
+                self._buffer = b""
+            elif self._state in ("body", "chunk-data"):
+                taken = self._buffer[: self._body]
+                self._buffer = self._buffer[len(taken) :]
+                self._body -= len(taken)
+                out.append(taken)
+                if self._body == 0:
+                    self._state = "head" if self._state == "body" else "chunk-size"
+            else:
+                line_end = b"\r\n\r\n" if self._state == "head" else b"\r\n"
+                end = self._buffer.find(line_end)
+                if end < 0:
+                    if len(self._buffer) > MAX_HEAD:
+                        raise ValueError("request head too large")
+                    break
+                piece = self._buffer[: end + len(line_end)]
+                self._buffer = self._buffer[end + len(line_end) :]
+                out.append(self._next(piece))
+        return b"".join(out)
+
+    def _next(self, piece: bytes) -> bytes:
+        if self._state == "chunk-size":
+            size = int(piece.split(b";")[0].strip() or b"x", 16)
+            self._state, self._body = ("chunk-data", size + 2) if size else ("trailer", 0)
+            return piece
+        if self._state == "trailer":  # trailer lines, then the empty line ending the body
+            if piece == b"\r\n":
+                self._state = "head"
+            return piece
+        return self._head(piece)
+
+    def _head(self, head: bytes) -> bytes:
+        lines = head[:-4].split(b"\r\n")
+        if not lines[0].strip():
+            raise ValueError("empty request line")
+        headers: list[tuple[bytes, bytes]] = []
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name.strip():
+                raise ValueError(f"malformed header line {line[:60]!r}")
+            headers.append((name.strip(), value.strip()))
+        named = {n.lower(): v for n, v in headers}
+        forwarded_for = named.get(b"x-forwarded-for", b"")
+        kept = [
+            (n, v)
+            for n, v in headers
+            if n.lower() not in (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-port")
+        ]
+        client = self.client.encode()
+        kept += [
+            (b"X-Forwarded-For", forwarded_for + b", " + client if forwarded_for else client),
+            (b"X-Forwarded-Proto", self.proto.encode()),
+            (b"X-Forwarded-Port", str(self.port).encode()),
+        ]
+        if b"upgrade" in named.get(b"connection", b"").lower():
+            self._state = "raw"
+        elif b"chunked" in named.get(b"transfer-encoding", b"").lower():
+            self._state = "chunk-size"
+        elif int(named.get(b"content-length", b"0") or b"0"):
+            self._state, self._body = "body", int(named[b"content-length"])
+        return b"\r\n".join([lines[0], *(n + b": " + v for n, v in kept)]) + b"\r\n\r\n"
+
+
 class _Proxy(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -57,8 +148,11 @@ class _Proxy(socketserver.ThreadingTCPServer):
         self,
         pick: Callable[[], tuple[str, int] | None],
         address: tuple[str, int] = ("127.0.0.1", 0),
+        http: bool = False,
     ) -> None:
         self.pick = pick
+        self.http = http  # a listener: requests get X-Forwarded-* (else bytes pass as they are)
+        self.listener_port = 0  # the listener's port on the load balancer (X-Forwarded-Port)
         self.tls: ssl.SSLContext | None = None  # an HTTPS listener's, with its certificate
         self.certificate = ""  # the ACM ARN it was made from
         super().__init__(address, _Pipe)
@@ -97,6 +191,10 @@ class _Pipe(socketserver.BaseRequestHandler):
         except OSError:
             self.request.sendall(_status(502, "Bad Gateway"))
             return
+        heads = None
+        if server.http:
+            port = int(server.listener_port or server.server_address[1])
+            heads = RequestHeads(self.client_address[0], "https" if server.tls else "http", port)
         with upstream:
             sockets = [self.request, upstream]
             while True:
@@ -106,11 +204,17 @@ class _Pipe(socketserver.BaseRequestHandler):
                 for sock in readable:
                     try:
                         data = sock.recv(65536)
+                        if not data:
+                            return
+                        if sock is upstream:
+                            self.request.sendall(data)
+                            continue
+                        upstream.sendall(heads.feed(data) if heads is not None else data)
+                    except ValueError:
+                        self.request.sendall(_status(400, "Bad Request"))
+                        return
                     except (OSError, ssl.SSLError):
                         return
-                    if not data:
-                        return
-                    (upstream if sock is self.request else self.request).sendall(data)
 
 
 class LoadBalancers:
@@ -280,7 +384,8 @@ class LoadBalancers:
         for key, arn in wanted.items():
             if key in self.proxies:
                 continue
-            proxy = _Proxy(lambda arn=arn: self._pick(arn))  # type: ignore[misc]
+            proxy = _Proxy(lambda arn=arn: self._pick(arn), http=True)  # type: ignore[misc]
+            proxy.listener_port = int(key.rsplit(":", 1)[1])
             if key in certificates:  # before it is listed: never plain on an HTTPS listener
                 self._terminate_tls(key, proxy, certificates[key])
             threading.Thread(target=proxy.serve_forever, daemon=True).start()

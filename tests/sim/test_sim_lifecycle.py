@@ -1,6 +1,9 @@
 """``invoke scale`` in the sim (docs/lifecycle.md, docs/sim.md): an app server added to a
 provisioned and deployed AWS environment serves through the stand-in ALB, and leaves it
-again without a request failing.
+again without a request failing. Its first scale-out is a fault test (issue 13): the new
+instance's host is killed while its role converges; the command stops naming it, the
+peers that admitted it stop admitting it, the lock is released, and the same command run
+again finishes the instance, which the sim (as EC2's recovery does) has booted again.
 
 The smallest environment the platform runs: app, db and cache, one instance each (log and
 worker set to 0 through the same desired counts ``invoke scale`` keeps). The server and
@@ -23,6 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from rich.console import Console
 
@@ -31,9 +35,11 @@ from mahaops.aws import shape
 from mahaops.aws.inventory import hosts as inventory_hosts
 from mahaops.aws.provision import provision
 from mahaops.aws.session import make_session
+from mahaops.fleet import lock
 from mahaops.fleet.ssh import as_root, run_one
 from mahaops.sim import SIM_PROFILE, server, sim_home
 from mahaops.sim.alb import listeners
+from mahaops.sim.hosts import container_name
 from operations.release import running_release
 from tests.platform.harness import build_variant
 from tests.users import User, call
@@ -73,7 +79,33 @@ def _app_health(elbv2: Any, arn: str) -> dict[str, str]:
     return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in found}
 
 
-def test_an_app_server_scaled_out_serves_through_the_alb_and_scaled_in_drops_no_request(
+def _scale_out_killed_mid_converge(sim: server.Server) -> Any:
+    """``invoke scale`` to two app servers whose new instance's host is killed while its
+    role converges (the peers admit it already); the instance, as EC2 recovers it, reboots.
+    Returns the instance's host, after checking the command failed naming it."""
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    invoke = str(Path(sys.executable).parent / "invoke")
+    proc = subprocess.Popen(
+        [invoke, "scale", "--env", "sim", "--role", "app", "--count", "2"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    victim: Any = None
+    for line in proc.stdout:
+        lines.append(line)
+        if victim is None and "Converging app: app on maha-sim-app-2" in line:
+            victim = next(h for h in inventory_hosts("sim") if h.name == "maha-sim-app-2")
+            time.sleep(3)
+            docker.from_env().containers.get(container_name(victim.data["instance_id"])).kill()
+    out = "".join(lines)
+    assert proc.wait(120) != 0, out[-6000:]
+    assert victim is not None, out[-4000:]
+    assert "maha-sim-app-2" in out.split("error:")[-1], out[-4000:]
+    return victim
+
+
+def test_a_host_killed_mid_scale_is_not_admitted_a_rerun_finishes_and_scale_in_drops_nothing(
     sim: server.Server,
 ) -> None:
     session = make_session(REGION, SIM_PROFILE)
@@ -92,11 +124,19 @@ def test_an_app_server_scaled_out_serves_through_the_alb_and_scaled_in_drops_no_
     assert _get(port)[0] == 200
     print(f"provision and deploy: {time.monotonic() - started:.0f} s")
 
+    db = next(h for h in inventory_hosts("sim") if h.name == "maha-sim-db-1")
+    victim = _scale_out_killed_mid_converge(sim)
+    # The run stopped naming the instance, which nothing admits and the ALB never got.
+    assert victim.data["private_address"] not in _pg_hba(db)
+    assert victim.data["instance_id"] not in _app_health(elbv2, arn)
+    where = lock.lock_host(inventory_hosts("sim"))
+    assert where is not None and lock.current(where) is None  # the lock released
     mark = time.monotonic()
-    out = _invoke("scale", "--env", "sim", "--role", "app", "--count", "2")
-    print(f"scale out: {time.monotonic() - mark:.0f} s\n{out.stdout[-3000:]}")
+    out = _invoke("scale", "--env", "sim", "--role", "app", "--count", "2")  # finishes it
+    print(f"scale out, rerun: {time.monotonic() - mark:.0f} s\n{out.stdout[-3000:]}")
     hosts = {h.name: h for h in inventory_hosts("sim")}
     new = hosts["maha-sim-app-2"]
+    assert new.data["instance_id"] == victim.data["instance_id"]  # the same instance, rebooted
     assert _app_health(elbv2, arn) == {
         hosts["maha-sim-app-1"].data["instance_id"]: "healthy",
         new.data["instance_id"]: "healthy",
@@ -180,6 +220,11 @@ def test_a_worker_scaled_in_runs_campaigns_and_a_release_switches_app_and_worker
     assert shape.desired_counts(session.client("ssm"), "maha", "sim")["worker"] == 1
 
     user = User.sign_up(f"http://127.0.0.1:{port}")
+    # The ALB's X-Forwarded-For, trusted from its subnets: nginx logs the client, this
+    # machine, not the load balancer's own address (and rate-limits per client).
+    found = run_one(hosts["maha-sim-app-1"], as_root("grep 'POST /api/signup' "
+                    "/var/log/nginx/access.log | tail -n 1"), timeout=60)  # fmt: skip
+    assert found.stdout.startswith("127.0.0.1 "), found.stdout + found.stderr
     first = _campaign_done(user, user.start_campaign(25, "sim before release"))
     assert (first["sent"], first["recipients"]) == (25, 25)
 

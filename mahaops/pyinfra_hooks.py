@@ -418,6 +418,44 @@ def did_change_owner(guard: Any) -> OperationMeta | None:
     return None
 
 
+def guard_holds(op_data: Any) -> bool:
+    """In a plan, whether an operation's ``_if`` guard would let it run.
+
+    pyinfra checks ``_if`` only while executing; a plan must check it too, or every
+    "restart when the config changed" would show as a change. ``op.did_change`` guards
+    are answered by what the guarding operation *would* do.
+    """
+    guards = op_data.global_arguments.get("_if")
+    if guards is None:
+        return True
+    for guard in guards if isinstance(guards, list) else [guards]:
+        owner = did_change_owner(guard)
+        if owner is not None:
+            if not owner.will_change:
+                return False
+            continue
+        try:
+            if not guard():
+                return False
+        except RuntimeError:  # depends on a result only execution can give: assume it runs
+            continue
+    return True
+
+
+def would_run(meta: OperationMeta) -> bool:
+    """In a plan, whether the current host's operation ``meta`` passes its ``_if`` guard."""
+    from pyinfra import host
+    from pyinfra.context import ctx_host
+
+    if not ctx_host.isset():  # outside a deploy: nothing to look the guard up in
+        return True
+    try:
+        op_data = host.state.get_op_data_for_host(host, op_hash_of(meta))
+    except KeyError:  # not one of this host's operations: nothing guards it here
+        return True
+    return guard_holds(op_data)
+
+
 def order_by_deploy_line() -> None:
     """Order operations by deploy file, then line, across hosts, as pyinfra's CLI does."""
     pyinfra.is_cli = True

@@ -14,10 +14,15 @@ from dataclasses import dataclass
 
 from pyinfra.api.operation import OperationMeta
 
+from mahaops.pyinfra_hooks import would_run
+
 
 def changed(op: OperationMeta) -> bool:
-    """Whether ``op`` changed its host; before it ran (a plan), whether it would."""
-    return op.did_change() if op.is_complete() else bool(op.will_change)
+    """Whether ``op`` changed its host; before it ran (a plan), whether it would: its own
+    ``_if`` guard included (an install run only when its archive changed would not)."""
+    if op.is_complete():
+        return op.did_change()
+    return bool(op.will_change) and would_run(op)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from pyinfra.api import FactBase, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 
+from operations.changes import changed
+
 MARKER = ".maha-release"  # written last inside a release: it is complete
 MIGRATED = ".maha-migrated"  # this release's migrations ran to the end
 PENDING = "pending"  # pending/<service>: a restart and check still owed
@@ -147,11 +149,6 @@ def _switch(root: str, target_id: str, link: str = "current") -> str:
         f"ln -sfn {q('releases/' + target_id)} {q(f'{root}/{link}.maha-new')} && "
         f"mv -T {q(f'{root}/{link}.maha-new')} {q(f'{root}/{link}')}"
     )
-
-
-def changed(op: OperationMeta) -> bool:
-    """Whether ``op`` changed its host; while planning, whether it would."""
-    return op.did_change() if op.is_complete() else bool(op.will_change)
 
 
 @operation()

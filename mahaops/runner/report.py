@@ -183,7 +183,7 @@ def outcomes(state: State, dry: bool, funcs: dict[str, Callable[..., Any]]) -> l
             op_meta = host_ops[op_hash].operation_meta
             if dry:
                 with ctx_state.use(state), ctx_inventory.use(state.inventory), ctx_host.use(host):
-                    would = op_meta.will_change and _condition_holds(host_ops[op_hash])
+                    would = op_meta.will_change and pyinfra_hooks.guard_holds(host_ops[op_hash])
                     status = "changed" if would else "unchanged"
             elif not op_meta.is_complete():
                 status = "skipped"
@@ -201,30 +201,6 @@ def outcomes(state: State, dry: bool, funcs: dict[str, Callable[..., Any]]) -> l
                 }
             )
     return results
-
-
-def _condition_holds(op_data: Any) -> bool:
-    """In a dry run, whether an ``_if`` guard would let the operation run.
-
-    pyinfra checks ``_if`` only while executing; a plan must check it too, or every
-    "restart when the config changed" would show as a change. ``op.did_change`` guards
-    are answered by what the guarding operation *would* do.
-    """
-    guards = op_data.global_arguments.get("_if")
-    if guards is None:
-        return True
-    for guard in guards if isinstance(guards, list) else [guards]:
-        owner = pyinfra_hooks.did_change_owner(guard)
-        if owner is not None:
-            if not owner.will_change:
-                return False
-            continue
-        try:
-            if not guard():
-                return False
-        except RuntimeError:  # depends on a result only execution can give: assume it runs
-            continue
-    return True
 
 
 def summary(results: list[dict[str, Any]], dry: bool, elapsed: float) -> None:

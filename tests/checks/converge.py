@@ -42,10 +42,14 @@ def assert_idempotent(
 ) -> None:
     """Converging the hosts ``limit`` to ``roles`` again succeeds and changes nothing; with
     ``justified`` (operation: why it is safe), it uses no non-idempotent operation left
-    out of it. ``record`` sees the result first."""
+    out of it. A dry run then plans nothing either (a restart guarded by an input that
+    would not change is no planned change). ``record`` sees the results first."""
     second = record(testbed.deploy(roles=roles, limit=limit, overrides=overrides))
     assert second.ok, second.output
     assert [op.name for op in second.changed] == []
+    plan = record(testbed.deploy(roles=roles, limit=limit, overrides=overrides, dry=True))
+    assert plan.ok, plan.output
+    assert [op.name for op in plan.changed] == [], plan.output[-3000:]
     if justified is None:
         return
     used = {op.operation for op in second.operations if not op.idempotent}

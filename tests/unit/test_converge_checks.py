@@ -22,12 +22,19 @@ def op(name: str, status: str = "unchanged", operation: str = "files.put", idem:
 class FakeTestbed:
     """Answers each deploy with ``result``; ``after`` is the file's hash once it ran."""
 
-    def __init__(self, result: DeployResult, after: str = "same", logins: str = "") -> None:
+    def __init__(
+        self,
+        result: DeployResult,
+        after: str = "same",
+        logins: str = "",
+        plan: DeployResult | None = None,
+    ) -> None:
         self.result, self.after, self.logins, self.ran = result, after, logins, False
+        self.plan = plan  # what a dry run answers, when not ``result``
 
-    def deploy(self, **_kwargs: Any) -> DeployResult:
+    def deploy(self, **kwargs: Any) -> DeployResult:
         self.ran = True
-        return self.result
+        return self.plan if kwargs.get("dry") and self.plan is not None else self.result
 
     def exec(self, _host: Any, command: str, check: bool = True) -> str:
         if command.startswith("sha1sum"):
@@ -42,6 +49,15 @@ def idempotent(result: DeployResult) -> None:
 
 def test_a_second_converge_that_changes_nothing_passes() -> None:
     idempotent(DeployResult(0, [op("A"), op("B", operation="server.shell", idem=False)]))
+
+
+def test_a_converged_host_whose_plan_still_shows_a_change_fails() -> None:
+    # The storage role's plan showed a restart its converge never did: a guarded input.
+    unchanged = DeployResult(0, [op("Install"), op("Restart")])
+    planned = DeployResult(0, [op("Install"), op("Restart", "changed")])
+    with pytest.raises(AssertionError):
+        converge.assert_idempotent(FakeTestbed(unchanged, plan=planned), ["h-1"], ["base"])
+    converge.assert_idempotent(FakeTestbed(unchanged, plan=unchanged), ["h-1"], ["base"])
 
 
 @pytest.mark.parametrize(

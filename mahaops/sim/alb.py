@@ -131,12 +131,13 @@ class RequestHeads:
             (b"X-Forwarded-Proto", self.proto.encode()),
             (b"X-Forwarded-Port", str(self.port).encode()),
         ]
+        length = int(named.get(b"content-length") or b"0")
         if b"upgrade" in named.get(b"connection", b"").lower():
             self._state = "raw"
         elif b"chunked" in named.get(b"transfer-encoding", b"").lower():
             self._state = "chunk-size"
-        elif int(named.get(b"content-length", b"0") or b"0"):
-            self._state, self._body = "body", int(named[b"content-length"])
+        elif length:
+            self._state, self._body = "body", length
         return b"\r\n".join([lines[0], *(n + b": " + v for n, v in kept)]) + b"\r\n\r\n"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +138,11 @@ def ensure_instances(ctx: Context, key_name: str) -> None:
     image: list[tuple[str, str]] = []  # looked up once, only if something is launched
     launched: list[str] = []
     counts = shape.counts(ctx)
+    # A db instance lost (terminated by hand) comes back under the name its kept data
+    # volume carries, so the volume is found again (even after `invoke replace` made db-2).
+    kept = [n.removesuffix(DATA_SUFFIX) for n, v in volumes.items() if v["State"] == "available"]
     for role in EC2_ROLES:
-        wanted = wanted_names(ctx, role, counts[role], existing)
+        wanted = wanted_names(ctx, role, counts[role], existing, kept if role == "db" else ())
         ids = []
         for index, name in enumerate(wanted):
             found = existing.pop(name, [])
@@ -169,18 +173,28 @@ def ensure_instances(ctx: Context, key_name: str) -> None:
 
 
 def wanted_names(
-    ctx: Context, role: str, count: int, existing: dict[str, list[dict[str, Any]]]
+    ctx: Context,
+    role: str,
+    count: int,
+    existing: dict[str, list[dict[str, Any]]],
+    kept: Iterable[str] = (),
 ) -> list[str]:
     """The ``count`` instance names of ``role``: those that exist, lowest-numbered first (a
-    host that ``invoke replace`` made as app-3 stays app-3), then the lowest free numbers."""
+    host that ``invoke replace`` made as app-3 stays app-3), then those of ``kept`` (names
+    whose data volume waits for an instance), then the lowest free numbers."""
     prefix = ctx.name(role) + "-"
-    found = sorted(
-        (int(n.removeprefix(prefix)), n)
-        for n in existing
-        if n.startswith(prefix) and n.removeprefix(prefix).isdigit()
-    )
-    wanted = [name for _, name in found[:count]]
-    taken = {index for index, _ in found}
+
+    def numbered(names: Iterable[str]) -> list[tuple[int, str]]:
+        return sorted(
+            (int(n.removeprefix(prefix)), n)
+            for n in names
+            if n.startswith(prefix) and n.removeprefix(prefix).isdigit()
+        )
+
+    found = numbered(existing)
+    waiting = [(i, n) for i, n in numbered(kept) if n not in existing]
+    wanted = [name for _, name in (found + waiting)[:count]]
+    taken = {index for index, _ in found + waiting}
     index = 1
     while len(wanted) < count:
         if index not in taken:
@@ -345,8 +359,11 @@ DATA_DEVICE = "/dev/sdf"
 ``/dev/nvme1n1``; the db role finds it by its volume id, ``/dev/disk/by-id``)."""
 
 
+DATA_SUFFIX = "-data"
+
+
 def data_volume_name(instance_name: str) -> str:
-    return f"{instance_name}-data"
+    return f"{instance_name}{DATA_SUFFIX}"
 
 
 def data_volumes(ctx: Context) -> dict[str, dict[str, Any]]:

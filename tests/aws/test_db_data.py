@@ -110,6 +110,34 @@ def test_a_replacement_db_instance_gets_the_kept_data_volume_again(
     assert rows[("EBS data volume", "maha-qa-db-1-data")] == "update"
 
 
+def test_a_db_instance_lost_after_a_replace_comes_back_under_its_volumes_name(
+    aws, provision_qa
+):
+    # `invoke replace` moved the data to maha-qa-db-2 (the volume renamed with it); that
+    # instance is then lost. Provisioning brings back db-2, not a db-1 on a new empty volume.
+    provision_qa()
+    old = _db(aws)
+    volume_id = _data_volume(aws)["VolumeId"]
+    ec2 = aws.client("ec2")
+    ec2.modify_instance_attribute(
+        InstanceId=old["InstanceId"], DisableApiTermination={"Value": False}
+    )
+    ec2.terminate_instances(InstanceIds=[old["InstanceId"]])
+    ec2.create_tags(Resources=[volume_id], Tags=[{"Key": "Name", "Value": "maha-qa-db-2-data"}])
+
+    result = provision_qa()
+
+    new = _db(aws)
+    assert {t["Key"]: t["Value"] for t in new["Tags"]}["Name"] == "maha-qa-db-2"
+    volumes = aws.client("ec2").describe_volumes(
+        Filters=[{"Name": "tag:Purpose", "Values": ["data"]}]
+    )["Volumes"]
+    assert [v["VolumeId"] for v in volumes] == [volume_id], "no new empty volume"
+    assert [a["InstanceId"] for a in volumes[0]["Attachments"]] == [new["InstanceId"]]
+    rows = {(c.kind, c.name): c.action for c in result.plan}
+    assert rows[("EBS data volume", "maha-qa-db-2-data")] == "update"
+
+
 def test_provision_asks_before_terminating_a_db_host_and_stops_on_no(aws, write_group_data):
     _provision(aws, write_group_data())
     db = _db(aws)

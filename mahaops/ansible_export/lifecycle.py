@@ -146,13 +146,155 @@ def _peer_condition(role: Role) -> str:
     )
 
 
+# A new host that dies mid-run (scale.yml). Ansible drops a failed or unreachable host from
+# the later plays, but ends the whole run when every host of a play failed in it: the
+# control node is in each play that converges new hosts (ended at once: it runs nothing), so
+# the death of every new host leaves the run going to its settling plays.
+CONTROL = "localhost"
+PENDING = "maha_scale_pending"  # true on a new host while a play converges it
+# New hosts still pending between plays: those that died in one (a live host ends its play
+# with the mark false). Evaluated on the control node.
+DEAD = (
+    f"groups[{NEW_GROUP!r}] | default([]) | map('extract', hostvars)"
+    f" | selectattr({PENDING!r}, 'defined') | selectattr({PENDING!r})"
+    " | map(attribute='inventory_hostname') | list"
+)
+
+
+def revoke_group(role: Role) -> str:
+    return f"maha_scale_revoke_{role.name}"
+
+
+def _new_in(role: Role) -> str:
+    """The new hosts of ``role``'s group (a group: the control node must not be
+    intersected away from a play's hosts)."""
+    return f"{NEW_GROUP}_{role.group}"
+
+
+def _leave_out_dead(once: bool = True) -> dict[str, Any]:
+    """A new host that died is no peer's any more: with no private address, the inventory's
+    peer lists (``peers.py``) leave it out, as the deploys leave out a host without one."""
+    return {
+        "name": "New hosts that died in this run leave their peers' lists",
+        "ansible.builtin.set_fact": {"private_address": ""},
+        "delegate_to": "{{ item }}",
+        "delegate_facts": True,
+        **({"run_once": True} if once else {}),
+        "loop": f"{{{{ {DEAD} }}}}",
+    }
+
+
+def _pending(value: bool) -> dict[str, Any]:
+    return {
+        "name": "A new host converging" if value else "The new host came through this play",
+        "ansible.builtin.set_fact": {PENDING: value},
+        "when": f"inventory_hostname in groups[{NEW_GROUP!r}]",
+    }
+
+
+def _converging(play: dict[str, Any]) -> dict[str, Any]:
+    """A play that converges new hosts: the control node keeps the run going if they all
+    die, and each new host is marked pending until the play is through with it."""
+    roles = play.pop("roles")
+    return {
+        **play,
+        "pre_tasks": [
+            _leave_out_dead(),
+            _pending(True),
+            {
+                "name": "The control node only keeps the run going",
+                "ansible.builtin.meta": "end_host",
+                "when": f"inventory_hostname == {CONTROL!r}",
+            },
+        ],
+        "roles": roles,
+        "post_tasks": [_pending(False)],
+    }
+
+
+def _settle(rerun: Sequence[Role]) -> list[dict[str, Any]]:
+    """The last plays: when new hosts died, the peers that were re-rendered for them are
+    again, without them, and the run fails naming them. Nothing runs when none died."""
+    plays: list[dict[str, Any]] = [
+        {
+            "name": "New hosts that died: their peers re-render without them",
+            "hosts": CONTROL,
+            "gather_facts": False,
+            "tasks": [
+                _leave_out_dead(once=False),
+                *(
+                    {
+                        "name": f"Hosts that re-ran {role.name} for them, again",
+                        "ansible.builtin.add_host": {
+                            "name": "{{ item }}",
+                            "groups": revoke_group(role),
+                        },
+                        "loop": f"{{{{ groups[{peers_group(role)!r}] | default([]) }}}}",
+                        "when": f"{DEAD} | length > 0",
+                        "changed_when": False,
+                    }
+                    for role in rerun
+                ),
+            ],
+        }
+    ]
+    for role in rerun:
+        plays.append(
+            _play(
+                f"{capitalised(role.title)} again on its peers, without the new hosts that died",
+                revoke_group(role),
+                role,
+            )
+        )
+    plays.append(
+        {
+            "name": "The run fails if a new host died",
+            "hosts": CONTROL,
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "name": "No new host died",
+                    "ansible.builtin.assert": {
+                        "that": [f"{DEAD} | length == 0"],
+                        "fail_msg": f"{{{{ {DEAD} | join(', ') }}}} failed during scale.yml:"
+                        " its peers no longer admit it. Bring it back and run the same command"
+                        " again, or remove it from inventory.yml and host_vars/.",
+                        "quiet": True,
+                    },
+                }
+            ],
+        }
+    )
+    return plays
+
+
 def scale(roles: Sequence[Role], reads_inventory: set[str]) -> list[dict[str, Any]]:
     """Converge ``scale_hosts`` (already in the inventory, with their host_vars) and re-run
     the roles whose files list their peers, on the hosts whose files list the new ones (as
     ``invoke scale``: a new app server re-renders the db's pg_hba and firewall and the load
     balancer's backends, not the other app servers); in deploy order, so a new app server
     is admitted by the database before its health check, and reaches the load balancer
-    only after."""
+    only after.
+
+    A new host that fails or dies after the first play (as ``invoke scale``: the peers do
+    not keep admitting a host that never came up, and the command names it):
+
+    - Ansible leaves it out of the later plays; the control node is in each play that
+      converges new hosts, ended at once, so that the run goes on even when every new host
+      of a play died (Ansible ends a run at a play whose hosts all failed, and at any error
+      under ``any_errors_fatal``, which these plays therefore do not set);
+    - a new host is marked pending (a fact) while a play converges it, and unmarked at the
+      play's end: between plays, a pending new host is one that died. Each play first gives
+      those an empty ``private_address`` (a fact, over their host_vars' for this run), and
+      every peer list leaves out a host without an address (``peers.py``): the plays after
+      the death render their peers without it;
+    - the last plays re-run each role on the hosts that re-ran it for the new ones (the
+      peers that admitted it before it died), then fail naming the dead hosts. When none
+      died their groups are empty: a scale that succeeds runs what it ran before.
+
+    Rerunning the same command once the host is back converges it: its dpkg is repaired
+    first if the death interrupted a package install.
+    """
     rerun = [r for r in roles if r == BASE or r.name in reads_inventory]
     plays: list[dict[str, Any]] = [
         _named("scale_hosts"),
@@ -175,8 +317,25 @@ def scale(roles: Sequence[Role], reads_inventory: set[str]) -> list[dict[str, An
                     "ansible.builtin.wait_for_connection": {"timeout": 300},
                 },
                 {
+                    # A host that died during an install: apt refuses anything until then.
+                    "name": "Finish a package install an earlier run left half done",
+                    "ansible.builtin.shell": (
+                        "dpkg --configure -a && "
+                        "if ! apt-get check >/dev/null 2>&1; then "
+                        "DEBIAN_FRONTEND=noninteractive apt-get -f install -y && echo repaired; fi"
+                    ),
+                    "register": "scale_dpkg_repair",
+                    "changed_when": "scale_dpkg_repair.stdout | length > 0",
+                },
+                {
                     "name": "The new hosts, as a group the next plays read",
                     "ansible.builtin.group_by": {"key": NEW_GROUP},
+                    "changed_when": False,
+                },
+                {
+                    "name": "The new hosts of each role group",
+                    "ansible.builtin.group_by": {"key": f"{NEW_GROUP}_{{{{ item }}}}"},
+                    "loop": "{{ group_names }}",
                     "changed_when": False,
                 },
             ],
@@ -204,30 +363,34 @@ def scale(roles: Sequence[Role], reads_inventory: set[str]) -> list[dict[str, An
     for role in roles:
         if role == BASE:
             plays.append(
-                _play("Base system on the new hosts", SCALE_HOSTS, role, any_errors_fatal=True)
+                _converging(_play("Base system on the new hosts", f"{CONTROL}:{NEW_GROUP}", role))
             )
-            plays.append(
-                _play("Base system on the others: firewalls admit them", peers_group(role), role)
+            peers = _play(
+                "Base system on the others: firewalls admit them", peers_group(role), role
             )
+            roles_ = peers.pop("roles")
+            plays.append({**peers, "pre_tasks": [_leave_out_dead()], "roles": roles_})
         elif role.name in reads_inventory:
             plays.append(
-                _play(
-                    f"{capitalised(role.title)}: the new hosts, and the others re-rendered",
-                    f"{NEW_GROUP}:{peers_group(role)}:&{role.group}",
-                    role,
-                    any_errors_fatal=True,
+                _converging(
+                    _play(
+                        f"{capitalised(role.title)}: the new hosts, and the others re-rendered",
+                        f"{CONTROL}:{_new_in(role)}:{peers_group(role)}",
+                        role,
+                    )
                 )
             )
         else:
             plays.append(
-                _play(
-                    f"{capitalised(role.title)}: the new hosts",
-                    f"{SCALE_HOSTS}:&{role.group}",
-                    role,
-                    any_errors_fatal=True,
+                _converging(
+                    _play(
+                        f"{capitalised(role.title)}: the new hosts",
+                        f"{CONTROL}:{_new_in(role)}",
+                        role,
+                    )
                 )
             )
-    return plays
+    return [*plays, *_settle(rerun)]
 
 
 def replace(roles: Sequence[Role]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -375,8 +376,10 @@ def test_scale_yml_re_runs_a_role_only_on_the_peers_invoke_scale_re_runs(
         if "roles" not in play:
             continue
         [ran_role] = [r["role"] for r in play["roles"]]
-        if play["hosts"] == "{{ scale_hosts | default('-e-names-no-host') }}":
-            expected = [new]  # the new host's own base play
+        if play["name"] == "Base system on the new hosts":
+            expected = [new]
+        elif play["name"].endswith("without the new hosts that died"):
+            expected = []  # none died
         elif play["name"].endswith(": the new hosts"):  # the role reads no inventory here
             expected = [new] if ran_role == role else []
         else:
@@ -384,3 +387,75 @@ def test_scale_yml_re_runs_a_role_only_on_the_peers_invoke_scale_re_runs(
             if ran_role != "base" and ran_role == role:
                 expected.append(new)
         assert ran.get(play["name"], []) == sorted(expected), (play["name"], ran)
+
+
+# -- scale.yml: a new host that dies leaves its peers' lists -----------------------------------
+
+# What a probe's peer plays print: the pg_hba sources and the load balancer's backends.
+_LISTS = (
+    "{{ postgresql_client_addresses | default([]) | join(',') }}"
+    " | {{ lb_backends | default([]) | map(attribute='name') | join(',') }}"
+)
+_CONTROL_NODE_ONLY = {
+    "ansible.builtin.group_by",
+    "ansible.builtin.add_host",
+    "ansible.builtin.set_fact",
+}
+
+
+def test_a_new_host_that_dies_in_scale_yml_leaves_its_peers_lists_and_is_named(
+    files: dict[str, bytes], tmp_path: Path
+) -> None:
+    """scale.yml's real plays, each role a debug printing the peer lists, and the new app
+    server unreachable (nothing answers on its port) when its app role starts: the run goes
+    on, the load balancer (after it) never lists it, the peers that admitted it before
+    (base, the db's pg_hba) render again without it, and the run fails naming it."""
+    write(files, tmp_path)
+    new = "app-3"
+    add_host(tmp_path, new, "app_servers", "10.9.0.9")
+    own = tmp_path / "host_vars" / f"{new}.yml"
+    own.write_text(own.read_text() + "ansible_port: 1\n")  # refused: it died
+    probe = []
+    for play in yaml.safe_load(files["scale.yml"]):
+        play = dict(play)
+        if "roles" in play:
+            [role] = [r["role"] for r in play.pop("roles")]
+            dies = role == "app" and "the new hosts" in play["name"]
+            task = (
+                {"ansible.builtin.ping": {}} if dies else {"ansible.builtin.debug": {"msg": _LISTS}}
+            )
+            play["tasks"] = [task]
+        else:  # what runs on the control node (the final assert fails the run)
+            play["tasks"] = [
+                t
+                for t in play["tasks"]
+                if _CONTROL_NODE_ONLY & t.keys() or t["name"] == "No new host died"
+            ] or [{"ansible.builtin.debug": {"msg": "here"}}]
+        probe.append(play)
+    (tmp_path / "probe.yml").write_text(yaml.safe_dump(probe, sort_keys=False))
+    proc = subprocess.run(
+        [tool("ansible-playbook"), "probe.yml", "-e", f"scale_hosts={new}"],
+        cwd=tmp_path,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert f"{new} failed during scale.yml" in out, out
+    printed: dict[str, dict[str, str]] = {}  # play -> host -> lists
+    for chunk in proc.stdout.split("PLAY [")[1:]:
+        name = chunk.split("]", 1)[0]
+        for host_name, msg in re.findall(r'^ok: \[(\S+)\] => \{\n\s+"msg": (".*")$', chunk, re.M):
+            printed.setdefault(name, {})[host_name] = json.loads(msg)
+    admitting = "10.9.0.9/32"
+    [db_play] = [p for p in printed if "re-rendered" in p and "db-1" in printed[p]]
+    assert admitting in printed[db_play]["db-1"], printed  # admitted before it died
+    [lb_play] = [p for p in printed if "re-rendered" in p and "lb-1" in printed[p]]
+    assert new not in printed[lb_play]["lb-1"], printed  # after: never listed
+    again = {p: hosts for p, hosts in printed.items() if p.endswith("that died")}
+    assert {h for hosts in again.values() for h in hosts} >= {"db-1", "lb-1"}, printed
+    for play_name, hosts in again.items():
+        for host_name, lists in hosts.items():
+            assert admitting not in lists and new not in lists, (play_name, host_name, lists)

@@ -5,7 +5,9 @@ nothing. One export and one run for all of them, as an operator would converge a
 
 from __future__ import annotations
 
+import re
 import secrets as _random
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 import yaml
 
 from mahaops.ansible_export import export
-from mahaops.ansible_export.playbook import PlaybookRun, check, run_playbook
+from mahaops.ansible_export.playbook import PlaybookRun, ansible_env, check, run_playbook, tool
 from mahaops.ansible_export.record import to_host
 from mahaops.local.hosts import LocalHost
 from mahaops.roles import deployable_roles
@@ -299,7 +301,8 @@ def test_replace_yml_drains_the_old_app_server_and_stops_it(
     testbed: Testbed, platform: Platform, grown: Grown
 ) -> None:
     # The new host is the one scale.yml added (converging it again changes nothing); the
-    # old one is the platform's first app server. Last in this module: it stops serving.
+    # old one is the platform's first app server. It stops serving: only the fault test,
+    # which reads neither, comes after.
     old, lb = platform.hosts["app"], platform.hosts["lb"]
     run = run_playbook(
         platform.project,
@@ -323,3 +326,82 @@ def test_replace_yml_drains_the_old_app_server_and_stops_it(
         for _ in range(6)
     }
     assert servers == {grown.new.name}
+
+
+# -- a new host dies during scale.yml (issue 13) ----------------------------------------------
+
+
+def _admitted(testbed: Testbed, platform: Platform, host: LocalHost) -> dict[str, bool]:
+    """Where ``host`` is let in: PostgreSQL's pg_hba, the db's and cache's firewalls (the
+    rulesets the base role loads) and the load balancer's backends."""
+    network = f"{host.private_address}/32"
+    db, cache, lb = (platform.hosts[r] for r in ("db", "cache", "lb"))
+    return {
+        "pg_hba": network in testbed.exec(db, "cat /etc/postgresql/15/main/pg_hba.conf").split(),
+        "db nftables": f" {network}" in testbed.exec(db, "cat /etc/nftables.conf"),
+        "cache nftables": f" {network}" in testbed.exec(cache, "cat /etc/nftables.conf"),
+        "haproxy": f"server {host.name} " in testbed.exec(lb, "cat /etc/haproxy/haproxy.cfg"),
+    }
+
+
+def test_an_app_server_killed_mid_scale_is_named_not_admitted_and_a_rerun_completes(
+    testbed: Testbed, platform: Platform, grown: Grown
+) -> None:
+    # Last in this module: it adds a third app server (the release and replace tests count
+    # the app servers they reach). "localhost" in --limit: the control node keeps the run
+    # going past a dead host and settles it.
+    new = testbed.host("app")
+    add_to_inventory(platform.project, new, grown.new)
+    limit = [*grown.limit, new.name, "localhost"]
+    command = [tool("ansible-playbook"), "scale.yml", "-e", f"scale_hosts={new.name}"]
+    command += ["--limit", ",".join(limit)]
+    proc = subprocess.Popen(
+        command,
+        cwd=platform.project,
+        env=ansible_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    killed = False
+    for line in proc.stdout:
+        lines.append(line)
+        if not killed and line.startswith("TASK [app : "):
+            # Killed while its role converges: the db and cache admit it already.
+            time.sleep(3)
+            testbed.environment.client.containers.get(new.container).kill()
+            killed = True
+    output = "".join(lines)
+    assert proc.wait(600) != 0, output[-8000:]
+    assert killed, output[-8000:]
+    assert f"{new.name} failed during scale.yml" in output, output[-8000:]
+    assert not any(_admitted(testbed, platform, new).values()), (
+        _admitted(testbed, platform, new),
+        output[-8000:],
+    )
+
+    # Back (Docker may give it another port and address), the same command finishes it.
+    testbed.environment.client.containers.get(new.container).start()
+    [back] = [h for h in testbed.environment.hosts() if h.name == new.name]
+    testbed.environment.wait_for_ssh(back)
+    add_to_inventory(platform.project, back, grown.new)
+    run = run_playbook(
+        platform.project,
+        limit=limit,
+        playbook="scale.yml",
+        extra=["-e", f"scale_hosts={new.name}"],
+    )
+    assert run.ok, run.output[-8000:]
+    assert all(_admitted(testbed, platform, back).values())
+    app_checks.check_app(back, infra(back))
+    lb = platform.hosts["lb"]
+    deadline = time.monotonic() + 60
+    while True:
+        _, headers, _ = app_checks.http(infra(lb), "http://127.0.0.1/health")
+        if headers.get("x-maha-server") == back.name:
+            break
+        assert time.monotonic() < deadline, "the load balancer never sent the new server traffic"
+        time.sleep(1)
+    assert re.search(rf"^{re.escape(back.name)}\s*:.*failed=0", run.output, re.M)

@@ -3,6 +3,11 @@
 EC2 names an attached volume by the device given at attach time (``/dev/sdf``) on Xen
 types and ``/dev/nvmeXn1`` on Nitro types, where ``/dev/disk/by-id`` holds a link named
 by the volume id: the operation finds the device by the id, so either works.
+
+In the AWS stand-in (``sim``, docs/sim.md) an instance is a container, which can have no
+block device and cannot mount: there the volume is a directory the stand-in links at
+``/dev/sim-ebs/<volume id>`` when EC2 says it is attached, and ``path`` becomes a link to
+it. What it holds outlives the instance as an EBS volume's data does.
 """
 
 from __future__ import annotations
@@ -48,6 +53,47 @@ class EbsMounted(FactBase[bool]):
         return bool(output) and output[-1].strip() == "yes"
 
 
+SIM_DEVICES = "/dev/sim-ebs"  # mahaops/sim/hosts.py: EBS_DEVICES
+
+
+class SimEbsLinked(FactBase[str]):
+    """
+    In the AWS stand-in: ``"linked"`` when ``path`` is the link to volume ``volume_id``,
+    ``"no"`` when it is not, ``"none"`` on a host that is no stand-in instance.
+
+    .. code:: python
+
+        host.get_fact(SimEbsLinked, volume_id="vol-0abc", path="/var/lib/postgresql")
+    """
+
+    def command(self, volume_id: str, path: str) -> str:
+        device = shlex.quote(f"{SIM_DEVICES}/{volume_id}")
+        return (
+            f"[ -d /var/lib/sim-ebs ] || {{ echo none; exit 0; }}; "
+            f'[ "$(readlink {shlex.quote(path)})" = {device} ] && echo linked || echo no'
+        )
+
+    def process(self, output: list[str]) -> str:
+        return output[-1].strip() if output else "none"
+
+
+def sim_link_command(volume_id: str, path: str) -> str:
+    """Shell waiting up to 60 s for the stand-in to link the volume, then making ``path``
+    the volume: a new (empty) volume gets what ``path`` held; over a kept one, what
+    ``path`` held is moved aside (``<path>.before-<volume id>``), as a mount hides it."""
+    p = shlex.quote(path)
+    device = shlex.quote(f"{SIM_DEVICES}/{volume_id}")
+    aside = shlex.quote(f"{path}.before-{volume_id}")
+    return (
+        f"for i in $(seq 60); do [ -d {device} ] && break; sleep 1; done; "
+        f"[ -d {device} ] || {{ echo 'volume {volume_id} is not attached' >&2; exit 1; }}; "
+        f"if [ -d {p} ] && [ ! -L {p} ]; then "
+        f'if [ -z "$(ls -A {device})" ]; then cp -a {p}/. {device}/; rm -rf {p}; '
+        f"else rm -rf {aside}; mv {p} {aside}; fi; fi; "
+        f"ln -sfn {device} {p}"
+    )
+
+
 def mount_command(volume_id: str, path: str, fs_type: str = "ext4") -> str:
     """Shell formatting the volume if it holds no file system yet (a new volume), copying
     what ``path`` already holds onto it, recording it in fstab by UUID and mounting it."""
@@ -86,7 +132,13 @@ def mounted(volume_id: str, path: str):
         mounted(name="Data on its EBS volume", volume_id="vol-0abc", path="/var/lib/postgresql")
     """
     if host.get_fact(IsContainer):  # the AWS stand-in (sim): instances are containers
-        host.noop(f"a container has no block device for {volume_id}: {path} stays where it is")
+        linked = host.get_fact(SimEbsLinked, volume_id=volume_id, path=path)
+        if linked == "none":
+            host.noop(f"a container has no block device for {volume_id}: {path} stays as is")
+        elif linked == "linked":
+            host.noop(f"{path} is on {volume_id}")
+        else:
+            yield StringCommand(sim_link_command(volume_id, path))
         return
     if host.get_fact(EbsMounted, volume_id=volume_id, path=path):
         host.noop(f"{path} is on {volume_id}")

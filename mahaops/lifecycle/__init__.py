@@ -80,12 +80,10 @@ def replace(env: str, name: str, dry: bool = False, console: Console | None = No
     life = _lifecycle(env, console, dry=dry)
     changes = life.named(planning.replace(life.host_name(name), life.existing()))
     started = time.monotonic()
-    if changes.role in planning.DATA_ROLES and life.kind != "local":
+    if changes.role in planning.DATA_ROLES and changes.role != "db" and life.kind != "local":
         raise LifecycleError(
-            f"replacing a {changes.role} host is built for local environments only: there it"
-            " comes up on the old host's Docker volumes. On AWS a db host's replacement would"
-            " attach the kept EBS data volume (not built yet), and in the sim instances have no"
-            " block devices at all, so a new instance would start empty: nothing is replaced"
+            f"a {changes.role} host keeps no data volume on AWS (only db hosts have one): a"
+            " new instance would start empty, so nothing is replaced"
         )
     if changes.role in planning.DATA_ROLES:
         from mahaops.lifecycle.takeover import takeover

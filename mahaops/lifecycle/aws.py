@@ -14,12 +14,17 @@ differs is how a host comes and goes:
 - a host goes by ``terminate_instances``;
 - the new count is kept (``mahaops/aws/shape.py``), so ``invoke provision`` keeps it.
 
-db hosts are not scaled, removed or replaced here (their data volume and termination
-protection are provisioning's; see ``replace``).
+db hosts are not scaled or removed here (their data volume and termination protection
+are provisioning's). ``replace`` moves a db host's EBS data volume to its successor
+(``create_on_data``: the old instance stopped, the volume detached, the new instance
+launched in the volume's zone and given it, as provisioning attaches a kept volume); the
+old instance goes only after the clients have moved, its termination protection lifted
+by this command alone.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import ipaddress
@@ -38,6 +43,7 @@ from mahaops.aws import network, security, shape
 from mahaops.aws.config import load_environment
 from mahaops.aws.inventory import hosts as inventory_hosts
 from mahaops.aws.plan import Context, context_of, pending, tags_of
+from mahaops.fleet.lock import STATE_DIR
 from mahaops.fleet.ssh import as_root, role_of, run_one
 from mahaops.hosts import HostSpec
 from mahaops.lifecycle import plan as planning
@@ -50,6 +56,7 @@ from mahaops.settings.local import check_shape
 JOINING_TAG = "Joining"  # on an instance launched or started until it is in service
 SSH_READY_S = 300.0  # a launched instance's sshd answers within this (the sim: at once)
 IN_SERVICE_S = 300.0  # a new app server's target turns healthy within this
+STATE_PIECE = 60_000  # base64 characters per command copying the lock and audit log
 
 
 class AwsHost:
@@ -350,6 +357,99 @@ class AwsLifecycle(Lifecycle):
             if str(address) not in used:
                 return str(address)
         return ""
+
+    # -- replacing the db host (takeover.py) -------------------------------------------------------
+
+    def read_state(self, name: str) -> bytes | None:
+        spec = self._spec_of(name)
+        if spec is None:
+            return None
+        script = f"[ -d {STATE_DIR} ] && tar -C /var/lib -cf - maha | base64 -w0"
+        outcome = run_one(spec, as_root(script), timeout=120)
+        return base64.b64decode(outcome.stdout) if outcome.ok and outcome.stdout else None
+
+    def write_state(self, name: str, archive: bytes) -> None:
+        spec = self._wait_for_ssh(name)
+        encoded = base64.b64encode(archive).decode()
+        staged = "/root/maha-state.tar.b64"
+        # In pieces: one command line carries at most 128 KiB, an audit log may not fit.
+        pieces = [encoded[i : i + STATE_PIECE] for i in range(0, len(encoded), STATE_PIECE)]
+        for index, piece in enumerate(pieces or [""]):
+            redirect = ">" if index == 0 else ">>"
+            outcome = run_one(spec, as_root(f"printf %s {piece} {redirect} {staged}"), timeout=60)
+            if not outcome.ok:
+                raise LifecycleError(f"{name}: could not copy the deploy lock: {outcome.stderr}")
+        script = f"base64 -d {staged} | tar -C /var/lib -xf - && rm -f {staged}"
+        outcome = run_one(spec, as_root(script), timeout=60)
+        if not outcome.ok:
+            raise LifecycleError(f"{name}: could not unpack the deploy lock: {outcome.stderr}")
+
+    def create_on_data(self, role_name: str, old: str, new: str) -> str:
+        """Instance ``new`` on ``old``'s EBS data volume: ``old`` stopped (its termination
+        protection allows that), the volume detached, renamed for ``new``, and attached to
+        ``new``, launched in the volume's zone."""
+        if role_name != "db":
+            raise LifecycleError(f"{role_name} hosts keep no data volume on AWS")
+        ec2 = self.ctx.clients.ec2
+        key_name, image = self._prepare()  # before anything stops: a refusal changes nothing
+        volume = self._data_volume(old)
+        instance = self._instances().get(old)
+        old_id = instance["InstanceId"] if instance is not None else None
+        if old_id is not None:
+            self.say(f"Stopping instance {old}")
+            ec2.stop_instances(InstanceIds=[old_id])
+            ec2.get_waiter("instance_stopped").wait(
+                InstanceIds=[old_id], WaiterConfig={"Delay": 5, "MaxAttempts": 120}
+            )
+        volume_id = volume["VolumeId"]
+        for attachment in volume.get("Attachments", []):
+            self.say(f"Detaching its data volume {volume_id}")
+            ec2.detach_volume(
+                VolumeId=volume_id,
+                InstanceId=attachment["InstanceId"],
+                Device=attachment["Device"],
+            )
+            ec2.get_waiter("volume_available").wait(
+                VolumeIds=[volume_id], WaiterConfig={"Delay": 3, "MaxAttempts": 100}
+            )
+        name_tag = [{"Key": "Name", "Value": aws_ec2.data_volume_name(new)}]
+        ec2.create_tags(Resources=[volume_id], Tags=name_tag)  # provisioning finds it by name
+        self.say(f"Launching {new} in {volume['AvailabilityZone']}, beside the volume")
+        index = planning.index_of(self.host_name(new))
+        instance_id = aws_ec2._launch(
+            self.ctx, role_name, new, index - 1, key_name, image, volume["AvailabilityZone"]
+        )
+        self._tag_joining(instance_id, True)
+        ec2.get_waiter("instance_running").wait(
+            InstanceIds=[instance_id], WaiterConfig={"Delay": 5, "MaxAttempts": 120}
+        )
+        # As provisioning does: attached after launch, so DeleteOnTermination stays false.
+        ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=aws_ec2.DATA_DEVICE)
+        ec2.get_waiter("volume_in_use").wait(VolumeIds=[volume_id])
+        spec = self._wait_for_ssh(new)
+        self._tag_joining(instance_id, False)
+        return str(spec.data.get("private_address") or "")
+
+    def _data_volume(self, name: str) -> dict[str, Any]:
+        volumes = aws_ec2.data_volumes(self.ctx)
+        volume = volumes.get(aws_ec2.data_volume_name(name))
+        if volume is None:
+            raise LifecycleError(
+                f"{name} has no data volume ({aws_ec2.data_volume_name(name)}): nothing to "
+                "move to a new host"
+            )
+        return volume
+
+    def discard_replaced(self, old: str) -> None:
+        """The old db instance goes (its protection lifted here, by the operator's command);
+        its data volume is the new one's."""
+        instance = self._instances().get(old)
+        if instance is None:
+            return
+        self.ctx.clients.ec2.modify_instance_attribute(
+            InstanceId=instance["InstanceId"], DisableApiTermination={"Value": False}
+        )
+        self._discard(old)
 
     # -- removing ---------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from docker.errors import NotFound
 
+from mahaops.fleet.lock import STATE_DIR
 from mahaops.hosts import HostSpec
 from mahaops.lifecycle import haproxy
 from mahaops.lifecycle import plan as planning
@@ -308,6 +309,37 @@ class Lifecycle:
         for name in changes.restart:
             self._mark(name, True)
             self._repair_dpkg(name)
+
+    # -- replacing a host that keeps data (takeover.py) ----------------------------------------
+
+    def read_state(self, name: str) -> bytes | None:
+        """``/var/lib/maha`` of host ``name`` (the deploy lock, the audit log) as a tar
+        archive; None when it has none."""
+        container = self.environment.client.containers.get(self.environment.container_name(name))
+        try:
+            chunks, _ = container.get_archive(STATE_DIR)
+        except Exception:  # the host has no state directory yet
+            return None
+        return b"".join(chunks)
+
+    def write_state(self, name: str, archive: bytes) -> None:
+        """Unpack ``archive`` (``read_state``'s, filtered) into host ``name``'s /var/lib."""
+        container = self.environment.client.containers.get(self.environment.container_name(name))
+        container.put_archive(STATE_DIR.rpartition("/")[0], archive)
+
+    def create_on_data(self, role_name: str, old: str, new: str) -> str:
+        """Host ``new`` on ``old``'s data volumes, ``old`` stopped; ``new``'s address."""
+        image = self.environment.prepare(progress=self.say)
+        # Made while the old container still holds its address, so the clients' move is
+        # real; nothing on the new host opens the data before its role converges.
+        host = self.environment.create(role_name, name=new, image=image, data_of=old)
+        container = self.environment.client.containers.get(self.environment.container_name(old))
+        container.stop(timeout=30)
+        return host.private_address
+
+    def discard_replaced(self, old: str) -> None:
+        """The replaced host goes; its data volumes stay (the new host's now)."""
+        self.environment.remove([old], volumes=False)
 
     def _failed_join(self, result: DeployResult, new: Sequence[str], step: str) -> str:
         blamed = self._blame(result, new)

@@ -7,6 +7,11 @@ volumes (``invoke down`` keeps them the same way), converges (the db role adopts
 data whose configuration is gone), and the hosts that use it move to it: the app servers'
 and workers' URLs, every host's log shipping. Clients fail while the data host is away.
 
+How a host gets the old one's data is the kind's (``Lifecycle.create_on_data``): locally
+the new container mounts the old one's Docker volumes; on AWS (and the sim) the old db
+instance is stopped, its EBS data volume detached, and the new instance launched in the
+volume's zone with the volume attached (only db hosts have one there).
+
 For the db host the deploy lock and the audit log (``/var/lib/maha`` on the lock host)
 move with it, and the rows of the app's tables are counted before and after.
 """
@@ -23,7 +28,6 @@ from mahaops.lifecycle.local import Lifecycle, LifecycleError, Row
 from mahaops.settings import from_data
 from mahaops.settings.app import ReleaseSettings
 
-STATE_DIR = "/var/lib/maha"  # the deploy lock and audit log (mahaops.fleet.lock)
 SERVICES = {"db": "postgresql", "cache": "redis-server", "log": "rsyslog", "storage": "maha-s3"}
 
 # Every table of the public schema with its row count, in one query (no table names typed).
@@ -52,19 +56,9 @@ def row_counts(life: Lifecycle, name: str) -> dict[str, int]:
     return counts
 
 
-def _state(life: Lifecycle, name: str) -> bytes | None:
-    """``/var/lib/maha`` of host ``name`` as a tar archive (None when it has none)."""
-    container = life.environment.client.containers.get(life.environment.container_name(name))
-    try:
-        chunks, _ = container.get_archive(STATE_DIR)
-    except Exception:  # the host has no state directory yet
-        return None
-    return b"".join(chunks)
-
-
-def _restore_state(life: Lifecycle, name: str, archive: bytes) -> None:
-    """Put the lock and the audit log of ``archive`` (from ``_state``) on host ``name``;
-    the old host's owed restarts stay behind (they were for its own services)."""
+def kept_state(archive: bytes) -> bytes:
+    """Of ``/var/lib/maha`` as a tar archive (``Lifecycle.read_state``), the lock and the
+    audit log: the old host's owed restarts stay behind (they were for its own services)."""
     kept = io.BytesIO()
     with (
         tarfile.open(fileobj=io.BytesIO(archive)) as source,
@@ -74,8 +68,7 @@ def _restore_state(life: Lifecycle, name: str, archive: bytes) -> None:
             parts = member.name.split("/")
             if len(parts) == 1 or parts[1] in ("lock", "audit.jsonl"):
                 target.addfile(member, source.extractfile(member) if member.isfile() else None)
-    container = life.environment.client.containers.get(life.environment.container_name(name))
-    container.put_archive(STATE_DIR.rpartition("/")[0], kept.getvalue())
+    return kept.getvalue()
 
 
 def takeover(life: Lifecycle, changes: planning.Changes, dry: bool = False) -> None:
@@ -98,20 +91,23 @@ def takeover(life: Lifecycle, changes: planning.Changes, dry: bool = False) -> N
     if role_name == "db" and not lost:
         before = row_counts(life, old)
         life.say(f"Rows before, on {old}: {_counts_text(before)}")
-    archive = None if lost else _state(life, old)
+    archive = None if lost else life.read_state(old)
     mark = time.monotonic()
     if not lost:
         life.say(f"Stopping {old} ({SERVICES[role_name]} first): its data goes to {new}")
         life._exec(old, f"timeout 120 systemctl stop {SERVICES[role_name]}")
     life.say(f"Creating host {new} on {old}'s data volumes")
-    image = life.environment.prepare(progress=life.say)
-    # Made while the old container still holds its address, so the clients' move is real;
-    # nothing on the new host opens the data before its role converges, the old is off.
-    host = life.environment.create(role_name, name=new, image=image, data_of=old)
-    container = life.environment.client.containers.get(life.environment.container_name(old))
-    container.stop(timeout=30)
+    try:
+        address = life.create_on_data(role_name, old, new)
+    except LifecycleError:
+        raise
+    except Exception as exc:
+        raise LifecycleError(
+            f"creating {new} on {old}'s data failed: {exc}. {old} is stopped, its data "
+            "untouched: start it again to go back"
+        ) from exc
     if archive is not None:
-        _restore_state(life, new, archive)  # the lock this run holds and the audit log
+        life.write_state(new, kept_state(archive))  # the lock this run holds, the audit log
     life.outcome.timings["create"] = time.monotonic() - mark
     result = life._deploy(f"Converging base and {role_name}", ["base", role_name], [new])
     if not result.ok:
@@ -134,10 +130,8 @@ def takeover(life: Lifecycle, changes: planning.Changes, dry: bool = False) -> N
                 f"{', '.join(life._blame(result, names))}: see the tables above"
             )
     life.say(f"Removing {old} (its data volumes stay, now {new}'s)")
-    life.environment.remove([old], volumes=False)
-    life.outcome.rows.append(
-        Row(new, role_name, "created", host.private_address, f"on {old}'s data")
-    )
+    life.discard_replaced(old)
+    life.outcome.rows.append(Row(new, role_name, "created", address, f"on {old}'s data"))
     life.outcome.rows.append(Row(old, role_name, "removed", "", "lost" if lost else "stopped"))
     if role_name == "db":
         after = row_counts(life, new)

@@ -13,7 +13,12 @@ boto3, as any client would) and makes Docker match:
   has none), apt sent through the package cache (the sim's only way out), then the
   instance's ``UserData`` run once, in the background, logged to
   /var/log/cloud-init-output.log;
-- a stopped instance's container is stopped, a terminated one's removed.
+- a stopped instance's container is stopped, a terminated one's removed;
+- an EBS volume attached to an instance appears in its host as ``/dev/sim-ebs/<volume
+  id>``, a link into the server's volume store (``/var/lib/sim-ebs``, one Docker volume
+  mounted in every host: a container can get no block device, nor a mount after it
+  started); ``operations/ebs.py`` puts a role's data there. Detached, the link goes; the
+  store's data stays with the volume, as EBS keeps it, until the server stops.
 
 With ``on_ready`` (the daemon's), an instance stays ``pending`` in EC2 until its host
 is up and booted, as on AWS: ``instance_running`` waiters then mean a host to log into.
@@ -55,6 +60,8 @@ APT_EGRESS = "/etc/apt/apt.conf.d/00sim-egress"  # the base role's own file is 0
 BOOT_DONE = "/var/lib/cloud/instance/boot-finished"
 PARALLEL_BOOTS = 4  # hosts made at once: most of a boot is waiting on systemd
 RETRY_AFTER = 30.0  # seconds before an instance whose host could not be made is tried again
+EBS_STORE = "/var/lib/sim-ebs"  # every volume's data, in each host (others may only pass)
+EBS_DEVICES = "/dev/sim-ebs"  # a link per volume attached to this host (gone at a restart)
 
 Log = Callable[[str], None]
 
@@ -65,6 +72,25 @@ def container_name(instance_id: str) -> str:
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def ebs_store_name(token: str) -> str:
+    """The Docker volume holding the data of the server ``token``'s EBS volumes."""
+    return f"maha-sim-ebs-{token[:12]}"
+
+
+def attach_script(wanted: set[str], held: set[str]) -> str:
+    """Shell making ``/dev/sim-ebs`` hold a link for each of ``wanted`` (volume ids) and for
+    none of ``held - wanted`` (detached since): a new volume's store starts empty."""
+    lines = [f"install -d -m 711 {EBS_STORE} && install -d -m 755 {EBS_DEVICES}"]
+    for volume in sorted(wanted):
+        v = shlex.quote(volume)
+        lines.append(
+            f"install -d -m 755 {EBS_STORE}/{v} && ln -sfn {EBS_STORE}/{v} {EBS_DEVICES}/{v}"
+        )
+    for volume in sorted(held - wanted):
+        lines.append(f"rm -f {EBS_DEVICES}/{shlex.quote(volume)}")
+    return " && ".join(lines)
 
 
 class Reconciler:
@@ -90,6 +116,8 @@ class Reconciler:
         self._image: str | None = None
         self._apt_proxy: str | None = None
         self._failed: dict[str, float] = {}
+        self._attached: dict[str, set[str]] = {}  # instance id -> volumes linked in its host
+        self._attachments: dict[str, set[str]] = {}  # the same, as EC2 says (each pass)
 
     # -- AWS side ----------------------------------------------------------------------------
 
@@ -103,6 +131,7 @@ class Reconciler:
     def _describe(self) -> tuple[dict[str, tuple[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
         instances: dict[str, tuple[str, dict[str, Any]]] = {}
         subnets: dict[str, dict[str, Any]] = {}
+        attachments: dict[str, set[str]] = {}
         for region in self.regions:
             ec2 = self._ec2(region)
             for page in ec2.get_paginator("describe_instances").paginate():
@@ -112,6 +141,13 @@ class Reconciler:
             for page in ec2.get_paginator("describe_subnets").paginate():
                 for subnet in page["Subnets"]:
                     subnets[subnet["SubnetId"]] = subnet
+            for page in ec2.get_paginator("describe_volumes").paginate():
+                for volume in page["Volumes"]:
+                    for attachment in volume.get("Attachments", []):
+                        if attachment.get("State") in ("attaching", "attached"):
+                            held = attachments.setdefault(attachment["InstanceId"], set())
+                            held.add(volume["VolumeId"])
+        self._attachments = attachments
         return instances, subnets
 
     # -- one pass ----------------------------------------------------------------------------
@@ -138,7 +174,9 @@ class Reconciler:
                         continue
                     if container.status != "running":
                         container.start()
+                        self._attached.pop(instance_id, None)  # /dev is new at each start
                         self.log(f"{instance_id}: started")
+                    self._attach(instance_id, container)
                     self._ready(region, instance)
                 elif state in ("stopping", "stopped"):
                     if container is not None and container.status == "running":
@@ -146,6 +184,7 @@ class Reconciler:
                         self.log(f"{instance_id}: stopped")
                 elif container is not None:  # shutting-down, terminated
                     container.remove(force=True)
+                    self._attached.pop(instance_id, None)
                     self.log(f"{instance_id}: terminated, host removed")
             except Exception as exc:  # one host's trouble must not stop the others
                 self._failure(instance_id, exc)
@@ -156,6 +195,21 @@ class Reconciler:
                 container.remove(force=True)
                 self.log(f"{instance_id}: gone from EC2, host removed")
         self._prune_networks(subnets)
+
+    def _attach(self, instance_id: str, container: Container) -> None:
+        """The host's ``/dev/sim-ebs`` links made to match its volumes' attachments."""
+        wanted = self._attachments.get(instance_id, set())
+        held = self._attached.get(instance_id)
+        if held == wanted:
+            return
+        code, output = container.exec_run(["sh", "-c", attach_script(wanted, held or set())])
+        if code != 0:
+            raise RuntimeError(f"volumes not linked: {output.decode(errors='replace')[-500:]}")
+        for volume in sorted(wanted - (held or set())):
+            self.log(f"{instance_id}: {volume} attached")
+        for volume in sorted((held or set()) - wanted):
+            self.log(f"{instance_id}: {volume} detached")
+        self._attached[instance_id] = set(wanted)
 
     def _ready(self, region: str, instance: dict[str, Any]) -> None:
         if instance["State"]["Name"] == "pending" and self.on_ready is not None:
@@ -246,6 +300,15 @@ class Reconciler:
 
     # -- hosts -------------------------------------------------------------------------------
 
+    def _ebs_store(self) -> str:
+        name = ebs_store_name(self.token)
+        try:
+            self.docker.volumes.get(name)
+        except NotFound:
+            labels = {PROJECT_LABEL: "maha", LABEL_SERVER: self.token}
+            self.docker.volumes.create(name, labels=labels)
+        return name
+
     def _prepare(self) -> tuple[str, str]:
         """The host image and the apt proxy URL, made ready once per server."""
         if self._image is None or self._apt_proxy is None:
@@ -286,7 +349,10 @@ class Reconciler:
             networking_config={
                 network.name: self.docker.api.create_endpoint_config(ipv4_address=private)
             },
-            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
+            volumes={
+                "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
+                self._ebs_store(): {"bind": EBS_STORE, "mode": "rw"},
+            },
             tmpfs={"/run": "", "/run/lock": ""},
             cap_add=["NET_ADMIN"],  # nftables inside the host
             stop_signal="SIGRTMIN+3",  # systemd's clean shutdown

@@ -268,7 +268,8 @@ def _write_key_pair(private: Path, public: Path) -> None:
 
 
 def remove_hosts(token: str) -> list[str]:
-    """Remove the hosts and networks the server ``token`` made; the names removed."""
+    """Remove the hosts, networks and EBS volume store the server ``token`` made; the
+    hosts' names."""
     from docker.errors import APIError, NotFound
 
     from mahaops.local.engine import ensure_engine
@@ -283,4 +284,7 @@ def remove_hosts(token: str) -> list[str]:
     for network in client.networks.list(filters=selector):
         with contextlib.suppress(NotFound, APIError):  # gone already, or another host's
             network.remove()
+    for volume in client.volumes.list(filters=selector):  # the EBS volumes' data
+        with contextlib.suppress(NotFound, APIError):
+            volume.remove(force=True)
     return removed

@@ -25,7 +25,7 @@ DRY_HELP = "print the plan (hosts, peers' diffs, load balancer changes) and chan
 @contextmanager
 def _reported(console: Console) -> Iterator[None]:
     """A refused or failed step ends the task with its reason, not a traceback."""
-    from botocore.exceptions import ClientError, WaiterError
+    from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
     from mahaops.aws.plan import ProvisionError
     from mahaops.lifecycle import LifecycleError
@@ -36,7 +36,7 @@ def _reported(console: Console) -> Iterator[None]:
         yield
     except (LifecycleError, SettingsError, ValueError) as exc:
         raise Exit(f"error: {exc}", code=1) from None
-    except (ProvisionError, SimError, ClientError, WaiterError) as exc:  # AWS and the sim
+    except (ProvisionError, SimError, BotoCoreError, ClientError, WaiterError) as exc:
         raise Exit(f"error: {exc}", code=1) from None
 
 

@@ -110,9 +110,7 @@ def test_a_replacement_db_instance_gets_the_kept_data_volume_again(
     assert rows[("EBS data volume", "maha-qa-db-1-data")] == "update"
 
 
-def test_a_db_instance_lost_after_a_replace_comes_back_under_its_volumes_name(
-    aws, provision_qa
-):
+def test_a_db_instance_lost_after_a_replace_comes_back_under_its_volumes_name(aws, provision_qa):
     # `invoke replace` moved the data to maha-qa-db-2 (the volume renamed with it); that
     # instance is then lost. Provisioning brings back db-2, not a db-1 on a new empty volume.
     provision_qa()

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +26,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mahaops.release import tarball
-from mahaops.release.tarball import APP_DIR, DEFAULT_OUT_DIR, Release, ReleaseError, verify
+from mahaops.release.tarball import (
+    APP_DIR,
+    DEFAULT_OUT_DIR,
+    Release,
+    ReleaseError,
+    checksum_path,
+    verify,
+)
 
 INDEX_NAME = "by-source.json"  # source digest -> tarball name, beside the tarballs
 LOCK_NAME = ".build.lock"
@@ -70,10 +78,12 @@ def build(out_dir: Path = DEFAULT_OUT_DIR, *, app_dir: Path = APP_DIR) -> Releas
         return _build_and_record(key, app_dir, out_dir)
 
 
-def chosen(tarball_path: str | Path = "") -> Release:
+def chosen(tarball_path: str | Path = "", keep_in: Path = DEFAULT_OUT_DIR) -> Release:
     """The release to deploy: ``tarball_path`` (checked against its .sha256), or app/ as it is.
 
-    The only place that decides between an operator's tarball and a build of app/.
+    The only place that decides between an operator's tarball and a build of app/. A
+    tarball from elsewhere is also kept in ``keep_in``, where later commands look for the
+    release a role runs (a host added or re-converged keeps it, not a build of app/).
     """
     if not tarball_path:
         return current_build()
@@ -81,6 +91,13 @@ def chosen(tarball_path: str | Path = "") -> Release:
     release = Release.from_tarball(path)
     if not verify(path):
         raise ReleaseError(f"{path} does not match its checksum file: rebuild it")
+    kept = keep_in.resolve() / path.name
+    if kept != path and not (kept.is_file() and verify(kept)):
+        keep_in.mkdir(parents=True, exist_ok=True)
+        for source, target in ((path, kept), (checksum_path(path), checksum_path(kept))):
+            partial = target.with_name(f".{target.name}.{os.getpid()}")
+            shutil.copyfile(source, partial)
+            partial.replace(target)  # whole or absent, for a reader at the same time
     return release
 
 

@@ -13,7 +13,7 @@ import pytest
 from invoke.context import Context
 
 from mahaops.release import cache, tarball
-from mahaops.release.tarball import Release, ReleaseError, checksum_path
+from mahaops.release.tarball import Release, ReleaseError, checksum_path, verify
 from mahaops.tasks import release as release_tasks
 
 
@@ -112,8 +112,26 @@ def test_a_given_tarball_is_checked_against_its_checksum(
     fake_build: FakeBuild, app_dir: Path, tmp_path: Path
 ) -> None:
     built = cache.build(tmp_path, app_dir=app_dir)
+    kept = tmp_path / "kept"
 
-    assert cache.chosen(str(built.tarball)) == built
+    assert cache.chosen(str(built.tarball), keep_in=kept) == built
     built.tarball.write_bytes(b"changed")
     with pytest.raises(ReleaseError, match="does not match its checksum"):
-        cache.chosen(built.tarball)
+        cache.chosen(built.tarball, keep_in=kept)
+
+
+def test_a_given_tarball_is_kept_where_later_commands_find_the_running_release(
+    fake_build: FakeBuild, app_dir: Path, tmp_path: Path
+) -> None:
+    # `invoke release --tarball` of a build made elsewhere: a later scale or replace looks
+    # for the release its hosts run in the releases directory, and must not fall back to
+    # building app/ (which would switch the hosts to another release).
+    built = cache.build(tmp_path / "elsewhere", app_dir=app_dir)
+    kept = tmp_path / "releases"
+
+    assert cache.chosen(built.tarball, keep_in=kept) == built
+    copy = kept / built.tarball.name
+    assert copy.read_bytes() == built.tarball.read_bytes()
+    assert verify(copy)
+    assert sorted(p.name for p in kept.iterdir()) == [copy.name, copy.name + ".sha256"]
+    assert cache.chosen(copy, keep_in=kept) == Release.from_tarball(copy)  # kept: no copy

@@ -661,19 +661,39 @@ def sshd_admits(call: Call) -> list[Task]:
 
 @maps("operations.ebs.mounted")
 def ebs_mounted(call: Call) -> list[Task]:
-    # The operation's fact and command: mount unless the volume is already there.
-    from operations.ebs import EbsMounted, mount_command
+    # The operation's facts and commands: mount unless the volume is already there; in the
+    # AWS stand-in (a container: no block device) link unless linked.
+    from operations.ebs import EbsMounted, SimEbsLinked, mount_command, sim_link_command
 
     only(call, ["volume_id", "path"])
     a = call.arguments
     seen = f"{call.role}_ebs_mounted"
-    check = EbsMounted().command(a["volume_id"], a["path"])
+    volume, path = a["volume_id"], a["path"]
+    check = EbsMounted().command(volume, path)
+    sim = SimEbsLinked().command(volume, path)
     command = (
-        f'[ "$({check})" = yes ] || {{ {mount_command(a["volume_id"], a["path"])}; echo mounted; }}'
+        f'sim=$({sim}); if [ "$sim" = none ]; then '
+        f'[ "$({check})" = yes ] || {{ {mount_command(volume, path)}; echo mounted; }}; '
+        f'elif [ "$sim" != linked ]; then {sim_link_command(volume, path)}; echo mounted; fi'
     )
     task = _bash(call.name, command, f"'mounted' in {seen}.stdout_lines")
     task.keywords["register"] = seen
     return [task]
+
+
+@maps("python.call")
+def python_call(call: Call) -> list[Task]:
+    # Python run on the operator's machine has no faithful Ansible task in general. The one
+    # a deploy makes (the AWS first contact's hand-over) is said plainly: the export is
+    # of hosts that log in as the deploy user.
+    function = call.arguments.get("function")
+    if getattr(function, "__name__", "") == "record_handover":
+        raise ExportError(
+            f"{call.host} is not handed over to the deploy user yet (its first contact is "
+            "pyinfra's: it logs in as the image's user): run `invoke deploy` on it once, "
+            "then export"
+        )
+    raise ExportError(f"{call.where()}: no Ansible mapping for python.call")
 
 
 @maps("operations.release.unpacked")

@@ -32,6 +32,8 @@ from jinja2.nativetypes import NativeEnvironment
 from mahaops import firewall
 from mahaops.ansible_export.model import ExportError, Host, Jinja
 from mahaops.roles import BASE, GROUPS, ROLE_BY_GROUP, ROLE_BY_NAME
+from mahaops.settings import from_data
+from mahaops.settings.base import BaseSettings
 
 OWN_NAME = Jinja("{{ inventory_hostname }}")
 OWN_ADDRESS = Jinja("{{ private_address }}")
@@ -286,9 +288,10 @@ def firewall_inputs(host: Host, visible: Mapping[str, Any]) -> dict[str, Any]:
     """The static half of a host's firewall rules: its openings and admin networks."""
     roles = [ROLE_BY_GROUP[g].name for g in GROUPS if g in host.groups[1:]]
     openings = firewall.declared(roles, visible)
-    admin = sorted(
-        {str(ipaddress.ip_network(c, strict=False)) for c in visible.get("base_admin_cidrs", [])}
-    )
+    # Read as the deploy reads it: an environment that leaves it to the default (any
+    # address, as the AWS environments whose security group guards SSH) still opens SSH.
+    cidrs = from_data(BaseSettings, visible).base_admin_cidrs
+    admin = sorted({str(ipaddress.ip_network(c, strict=False)) for c in cidrs})
     return {
         "base_firewall_openings": [
             {"port": o.port, "proto": o.proto, "sources": list(o.sources), "comment": o.comment}

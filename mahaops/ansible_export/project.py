@@ -236,12 +236,19 @@ class SecretSource:
     kind: str  # local | aws
     env: str
     local_file: str = ""  # local: the 0600 secrets file outside the export
+    ssm_path: str = ""  # aws: the parameters' path, /<project>/<env>
+    region: str = ""  # aws: where they are
+    profile: str = ""  # aws: the operator's AWS profile ("": the default credentials)
 
     def lookup(self, name: str) -> Jinja:
         if self.kind == "aws":
-            return Jinja(
-                f"{{{{ lookup('amazon.aws.aws_ssm', '/maha/{self.env}/{name}', decrypt=true) }}}}"
+            where = "".join(
+                f", {key}={value!r}"
+                for key, value in (("region", self.region), ("profile", self.profile))
+                if value
             )
+            path = f"{self.ssm_path or '/maha/' + self.env}/{name}"
+            return Jinja(f"{{{{ lookup('amazon.aws.aws_ssm', {path!r}, decrypt=true{where}) }}}}")
         return Jinja(f"{{{{ maha_secrets[{name!r}] }}}}")
 
     def common(self) -> dict[str, Any]:
@@ -350,7 +357,11 @@ def _when(hosts: list[str]) -> str:
 # Operations a deploy runs on the first host (by name) of its role in a run: there, on the
 # first host of the play, however the inventory changed (migrations: deploys/app.py).
 ONCE_PER_RUN = frozenset({"operations.release.migrated"})
-FIRST_OF_PLAY = "inventory_hostname == ansible_play_hosts_all | sort(case_sensitive=true) | first"
+# scale.yml's plays also carry the control node (lifecycle.py), which runs no role task.
+FIRST_OF_PLAY = (
+    "inventory_hostname == ansible_play_hosts_all | reject('equalto', 'localhost')"
+    " | sort(case_sensitive=true) | first"
+)
 
 
 def build_role(
@@ -651,6 +662,52 @@ class Recording:
     group_data: GroupData
     secret_source: SecretSource
     overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE, for every host
+    static_assets: StaticAssets | None = None  # AWS: what a release puts in the CDN's bucket
+
+
+@dataclass(frozen=True)
+class StaticAssets:
+    """A release's content-hashed assets and the bucket CloudFront serves ``/static/*``
+    from (``mahaops/release/assets.py``), for a play that publishes them first."""
+
+    bucket: str
+    region: str
+    profile: str
+    files: dict[str, bytes]  # hashed name -> content
+
+    def play(self) -> dict[str, Any]:
+        from mahaops.release.assets import IMMUTABLE, content_type
+
+        connection = {"region": self.region, **({"profile": self.profile} if self.profile else {})}
+        return {
+            "name": "The release's static assets in the CDN's bucket, before any host switches",
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    # Content-hashed names: an object of that name holds these bytes already,
+                    # and uploads are never deleted (older pages still name theirs).
+                    "name": "Upload each asset the bucket does not have (static/<hashed name>)",
+                    "amazon.aws.s3_object": {
+                        "bucket": self.bucket,
+                        "object": "static/{{ item.name }}",
+                        "src": "{{ playbook_dir }}/files/static/{{ item.name }}",
+                        "mode": "put",
+                        "overwrite": "never",
+                        "metadata": {
+                            "Content-Type": "{{ item.type }}",
+                            "Cache-Control": IMMUTABLE,
+                        },
+                        **connection,
+                    },
+                    "loop": [
+                        {"name": name, "type": content_type(name)} for name in sorted(self.files)
+                    ],
+                    "loop_control": {"label": "{{ item.name }}"},
+                }
+            ],
+        }
 
 
 ANSIBLE_CFG = """\
@@ -742,7 +799,14 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
         )
     except ExportError as exc:
         raise ExportError(f"cannot export faithfully: {exc}") from None
-    files["site.yml"] = yaml_file(plays, f"Environment {rec.env}: every role, in deploy order")
+    first = [rec.static_assets.play()] if rec.static_assets else []
+    if rec.static_assets:
+        for name, content in sorted(rec.static_assets.files.items()):
+            files[f"files/static/{name}"] = content
+        modules.add("amazon.aws.s3_object")
+    files["site.yml"] = yaml_file(
+        [*first, *plays], f"Environment {rec.env}: every role, in deploy order"
+    )
     reads_inventory = {
         role
         for role, by_host in derived.items()
@@ -751,7 +815,7 @@ def build(rec: Recording, collection_version: Callable[[str], str | None]) -> di
         if key in peers.PEERS
     }
     for name, playbook, header in (
-        ("release.yml", lifecycle.release(roles), RELEASE_HEADER),
+        ("release.yml", first + lifecycle.release(roles), RELEASE_HEADER),
         ("scale.yml", lifecycle.scale(roles, reads_inventory), SCALE_HEADER),
         ("replace.yml", lifecycle.replace(roles), REPLACE_HEADER),
     ):

@@ -22,7 +22,7 @@ from pyinfra.api.operation import OperationMeta
 
 from mahaops import PROJECT_ROOT, pyinfra_hooks, secrets
 from mahaops.ansible_export.model import Call, ExportError, Host
-from mahaops.ansible_export.project import Recording, SecretSource
+from mahaops.ansible_export.project import Recording, SecretSource, StaticAssets
 from mahaops.hosts import HostSpec, discover, kind_of
 from mahaops.roles import Role, deployable_roles, role
 from mahaops.runner.engine import plan
@@ -185,6 +185,33 @@ def calls_of(state: State, roles: Sequence[Role]) -> list[Call]:
     return result
 
 
+def _aws_sources(
+    env: str, group_data_dir: Path, tarballs: Sequence[Path]
+) -> tuple[SecretSource, StaticAssets | None]:
+    """Where an AWS environment's export reads its secrets (SSM, the operator's profile),
+    and the release's assets with the static bucket (named by the account, as provisioning
+    names it), when the run pushes a release."""
+    from mahaops.aws.config import load_environment
+    from mahaops.aws.s3 import named_bucket
+    from mahaops.aws.session import CLIENT_CONFIG, make_session
+    from mahaops.release.assets import hashed_files
+
+    loaded = load_environment(env, group_data_dir)
+    spec = loaded.spec
+    profile = spec.profile or ""
+    path = f"/{loaded.project}/{env}"
+    source = SecretSource("aws", env, ssm_path=path, region=spec.region, profile=profile)
+    if not tarballs:
+        return source, None
+    session = make_session(spec.region, spec.profile)
+    account = session.client("sts", config=CLIENT_CONFIG).get_caller_identity()["Account"]
+    bucket = named_bucket(loaded.project, env, "static", account)
+    files: dict[str, bytes] = {}
+    for tarball in tarballs:
+        files.update(hashed_files(tarball))
+    return source, StaticAssets(bucket, spec.region, profile, files)
+
+
 def record(
     env: str,
     group_data_dir: Path,
@@ -217,11 +244,14 @@ def record(
             down = sorted(h.name for h in targets if h not in state.activated_hosts)
             if down:
                 raise ExportError(f"unreachable: {', '.join(down)}")
-            plan(state, selected, specs)
+            releases = plan(state, selected, specs)
             calls = calls_of(state, selected)
         finally:
             disconnect_all(state)
     local_file = str(secrets.env_dir(env) / "secrets.json") if kind == "local" else ""
+    source, assets = SecretSource(kind, env, local_file), None
+    if kind == "aws":
+        source, assets = _aws_sources(env, group_data_dir, [r.tarball for r in releases])
     return Recording(
         env=env,
         kind=kind,
@@ -232,6 +262,7 @@ def record(
         calls=calls,
         secrets=dict(sorted(store.asked.items())),
         group_data=group_data,
-        secret_source=SecretSource(kind, env, local_file),
+        secret_source=source,
+        static_assets=assets,
         overrides=dict(overrides or {}),
     )

@@ -31,6 +31,7 @@ import pytest
 from rich.console import Console
 
 from mahaops import PROJECT_ROOT
+from mahaops.ansible_export.playbook import run_playbook
 from mahaops.aws import shape
 from mahaops.aws.inventory import hosts as inventory_hosts
 from mahaops.aws.provision import provision
@@ -42,7 +43,7 @@ from mahaops.sim.alb import listeners
 from mahaops.sim.hosts import container_name
 from operations.release import running_release
 from tests.platform.harness import build_variant
-from tests.users import User, call
+from tests.users import User, call, session_cookie
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 REGION = "eu-west-1"
@@ -51,7 +52,7 @@ REGION = "eu-west-1"
 def _invoke(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [str(Path(sys.executable).parent / "invoke"), *args],
-        cwd=PROJECT_ROOT, env=dict(os.environ), capture_output=True, text=True,
+        cwd=PROJECT_ROOT, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True,
         timeout=timeout, check=False,
     )  # fmt: skip
     assert done.returncode == 0, f"invoke {' '.join(args)}:\n{done.stdout[-6000:]}{done.stderr}"
@@ -260,3 +261,129 @@ def test_a_worker_scaled_in_runs_campaigns_and_a_release_switches_app_and_worker
         assert answer.read() == body
     stranger = User.sign_up(f"http://127.0.0.1:{port}")
     assert stranger.request("GET", f"/api/uploads/{grant['id']}/download")[0] == 403
+
+
+def _rows_said(stdout: str, when: str) -> dict[str, int]:
+    """``Rows before, on db-1: campaigns 3, users 2`` as {table: rows}."""
+    said = f"Rows {when}, on "
+    (line,) = [x.split(said, 1)[1] for x in stdout.splitlines() if said in x]
+    pairs = (item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", "))
+    return {table: int(count) for table, count in pairs}
+
+
+def _data_volume(ec2: Any) -> dict[str, Any]:
+    (volume,) = ec2.describe_volumes(
+        Filters=[{"Name": "tag:Environment", "Values": ["sim"]},
+                 {"Name": "tag:Purpose", "Values": ["data"]}]
+    )["Volumes"]  # fmt: skip
+    return dict(volume)
+
+
+def test_the_db_host_replaced_or_lost_comes_back_on_its_ebs_volume_with_every_row(
+    sim: server.Server,
+) -> None:
+    # After the worker test: app, db, cache and a worker deployed. `invoke replace` moves
+    # the database to a new instance on the same EBS volume (issue 13); then that instance
+    # is lost and `invoke provision` + `invoke deploy` bring it back on the volume (issue 12).
+    session = make_session(REGION, SIM_PROFILE)
+    ec2: Any = session.client("ec2")
+    elbv2: Any = session.client("elbv2")
+    balancer = elbv2.describe_load_balancers(Names=["maha-sim"])["LoadBalancers"][0]
+    port = listeners(sim_home())[f"{balancer['DNSName']}:80"]
+    base = f"http://127.0.0.1:{port}"
+    user = User.sign_up(base)
+    before = _campaign_done(user, user.start_campaign(10, "before the db moves"))
+    volume = _data_volume(ec2)
+    hosts = {h.name: h for h in inventory_hosts("sim")}
+    old = hosts["maha-sim-db-1"]
+    assert volume["Attachments"][0]["InstanceId"] == old.data["instance_id"]
+    running = _release_of(hosts["maha-sim-app-1"], "maha-web")  # the worker test's release
+
+    mark = time.monotonic()
+    out = _invoke("replace", "--env", "sim", "maha-sim-db-1")
+    print(f"db replaced: {time.monotonic() - mark:.0f} s\n{out.stdout[-3000:]}")
+    counted = _rows_said(out.stdout, "before")
+    assert counted["users"] >= 1 and counted["campaigns"] >= 1, counted
+    assert _rows_said(out.stdout, "after") == counted
+    hosts = {h.name: h for h in inventory_hosts("sim")}
+    assert "maha-sim-db-1" not in hosts, sorted(hosts)
+    new = hosts["maha-sim-db-2"]
+    moved = _data_volume(ec2)
+    assert moved["VolumeId"] == volume["VolumeId"]  # the same volume, now the new host's
+    assert [a["InstanceId"] for a in moved["Attachments"]] == [new.data["instance_id"]]
+    gone = ec2.describe_instances(InstanceIds=[old.data["instance_id"]])["Reservations"][0]
+    assert gone["Instances"][0]["State"]["Name"] in ("shutting-down", "terminated")
+    protected = ec2.describe_instance_attribute(
+        InstanceId=new.data["instance_id"], Attribute="disableApiTermination"
+    )
+    assert protected["DisableApiTermination"]["Value"] is True
+    # PostgreSQL's data is on the volume (the stand-in's link), the clients moved to it.
+    found = run_one(new, as_root("readlink /var/lib/postgresql"), timeout=60)
+    assert found.stdout.strip() == f"/dev/sim-ebs/{volume['VolumeId']}", found.stdout
+    assert hosts["maha-sim-app-1"].data["private_address"] in _pg_hba(new)
+    assert hosts["maha-sim-worker-1"].data["private_address"] in _pg_hba(new)
+    # The clients moved to the new address on the release they ran (not a build of app/).
+    assert _release_of(hosts["maha-sim-app-1"], "maha-web") == running
+    assert _release_of(hosts["maha-sim-worker-1"], "maha-worker") == running
+    assert user.request("GET", f"/api/campaigns/{before['id']}")[0] == 200
+    assert _campaign_done(user, user.start_campaign(10, "after the move"))["sent"] == 10
+    where = lock.lock_host(inventory_hosts("sim"))
+    assert where is not None and where.name == "maha-sim-db-2" and lock.current(where) is None
+    history = _invoke("history", "--env", "sim").stdout
+    assert "replace" in history and "maha-sim-db-1" in history, history[-2000:]
+
+    # The new instance is lost (terminated by hand); provisioning launches it again under
+    # the name its volume carries, attaches the volume, and a deploy adopts the data.
+    ec2.modify_instance_attribute(
+        InstanceId=new.data["instance_id"], DisableApiTermination={"Value": False}
+    )
+    ec2.terminate_instances(InstanceIds=[new.data["instance_id"]])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[new.data["instance_id"]])
+    mark = time.monotonic()
+    _invoke("provision", "--env", "sim")
+    _invoke("deploy", "--env", "sim")
+    print(f"db lost, provisioned and deployed again: {time.monotonic() - mark:.0f} s")
+    deadline = time.monotonic() + 120  # the ALB's health checks find the app server again
+    while _get(port)[0] != 200 and time.monotonic() < deadline:
+        time.sleep(2)
+    back = {h.name: h for h in inventory_hosts("sim")}["maha-sim-db-2"]
+    assert back.data["instance_id"] != new.data["instance_id"]
+    assert _data_volume(ec2)["VolumeId"] == volume["VolumeId"]
+    again = User(base, user.email, user.password, "", "")
+    status, headers, body = call("POST", base + "/api/signin",
+                                 {"email": user.email, "password": user.password})  # fmt: skip
+    assert status == 200, body[:300]  # the account, written before both moves, is there
+    again.cookie, again.csrf = session_cookie(headers), json.loads(body)["csrf"]
+    status, _, text = again.request("GET", f"/api/campaigns/{before['id']}")
+    assert status == 200 and json.loads(text)["sent"] == 10, text
+
+
+def test_the_environment_exported_to_ansible_converges_its_hosts_and_publishes_assets(
+    sim: server.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the db test: app, db-2, cache and a worker deployed, every host handed over to
+    # the deploy user. The export reads the secrets from SSM (the operator's profile, here
+    # the stand-in's) and publishes the release's assets before the roles run (issue 12).
+    session = make_session(REGION, SIM_PROFILE)
+    account = session.client("sts").get_caller_identity()["Account"]
+    bucket = f"maha-sim-static-{account}"
+    s3: Any = session.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="static/")["Contents"]]
+    gone = next(k for k in keys if k.endswith(".css"))
+    s3.delete_object(Bucket=bucket, Key=gone)  # lost: the export's play puts it back
+
+    project = tmp_path / "ansible"
+    _invoke("export-ansible", "--env", "sim", "--out", str(project))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(sim_home() / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    mark = time.monotonic()
+    run = run_playbook(project)
+    print(f"exported site.yml on the sim's hosts: {time.monotonic() - mark:.0f} s")
+    assert run.ok, run.output[-8000:]
+    assert set(run.recap) >= {"localhost", "maha-sim-app-1", "maha-sim-db-2", "maha-sim-worker-1"}
+    assert all(counts["failed"] == 0 for counts in run.recap.values()), run.recap
+    assert s3.head_object(Bucket=bucket, Key=gone)["CacheControl"].endswith("immutable")
+    elbv2: Any = session.client("elbv2")
+    balancer = elbv2.describe_load_balancers(Names=["maha-sim"])["LoadBalancers"][0]
+    port = listeners(sim_home())[f"{balancer['DNSName']}:80"]
+    assert _get(port)[0] == 200  # still serving, on what Ansible converged

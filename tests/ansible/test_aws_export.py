@@ -1,0 +1,117 @@
+"""An AWS environment's export (issue 12): secrets from SSM under the environment's own
+path, region and profile; a release's static assets published by a play before any host
+switches; a host still on its first contact refused with what to do. Exports from
+recordings (no host); tests/sim runs one against the stand-in's hosts."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mahaops.ansible_export.model import ExportError
+from mahaops.ansible_export.modules import to_tasks
+from mahaops.ansible_export.playbook import ansible_env, tool
+from mahaops.ansible_export.project import Recording, SecretSource, StaticAssets, build
+from mahaops.settings import GroupData
+from tests.ansible.test_mapping import HOSTS, call
+
+
+def _recording(assets: StaticAssets | None = None) -> Recording:
+    secret = "s3cr3t-Value-Nobody-Sees"
+    sudoers = call(
+        "operations.files.validated_template",
+        "Allow sudo",
+        src="base/sudoers.j2",
+        dest="/etc/sudoers.d/90-maha",
+        validate="visudo -cf %s",
+        user="root",
+        group="root",
+        mode="440",
+        data={"base_sudo_users": [secret]},
+    )
+    return Recording(
+        env="staging",
+        kind="aws",
+        roles=["base"],
+        hosts=[HOSTS["base-1"]],
+        calls=[sudoers],
+        secrets={"db_password": secret},
+        group_data=GroupData(),
+        secret_source=SecretSource(
+            "aws", "staging", ssm_path="/acme/staging", region="eu-west-1", profile="ops"
+        ),
+        static_assets=assets,
+    )
+
+
+def test_secrets_are_read_from_the_environments_ssm_path_with_its_region_and_profile() -> None:
+    files = build(_recording(), lambda _name: None)
+    all_vars = yaml.safe_load(files["group_vars/all.yml"])
+    assert all_vars["maha_secret_db_password"] == (
+        "{{ lookup('amazon.aws.aws_ssm', '/acme/staging/db_password', decrypt=true, "
+        "region='eu-west-1', profile='ops') }}"
+    )
+    assert not any(b"s3cr3t-Value-Nobody-Sees" in content for content in files.values())
+
+
+def test_a_releases_assets_are_published_first_by_site_and_release(tmp_path: Path) -> None:
+    assets = StaticAssets(
+        "acme-staging-static-123456789012",
+        "eu-west-1",
+        "ops",
+        {"app.0123456789ab.css": b"body{}", "app.ba9876543210.js": b"1;"},
+    )
+    files = build(_recording(assets), lambda _name: None)
+    first = yaml.safe_load(files["site.yml"])[0]
+    assert first["hosts"] == "localhost"
+    (task,) = first["tasks"]
+    put = task["amazon.aws.s3_object"]
+    assert (put["bucket"], put["mode"], put["overwrite"]) == (assets.bucket, "put", "never")
+    assert put["metadata"]["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert [(i["name"], i["type"]) for i in task["loop"]] == [
+        ("app.0123456789ab.css", "text/css; charset=utf-8"),
+        ("app.ba9876543210.js", "text/javascript; charset=utf-8"),
+    ]
+    assert files["files/static/app.0123456789ab.css"] == b"body{}"
+    requirements = yaml.safe_load(files["requirements.yml"])["collections"]
+    assert "amazon.aws" in {r["name"] for r in requirements}
+    for path, content in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(content)
+    checked = subprocess.run(
+        [tool("ansible-playbook"), "--syntax-check", "site.yml"],
+        cwd=tmp_path, env=ansible_env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_host_on_its_first_contact_is_refused_with_what_to_do() -> None:
+    from mahaops.aws.inventory import record_handover
+
+    handover = call(
+        "python.call",
+        "Hand the instance over to maha (EC2 tag)",
+        function=record_handover,
+        env="staging",
+        instance_id="i-0abc",
+        user="maha",
+    )
+    with pytest.raises(ExportError, match="base-1 is not handed over to the deploy user yet"):
+        to_tasks(handover)
+
+
+def test_ssh_stays_open_where_the_environment_leaves_admin_cidrs_to_the_default() -> None:
+    # The AWS environments do not set base_admin_cidrs (the security group guards SSH): the
+    # deploy opens SSH to any address, and so must the exported firewall (it once dropped
+    # the rule, and the export refused the mismatch).
+    from mahaops.ansible_export.model import Host
+    from mahaops.ansible_export.peers import firewall_inputs
+
+    host = Host("maha-sim-app-1", ("aws", "app_servers"), {}, {"private_address": "10.0.0.9"})
+    inputs = firewall_inputs(host, {})
+    assert inputs["base_firewall_admin_networks"] == ["0.0.0.0/0", "::/0"]
+    ssh = [o for o in inputs["base_firewall_openings"] if o["port"] == 22]
+    assert ssh and ssh[0]["sources"] == ["admins"]

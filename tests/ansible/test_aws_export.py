@@ -6,6 +6,7 @@ recordings (no host); tests/sim runs one against the stand-in's hosts."""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,36 +16,18 @@ from mahaops.ansible_export.model import ExportError
 from mahaops.ansible_export.modules import to_tasks
 from mahaops.ansible_export.playbook import ansible_env, tool
 from mahaops.ansible_export.project import Recording, SecretSource, StaticAssets, build
-from mahaops.settings import GroupData
-from tests.ansible.test_mapping import HOSTS, call
+from tests.ansible.test_mapping import _recording as mapping_recording
+from tests.ansible.test_mapping import call
 
 
 def _recording(assets: StaticAssets | None = None) -> Recording:
-    secret = "s3cr3t-Value-Nobody-Sees"
-    sudoers = call(
-        "operations.files.validated_template",
-        "Allow sudo",
-        src="base/sudoers.j2",
-        dest="/etc/sudoers.d/90-maha",
-        validate="visudo -cf %s",
-        user="root",
-        group="root",
-        mode="440",
-        data={"base_sudo_users": [secret]},
+    """test_mapping's recording of one templated sudoers file holding a secret, as an AWS
+    environment's."""
+    source = SecretSource(
+        "aws", "staging", ssm_path="/acme/staging", region="eu-west-1", profile="ops"
     )
-    return Recording(
-        env="staging",
-        kind="aws",
-        roles=["base"],
-        hosts=[HOSTS["base-1"]],
-        calls=[sudoers],
-        secrets={"db_password": secret},
-        group_data=GroupData(),
-        secret_source=SecretSource(
-            "aws", "staging", ssm_path="/acme/staging", region="eu-west-1", profile="ops"
-        ),
-        static_assets=assets,
-    )
+    recorded = mapping_recording("aws", "s3cr3t-Value-Nobody-Sees")
+    return replace(recorded, env="staging", secret_source=source, static_assets=assets)
 
 
 def test_secrets_are_read_from_the_environments_ssm_path_with_its_region_and_profile() -> None:

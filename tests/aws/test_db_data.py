@@ -86,17 +86,24 @@ def test_db_hosts_carry_termination_protection_and_existing_ones_get_it(aws, pro
     }
 
 
-def test_a_replacement_db_instance_gets_the_kept_data_volume_again(
-    aws, provision_qa, write_group_data
-):
-    provision_qa()
+def _lose_db(aws: Any) -> tuple[dict[str, Any], str]:
+    """The db instance terminated by hand (its protection lifted first): the instance as it
+    was, and its data volume's id."""
     old = _db(aws)
     volume_id = _data_volume(aws)["VolumeId"]
     ec2 = aws.client("ec2")
     ec2.modify_instance_attribute(
         InstanceId=old["InstanceId"], DisableApiTermination={"Value": False}
     )
-    ec2.terminate_instances(InstanceIds=[old["InstanceId"]])  # lost, say
+    ec2.terminate_instances(InstanceIds=[old["InstanceId"]])
+    return old, str(volume_id)
+
+
+def test_a_replacement_db_instance_gets_the_kept_data_volume_again(
+    aws, provision_qa, write_group_data
+):
+    provision_qa()
+    old, volume_id = _lose_db(aws)
 
     result = provision_qa()
 
@@ -114,14 +121,9 @@ def test_a_db_instance_lost_after_a_replace_comes_back_under_its_volumes_name(aw
     # `invoke replace` moved the data to maha-qa-db-2 (the volume renamed with it); that
     # instance is then lost. Provisioning brings back db-2, not a db-1 on a new empty volume.
     provision_qa()
-    old = _db(aws)
-    volume_id = _data_volume(aws)["VolumeId"]
-    ec2 = aws.client("ec2")
-    ec2.modify_instance_attribute(
-        InstanceId=old["InstanceId"], DisableApiTermination={"Value": False}
-    )
-    ec2.terminate_instances(InstanceIds=[old["InstanceId"]])
-    ec2.create_tags(Resources=[volume_id], Tags=[{"Key": "Name", "Value": "maha-qa-db-2-data"}])
+    _old, volume_id = _lose_db(aws)
+    name = [{"Key": "Name", "Value": "maha-qa-db-2-data"}]
+    aws.client("ec2").create_tags(Resources=[volume_id], Tags=name)
 
     result = provision_qa()
 

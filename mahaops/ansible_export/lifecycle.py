@@ -15,6 +15,7 @@ from typing import Any
 from mahaops import firewall
 from mahaops.lifecycle.plan import CONFIG_READERS
 from mahaops.roles import BASE, ROLE_BY_NAME, Role
+from operations.apt import REPAIR_INTERRUPTED
 
 
 def capitalised(name: str) -> str:
@@ -318,14 +319,13 @@ def scale(roles: Sequence[Role], reads_inventory: set[str]) -> list[dict[str, An
                 },
                 {
                     # A host that died during an install: apt refuses anything until then.
+                    # The deploys' own repair (operations/apt.py): `dpkg --configure -a`
+                    # alone fails when a dependency was never unpacked (nodejs without
+                    # libnode108), so `apt-get -f install` follows whatever it answers.
                     "name": "Finish a package install an earlier run left half done",
-                    "ansible.builtin.shell": (
-                        "dpkg --configure -a && "
-                        "if ! apt-get check >/dev/null 2>&1; then "
-                        "DEBIAN_FRONTEND=noninteractive apt-get -f install -y && echo repaired; fi"
-                    ),
+                    "ansible.builtin.shell": REPAIR_INTERRUPTED,
                     "register": "scale_dpkg_repair",
-                    "changed_when": "scale_dpkg_repair.stdout | length > 0",
+                    "changed_when": "'dpkg was interrupted' in scale_dpkg_repair.stderr",
                 },
                 {
                     "name": "The new hosts, as a group the next plays read",

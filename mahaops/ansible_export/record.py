@@ -11,6 +11,7 @@ Where each operation was called from comes from ``mahaops.pyinfra_hooks``.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,15 @@ def to_host(spec: HostSpec) -> Host:
     ssh_args = []
     if "ssh_config_file" in data:
         ssh_args += ["-F", str(data.pop("ssh_config_file"))]
-    strict = data.pop("ssh_strict_host_key_checking", None)
-    if strict is not None and str(strict).lower() in ("off", "no", "false"):
+    # pyinfra's defaults, said outright: OpenSSH would take "ask" (a new host fails) and the
+    # passwd entry's home, where pyinfra (paramiko) reads and adds keys in $HOME's file.
+    strict = str(data.pop("ssh_strict_host_key_checking", "accept-new")).lower()
+    if strict in ("off", "no", "false"):
         ssh_args.append("-o StrictHostKeyChecking=no")
-    known = data.pop("ssh_known_hosts_file", None)
-    if known:
-        ssh_args.append(f"-o UserKnownHostsFile={known}")
+    elif strict == "accept-new":
+        ssh_args.append("-o StrictHostKeyChecking=accept-new")
+    known = data.pop("ssh_known_hosts_file", None) or os.path.expanduser("~/.ssh/known_hosts")
+    ssh_args.append(f"-o UserKnownHostsFile={known}")
     if ssh_args:
         connection["ansible_ssh_common_args"] = " ".join(ssh_args)
     connection["ansible_become"] = True  # the runner's SUDO=True

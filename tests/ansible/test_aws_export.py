@@ -98,3 +98,23 @@ def test_ssh_stays_open_where_the_environment_leaves_admin_cidrs_to_the_default(
     assert inputs["base_firewall_admin_networks"] == ["0.0.0.0/0", "::/0"]
     ssh = [o for o in inputs["base_firewall_openings"] if o["port"] == 22]
     assert ssh and ssh[0]["sources"] == ["admins"]
+
+
+def test_an_aws_hosts_connection_keeps_pyinfras_host_keys_and_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyinfra (paramiko) reads and adds host keys in $HOME's known_hosts, accepting a new
+    # host's key; OpenSSH would read the passwd entry's home and ask (and fail) instead. The
+    # sim's tests run with another $HOME: Ansible found no key and refused every host.
+    from mahaops.ansible_export.record import to_host
+    from mahaops.hosts import HostSpec
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = HostSpec(
+        "maha-sim-app-1",
+        ("aws", "app_servers"),
+        {"ssh_hostname": "54.214.0.9", "ssh_user": "maha", "private_address": "10.0.0.9"},
+    )
+    args = to_host(spec).connection["ansible_ssh_common_args"].split(" -o ")
+    assert f"UserKnownHostsFile={tmp_path}/.ssh/known_hosts" in " ".join(args)
+    assert "StrictHostKeyChecking=accept-new" in " ".join(args)

@@ -146,8 +146,14 @@ def test_stopped_and_terminated_instances_stop_and_lose_their_hosts(
     assert _ssh(key_pair, instance["PublicIpAddress"], "true").returncode == 255
 
 
-def _sim_hosts() -> list[Any]:
-    return docker.from_env().containers.list(all=True, filters={"label": [f"{LABEL_ENV}=sim"]})
+def _sim_hosts(sparse: bool = False) -> list[Any]:
+    """The sim environment's host containers; ``sparse``: listed without inspecting each
+    (no labels then), which cannot fail for one removed between the list and the inspect."""
+    return list(
+        docker.from_env().containers.list(
+            all=True, sparse=sparse, filters={"label": [f"{LABEL_ENV}=sim"]}
+        )
+    )
 
 
 def test_provisioning_the_sim_environment_makes_its_hosts(
@@ -180,7 +186,8 @@ def test_teardown_removes_the_sim_environment_and_its_hosts(
     assert _sim_hosts(), "no sim environment to tear down"
     torn_down = _invoke("teardown", "--env", "sim", "--yes")
     assert torn_down.returncode == 0, torn_down.stdout + torn_down.stderr
-    _until(lambda: not _sim_hosts(), "the sim environment's hosts removed", timeout=60)
+    # Polled while teardown removes them: sparse, or a host gone mid-listing fails the poll.
+    _until(lambda: not _sim_hosts(sparse=True), "the sim environment's hosts removed", timeout=60)
     _until(
         lambda: not docker.from_env().networks.list(filters={"label": [f"{LABEL_ENV}=sim"]}),
         "its subnets' networks removed",

@@ -53,7 +53,8 @@ class EbsMounted(FactBase[bool]):
         return bool(output) and output[-1].strip() == "yes"
 
 
-SIM_DEVICES = "/dev/sim-ebs"  # mahaops/sim/hosts.py: EBS_DEVICES
+SIM_STORE = "/var/lib/sim-ebs"  # every volume's data, in each stand-in host (mahaops/sim)
+SIM_DEVICES = "/dev/sim-ebs"  # a link per volume attached to the host (gone at a restart)
 
 
 class SimEbsLinked(FactBase[str]):
@@ -69,7 +70,7 @@ class SimEbsLinked(FactBase[str]):
     def command(self, volume_id: str, path: str) -> str:
         device = shlex.quote(f"{SIM_DEVICES}/{volume_id}")
         return (
-            f"[ -d /var/lib/sim-ebs ] || {{ echo none; exit 0; }}; "
+            f"[ -d {SIM_STORE} ] || {{ echo none; exit 0; }}; "
             f'[ "$(readlink {shlex.quote(path)})" = {device} ] && echo linked || echo no'
         )
 

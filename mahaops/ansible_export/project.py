@@ -359,7 +359,7 @@ def _when(hosts: list[str]) -> str:
 ONCE_PER_RUN = frozenset({"operations.release.migrated"})
 # scale.yml's plays also carry the control node (lifecycle.py), which runs no role task.
 FIRST_OF_PLAY = (
-    "inventory_hostname == ansible_play_hosts_all | reject('equalto', 'localhost')"
+    f"inventory_hostname == ansible_play_hosts_all | reject('equalto', {lifecycle.CONTROL!r})"
     " | sort(case_sensitive=true) | first"
 )
 
@@ -681,7 +681,7 @@ class StaticAssets:
         connection = {"region": self.region, **({"profile": self.profile} if self.profile else {})}
         return {
             "name": "The release's static assets in the CDN's bucket, before any host switches",
-            "hosts": "localhost",
+            "hosts": lifecycle.CONTROL,
             "connection": "local",
             "gather_facts": False,
             "tasks": [

@@ -196,9 +196,7 @@ def _aws_sources(
     and the release's assets with the static bucket (named by the account, as provisioning
     names it), when the run pushes a release."""
     from mahaops.aws.config import load_environment
-    from mahaops.aws.s3 import named_bucket
-    from mahaops.aws.session import CLIENT_CONFIG, make_session
-    from mahaops.release.assets import hashed_files
+    from mahaops.release.assets import hashed_files, static_bucket
 
     loaded = load_environment(env, group_data_dir)
     spec = loaded.spec
@@ -207,9 +205,7 @@ def _aws_sources(
     source = SecretSource("aws", env, ssm_path=path, region=spec.region, profile=profile)
     if not tarballs:
         return source, None
-    session = make_session(spec.region, spec.profile)
-    account = session.client("sts", config=CLIENT_CONFIG).get_caller_identity()["Account"]
-    bucket = named_bucket(loaded.project, env, "static", account)
+    _session, bucket = static_bucket(env, group_data_dir)
     files: dict[str, bytes] = {}
     for tarball in tarballs:
         files.update(hashed_files(tarball))

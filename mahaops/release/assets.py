@@ -130,6 +130,16 @@ def publish_release(
     group_data: Path = DEFAULT_GROUP_DATA,
 ) -> Published:
     """Publish a release's hashed assets to ``env``'s static bucket (AWS kinds)."""
+    from mahaops.aws.session import CLIENT_CONFIG
+
+    session, bucket = static_bucket(env, group_data)
+    s3 = session.client("s3", config=CLIENT_CONFIG)
+    return publish(s3, bucket, hashed_files(tarball), dry=dry, progress=progress)
+
+
+def static_bucket(env: str, group_data: Path = DEFAULT_GROUP_DATA) -> tuple[Any, str]:
+    """A boto3 session on ``env``'s account and the name provisioning gave its static bucket
+    (the account id is part of it)."""
     from mahaops.aws.config import load_environment
     from mahaops.aws.s3 import named_bucket
     from mahaops.aws.session import CLIENT_CONFIG, make_session
@@ -137,6 +147,4 @@ def publish_release(
     loaded = load_environment(env, group_data)
     session = make_session(loaded.spec.region, loaded.spec.profile)
     account = session.client("sts", config=CLIENT_CONFIG).get_caller_identity()["Account"]
-    bucket = named_bucket(loaded.project, env, "static", account)
-    s3 = session.client("s3", config=CLIENT_CONFIG)
-    return publish(s3, bucket, hashed_files(tarball), dry=dry, progress=progress)
+    return session, named_bucket(loaded.project, env, "static", account)

@@ -52,6 +52,8 @@ from mahaops.sim import (
     PROJECT_LABEL,
     PUBLIC_CIDR,
 )
+from operations.ebs import SIM_DEVICES as EBS_DEVICES
+from operations.ebs import SIM_STORE as EBS_STORE
 
 FIRST_USER = "admin"  # Debian's AMIs: cloud-init's default user
 IMAGE_USER = "maha"  # the host image's deploy user, which an AMI does not have
@@ -60,8 +62,6 @@ APT_EGRESS = "/etc/apt/apt.conf.d/00sim-egress"  # the base role's own file is 0
 BOOT_DONE = "/var/lib/cloud/instance/boot-finished"
 PARALLEL_BOOTS = 4  # hosts made at once: most of a boot is waiting on systemd
 RETRY_AFTER = 30.0  # seconds before an instance whose host could not be made is tried again
-EBS_STORE = "/var/lib/sim-ebs"  # every volume's data, in each host (others may only pass)
-EBS_DEVICES = "/dev/sim-ebs"  # a link per volume attached to this host (gone at a restart)
 
 Log = Callable[[str], None]
 
@@ -117,7 +117,6 @@ class Reconciler:
         self._apt_proxy: str | None = None
         self._failed: dict[str, float] = {}
         self._attached: dict[str, set[str]] = {}  # instance id -> volumes linked in its host
-        self._attachments: dict[str, set[str]] = {}  # the same, as EC2 says (each pass)
 
     # -- AWS side ----------------------------------------------------------------------------
 
@@ -128,7 +127,13 @@ class Reconciler:
         config = Config(retries={"mode": "standard", "max_attempts": 3})
         return session.client("ec2", endpoint_url=self.endpoint, config=config)
 
-    def _describe(self) -> tuple[dict[str, tuple[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+    def _describe(
+        self,
+    ) -> tuple[
+        dict[str, tuple[str, dict[str, Any]]], dict[str, dict[str, Any]], dict[str, set[str]]
+    ]:
+        """Instances (id -> region, instance), subnets by id, and the volumes attached to each
+        instance."""
         instances: dict[str, tuple[str, dict[str, Any]]] = {}
         subnets: dict[str, dict[str, Any]] = {}
         attachments: dict[str, set[str]] = {}
@@ -147,8 +152,7 @@ class Reconciler:
                         if attachment.get("State") in ("attaching", "attached"):
                             held = attachments.setdefault(attachment["InstanceId"], set())
                             held.add(volume["VolumeId"])
-        self._attachments = attachments
-        return instances, subnets
+        return instances, subnets, attachments
 
     # -- one pass ----------------------------------------------------------------------------
 
@@ -160,7 +164,7 @@ class Reconciler:
 
     def once(self) -> None:
         """Make Docker match the server's instances once."""
-        instances, subnets = self._describe()
+        instances, subnets, attachments = self._describe()
         containers = self.containers()
         new: list[tuple[str, dict[str, Any]]] = []
         for instance_id, (region, instance) in sorted(instances.items()):
@@ -176,7 +180,7 @@ class Reconciler:
                         container.start()
                         self._attached.pop(instance_id, None)  # /dev is new at each start
                         self.log(f"{instance_id}: started")
-                    self._attach(instance_id, container)
+                    self._attach(instance_id, container, attachments.get(instance_id, set()))
                     self._ready(region, instance)
                 elif state in ("stopping", "stopped"):
                     if container is not None and container.status == "running":
@@ -196,9 +200,9 @@ class Reconciler:
                 self.log(f"{instance_id}: gone from EC2, host removed")
         self._prune_networks(subnets)
 
-    def _attach(self, instance_id: str, container: Container) -> None:
-        """The host's ``/dev/sim-ebs`` links made to match its volumes' attachments."""
-        wanted = self._attachments.get(instance_id, set())
+    def _attach(self, instance_id: str, container: Container, wanted: set[str]) -> None:
+        """The host's ``/dev/sim-ebs`` links made to match ``wanted``, the volumes EC2 says
+        are attached to it."""
         held = self._attached.get(instance_id)
         if held == wanted:
             return
